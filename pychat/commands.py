@@ -1,0 +1,138 @@
+"""The command table: words, aliases, arguments, help, and parsing.
+
+One table drives dispatch (the session maps each command name to a
+handler), argument checking and usage errors, and ``/help``; README's
+command list is checked against it by a test, so the three never disagree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+from pychat.text import unquote
+
+
+@dataclass(frozen=True, slots=True)
+class Param:
+    """One argument. A ``rest`` parameter takes the rest of the line."""
+
+    name: str
+    optional: bool = False
+    rest: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    name: str
+    aliases: tuple[str, ...]
+    params: tuple[Param, ...]
+    summary: str
+    details: str = ""
+
+    @property
+    def usage(self) -> str:
+        words = [f"/{self.name}"]
+        for p in self.params:
+            words.append(f"[{p.name}]" if p.optional else p.name)
+        return " ".join(words)
+
+
+_NAME = Param("NAME")
+_TEXT = Param("TEXT", rest=True)
+
+COMMANDS: Final[tuple[Command, ...]] = (
+    Command("help", ("manual", "?"), (Param("COMMAND", optional=True),),
+            "all commands with one line each; details for one",
+            "Without COMMAND, lists every command. With it, shows its usage, aliases and details."),
+    Command("nick", (), (_NAME,),
+            "change your name (same rules as at login); your room sees it",
+            "Names are 1-20 letters, digits, '_', '-' or '.', unique ignoring case."),
+    Command("list", ("rooms",), (),
+            "rooms with member counts, locked ones marked"),
+    Command("join", (), (Param("ROOM"), Param("KEY", optional=True)),
+            "join, creating if missing; switches from your current room",
+            "A locked room needs its KEY. Joining a missing room with a KEY creates it locked."),
+    Command("create", (), (Param("ROOM"), Param("KEY", optional=True)),
+            "create a new room and join it; error if it exists; with KEY the room is private",
+            "Only those who give the KEY may join a private room or read its history."),
+    Command("leave", ("part",), (),
+            "leave your room, back to the hall"),
+    Command("roominfo", ("who", "names"), (),
+            "your room's name and members"),
+    Command("users", (), (),
+            "everyone online and the room each is in"),
+    Command("dm", ("msg",), (_NAME, _TEXT),
+            "direct message to one user",
+            'TEXT may be wrapped in double quotes: /dm bob "hi there".'),
+    Command("bc", ("broadcast",), (_TEXT,),
+            "message to everyone online, in every room and the hall"),
+    Command("message", ("say",), (_TEXT,),
+            "message to your room (same as a plain line)",
+            "A plain line that does not start with '/' does the same; '//text' sends '/text'."),
+    Command("me", (), (_TEXT,),
+            "action in your room: * NAME TEXT"),
+    Command("history", (), (Param("N", optional=True),),
+            "the last N (default 20, at most 500) messages of your room"),
+    Command("quit", ("exit",), (Param("REASON", optional=True, rest=True),),
+            "say goodbye and disconnect; your room sees that you quit"),
+)
+
+_BY_WORD: Final[dict[str, Command]] = {
+    word: cmd for cmd in COMMANDS for word in (cmd.name, *cmd.aliases)
+}
+
+
+def lookup(word: str) -> Command | None:
+    """The command for a word or alias (case ignored, leading '/' optional)."""
+    return _BY_WORD.get(word.lstrip("/").lower())
+
+
+class UsageError(Exception):
+    """Wrong arguments for a command; the message is the usage line."""
+
+
+def split_command(line: str) -> tuple[str, str]:
+    """'/Join #a key' -> ('join', '#a key'): the word and its argument text."""
+    word, _, rest = line.partition(" ")
+    return word.lower(), rest.strip()
+
+
+def parse_args(cmd: Command, rest: str) -> list[str]:
+    """Split the argument text of CMD by its parameters.
+
+    Plain parameters are single words; a ``rest`` parameter takes what is
+    left, with one pair of wrapping double quotes removed.
+    """
+    args: list[str] = []
+    for param in cmd.params:
+        if param.rest:
+            value = unquote(rest.strip()) if rest.strip() else ""
+            rest = ""
+        else:
+            value, _, rest = rest.strip().partition(" ")
+        if not value:
+            if param.optional:
+                break
+            raise UsageError(f"usage: {cmd.usage}")
+        args.append(value)
+    if rest.strip():
+        raise UsageError(f"usage: {cmd.usage}")
+    return args
+
+
+def help_lines(cmd: Command | None = None) -> list[str]:
+    """The text of /help: every command, or the details of one."""
+    if cmd is None:
+        width = max(len(c.usage) for c in COMMANDS)
+        lines = ["commands (a line that does not start with '/' goes to your room):"]
+        for c in COMMANDS:
+            lines.append(f"  {c.usage:<{width}}  {c.summary}")
+        lines.append("/help COMMAND shows details and aliases of one command")
+        return lines
+    lines = [f"{cmd.usage}: {cmd.summary}"]
+    if cmd.aliases:
+        lines.append("aliases: " + ", ".join("/" + a for a in cmd.aliases))
+    if cmd.details:
+        lines.append(cmd.details)
+    return lines

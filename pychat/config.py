@@ -1,0 +1,104 @@
+"""Server and client settings: the flags and defaults of the protocol."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from typing import Sequence
+
+from pychat import __version__
+from pychat.history import default_db_path
+
+DEFAULT_PORT = 22222
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+@dataclass(frozen=True, slots=True)
+class ServerSettings:
+    host: str | None = None
+    port: int = DEFAULT_PORT
+    max_line: int = 4096
+    sendq: int = 1 << 20
+    flood_rate: float = 10.0
+    flood_burst: int = 20
+    max_clients: int = 10_000
+    max_per_ip: int = 100
+    registration_timeout: float = 60.0
+    db: str = ":memory:"
+    default_room: str = "general"
+    history_lines: int = 20
+    log_level: str = "info"
+    # Not a flag: how long a graceful shutdown or a closing connection may
+    # spend flushing output before the socket is closed regardless.
+    flush_deadline: float = 5.0
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more: {text}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more: {text}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more: {text}")
+    return value
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"not a port number: {text}")
+    return value
+
+
+def server_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="pychat-server",
+        description="pychat: a small single-threaded chat server (connect with nc HOST PORT).",
+    )
+    d = ServerSettings()
+    p.add_argument("host", nargs="?", default=None,
+                   help="address to listen on (default: all interfaces, IPv4 and IPv6)")
+    p.add_argument("--port", type=_port, default=d.port, help=f"TCP port (default {d.port}; 0 picks a free one)")
+    p.add_argument("--max-line", type=_positive_int, default=d.max_line, metavar="BYTES",
+                   help=f"longest input line; longer ones are refused and discarded (default {d.max_line})")
+    p.add_argument("--sendq", type=_positive_int, default=d.sendq, metavar="BYTES",
+                   help=f"unsent output after which a client that is not reading is disconnected (default {d.sendq})")
+    p.add_argument("--flood-rate", type=_non_negative_float, default=d.flood_rate, metavar="LINES/S",
+                   help=f"lines per second a client may send; beyond it reading pauses; 0 turns it off (default {d.flood_rate:g})")
+    p.add_argument("--flood-burst", type=_positive_int, default=d.flood_burst, metavar="LINES",
+                   help=f"lines a client may send at once before the rate applies (default {d.flood_burst})")
+    p.add_argument("--max-clients", type=_positive_int, default=d.max_clients, metavar="N",
+                   help=f"connections at most; more are refused (default {d.max_clients})")
+    p.add_argument("--max-per-ip", type=_non_negative_int, default=d.max_per_ip, metavar="N",
+                   help=f"connections per source address; 0 turns it off (default {d.max_per_ip})")
+    p.add_argument("--registration-timeout", type=_non_negative_float, default=d.registration_timeout,
+                   metavar="S", help=f"seconds to give a name before being disconnected (default {d.registration_timeout:g})")
+    p.add_argument("--db", default=None, metavar="PATH",
+                   help=f"SQLite history file; ':memory:' keeps nothing (default {default_db_path()})")
+    p.add_argument("--default-room", default=d.default_room, metavar="NAME",
+                   help=f"room new users join; empty leaves them in the hall (default {d.default_room})")
+    p.add_argument("--history-lines", type=_non_negative_int, default=d.history_lines, metavar="N",
+                   help=f"messages replayed on join; 0 for none (default {d.history_lines})")
+    p.add_argument("--log-level", choices=LOG_LEVELS, default=d.log_level, type=str.lower,
+                   help=f"server log detail on stderr (default {d.log_level})")
+    p.add_argument("--version", action="version", version=f"pychat {__version__}")
+    return p
+
+
+def parse_server_args(argv: Sequence[str] | None = None) -> ServerSettings:
+    ns = server_parser().parse_args(argv)
+    values = vars(ns)
+    if values["db"] is None:
+        values["db"] = default_db_path()
+    return ServerSettings(**values)

@@ -1,0 +1,534 @@
+"""The server's I/O shell: one thread, one selectors loop.
+
+The loop watches the listening sockets, every client socket and a wakeup
+socket for signals; the nearest timer sets the ``select()`` timeout. Each
+iteration handles the ready sockets and the due timers, then does its
+"before sleep" work, in this order (PROTOCOL.md section 7):
+
+1. commit the history written during the iteration;
+2. write the chat log;
+3. flush every connection that has queued output, one ``send()`` each.
+
+So nothing reaches a user before it is in the database.
+"""
+
+from __future__ import annotations
+
+import collections
+import errno
+import logging
+import resource
+import selectors
+import signal
+import socket
+import sys
+import time
+from typing import Callable
+
+from pychat import render
+from pychat.config import ServerSettings, parse_server_args
+from pychat.connection import Connection
+from pychat.framing import LINE_TOO_LONG, Frame
+from pychat.history import HistoryError, HistoryStore
+from pychat.model import Hall
+from pychat.session import Session
+from pychat.text import decode_line
+from pychat.timers import Timers
+
+log = logging.getLogger("pychat.server")
+
+READ = selectors.EVENT_READ
+WRITE = selectors.EVENT_WRITE
+LISTEN_BACKLOG = 4096
+# Errors from accept() that mean "out of resources, try again later".
+_ACCEPT_PAUSE_ERRORS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
+ACCEPT_PAUSE = 0.1
+
+
+class _Listener:
+    """Selector data for a listening socket (told apart from connections)."""
+
+    __slots__ = ("sock",)
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+
+
+class Server:
+    """The chat server: owns the Hall, the sockets and the loop."""
+
+    def __init__(self, settings: ServerSettings, history: HistoryStore | None = None) -> None:
+        self.settings = settings
+        self.history = history if history is not None else HistoryStore(settings.db)
+        self.hall = Hall(self.history, settings.history_lines)
+        self.sel = selectors.DefaultSelector()
+        self.timers = Timers()
+        self.listeners: list[socket.socket] = []
+        self.conns: dict[int, Connection] = {}
+        self.per_ip: collections.Counter[str] = collections.Counter()
+        self._dirty: list[Connection] = []
+        self._signals: list[int] = []
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self.sel.register(self._wake_r, READ, None)
+        self.now = time.time()
+        self.mono = time.monotonic()
+        self.stopping = False
+        self._stop_deadline = 0.0
+
+    # -- setup --------------------------------------------------------------
+
+    def listen(self) -> list[tuple[str, int]]:
+        """Bind the listening sockets; return their (address, port). Raises OSError."""
+        host, port = self.settings.host, self.settings.port
+        if not host:
+            if socket.has_dualstack_ipv6():
+                socks = [socket.create_server(("", port), family=socket.AF_INET6,
+                                              dualstack_ipv6=True, backlog=LISTEN_BACKLOG)]
+            else:
+                socks = [socket.create_server(("", port), backlog=LISTEN_BACKLOG)]
+        else:
+            socks = []
+            seen = set()
+            for family, _, _, _, addr in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                             flags=socket.AI_PASSIVE):
+                if (family, addr[0]) in seen:
+                    continue
+                seen.add((family, addr[0]))
+                # With port 0 every address shares the port the first one got.
+                bind_port = socks[0].getsockname()[1] if socks else port
+                socks.append(socket.create_server((addr[0], bind_port), family=family,
+                                                  backlog=LISTEN_BACKLOG))
+        bound = []
+        for sock in socks:
+            sock.setblocking(False)
+            self.sel.register(sock, READ, _Listener(sock))
+            self.listeners.append(sock)
+            name = sock.getsockname()
+            bound.append((name[0], name[1]))
+            log.info("listening on %s port %d", name[0] or "*", name[1])
+        return bound
+
+    def raise_file_limit(self) -> None:
+        """Raise the open-files limit as far as allowed; warn if too low for --max-clients."""
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if hard == resource.RLIM_INFINITY:
+            hard = max(soft, self.settings.max_clients + 64)
+        if soft < hard:
+            try:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+                soft = hard
+            except (ValueError, OSError) as exc:
+                log.warning("could not raise the open-files limit from %d to %d: %s", soft, hard, exc)
+        needed = self.settings.max_clients + 32
+        if soft < needed:
+            log.warning("the open-files limit is %d: fewer than --max-clients %d connections "
+                        "can be held (raise it with ulimit -n)", soft, self.settings.max_clients)
+
+    def install_signal_handlers(self) -> None:
+        """SIGINT and SIGTERM wake the loop through the wakeup socket."""
+        signal.set_wakeup_fd(self._wake_w.fileno(), warn_on_full_buffer=False)
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, self._on_signal)
+
+    def _on_signal(self, signum: int, frame: object) -> None:
+        self._signals.append(signum)
+
+    def request_stop(self) -> None:
+        """Ask the loop to shut down gracefully; safe to call from another thread."""
+        self._signals.append(signal.SIGTERM)
+        try:
+            self._wake_w.send(b"\0")
+        except OSError:
+            pass
+
+    # -- the loop -------------------------------------------------------------
+
+    def run(self) -> int:
+        """Serve until shut down; return the exit status."""
+        select = self.sel.select
+        while True:
+            timeout = self.timers.timeout(time.monotonic())
+            events = select(timeout)
+            self.now = time.time()
+            self.mono = time.monotonic()
+            for key, mask in events:
+                data = key.data
+                if data.__class__ is Connection:
+                    self._on_event(data, mask)
+                elif data is None:
+                    if self._on_wakeup():
+                        return self._exit_now()
+                else:
+                    self._accept(data.sock)
+            if self.timers:
+                for callback in self.timers.pop_due(self.mono):
+                    try:
+                        callback()
+                    except Exception:
+                        log.exception("internal error in a timer")
+            self._before_sleep()
+            if self.stopping and (not self.conns or self.mono >= self._stop_deadline):
+                return self._exit_now()
+
+    def _on_event(self, conn: Connection, mask: int) -> None:
+        if conn.closed:
+            return  # closed earlier in this batch of events
+        try:
+            if mask & READ:
+                self._on_readable(conn)
+            if mask & WRITE and not conn.closed:
+                self._flush(conn)
+        except Exception:
+            log.exception("internal error on connection %s; closing it", conn.peer)
+            self._drop(conn, "internal error")
+
+    def _before_sleep(self) -> None:
+        """Commit history, write the chat log, then flush every connection with output."""
+        dirty = self._dirty
+        while True:
+            self.history.commit()
+            self._write_chat_log()
+            if not dirty:
+                return
+            batch = dirty[:]
+            dirty.clear()
+            for conn in batch:
+                if conn.closed:
+                    conn.out.clear()
+                else:
+                    self._flush(conn)
+
+    def _write_chat_log(self) -> None:
+        lines = self.hall.chat_log
+        if lines:
+            if log.isEnabledFor(logging.INFO) and sys.stderr is not None:
+                sys.stderr.flush()
+                sys.stderr.buffer.write(b"".join(lines).replace(b"\r\n", b"\n"))
+                sys.stderr.buffer.flush()
+            lines.clear()
+
+    def _flush(self, conn: Connection) -> None:
+        try:
+            conn.flush()
+        except OSError:
+            self._drop(conn, "connection lost")
+            return
+        if len(conn.wbuf) > self.settings.sendq:
+            log.warning("%s: send queue exceeded (%d bytes unsent)", conn.peer, len(conn.wbuf))
+            conn.wbuf.clear()
+            self._drop(conn, "send queue exceeded")
+            return
+        if not conn.wbuf and conn.session is not None and conn.session.closing:
+            self._close(conn)
+            return
+        self._update_interest(conn)
+
+    def _update_interest(self, conn: Connection) -> None:
+        """Watch READ unless input is paused or over; WRITE only while output is pending."""
+        want = 0
+        session = conn.session
+        if not (conn.paused or conn.eof or self.stopping or (session is not None and session.closing)):
+            want = READ
+        if conn.wbuf:
+            want |= WRITE
+        if want != conn.interest:
+            if conn.interest == 0:
+                self.sel.register(conn.sock, want, conn)
+            elif want == 0:
+                self.sel.unregister(conn.sock)
+            else:
+                self.sel.modify(conn.sock, want, conn)
+            conn.interest = want
+
+    # -- accepting ----------------------------------------------------------------
+
+    def _accept(self, lsock: socket.socket) -> None:
+        """Accept until the listener would block."""
+        settings = self.settings
+        while True:
+            try:
+                sock, addr = lsock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                if exc.errno in _ACCEPT_PAUSE_ERRORS:
+                    log.warning("cannot accept connections now: %s; pausing accepts briefly", exc)
+                    self._pause_accepting()
+                    return
+                raise
+            ip = addr[0]
+            if ip.startswith("::ffff:"):
+                ip = ip[7:]
+            peer = f"[{ip}]:{addr[1]}" if ":" in ip else f"{ip}:{addr[1]}"
+            if len(self.conns) >= settings.max_clients:
+                self._refuse(sock, peer, "server full")
+                continue
+            if settings.max_per_ip and self.per_ip[ip] >= settings.max_per_ip:
+                self._refuse(sock, peer, "too many connections from your address")
+                continue
+            self._add_connection(sock, peer, ip)
+
+    def _refuse(self, sock: socket.socket, peer: str, why: str) -> None:
+        log.warning("refused %s: %s", peer, why)
+        sock.setblocking(False)
+        try:
+            sock.send(render.error(why))
+        except OSError:
+            pass
+        sock.close()
+
+    def _pause_accepting(self) -> None:
+        for lsock in self.listeners:
+            self.sel.unregister(lsock)
+        self.timers.call_at(self.mono + ACCEPT_PAUSE, self._resume_accepting)
+
+    def _resume_accepting(self) -> None:
+        if self.stopping:
+            return
+        for lsock in self.listeners:
+            self.sel.register(lsock, READ, _Listener(lsock))
+
+    def _add_connection(self, sock: socket.socket, peer: str, ip: str) -> None:
+        settings = self.settings
+        sock.setblocking(False)
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            _set_keepalive(sock)
+        except OSError:
+            pass
+        conn = Connection(sock, peer, ip, settings.max_line, self._dirty.append)
+        conn.tokens = float(settings.flood_burst)
+        conn.token_time = self.mono
+        conn.session = Session(self.hall, conn.queue, peer, settings.default_room)
+        self.conns[conn.fd] = conn
+        self.per_ip[ip] += 1
+        self._update_interest(conn)
+        log.info("connection from %s", peer)
+        conn.session.start()
+        if settings.registration_timeout > 0:
+            self.timers.call_at(self.mono + settings.registration_timeout,
+                                lambda: self._registration_expired(conn))
+
+    def _registration_expired(self, conn: Connection) -> None:
+        if conn.closed or conn.session is None or conn.session.registered or conn.session.closing:
+            return
+        log.info("%s gave no name in time", conn.peer)
+        conn.queue(render.error(f"no name given within {self.settings.registration_timeout:g} s; goodbye"))
+        self._close_after_flush(conn)
+
+    # -- input ------------------------------------------------------------------------
+
+    def _on_readable(self, conn: Connection) -> None:
+        try:
+            data = conn.recv()
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            self._drop(conn, "connection lost")
+            return
+        if data:
+            self._take_frames(conn, conn.framer.feed(data))
+        else:
+            conn.eof = True
+            self._take_frames(conn, conn.framer.finish())
+            self._update_interest(conn)
+            if not conn.backlog and not conn.closed:
+                self._input_ended(conn)
+
+    def _take_frames(self, conn: Connection, frames: list[Frame]) -> None:
+        if not frames:
+            return
+        if self.settings.flood_rate <= 0:
+            for frame in frames:
+                self._handle_frame(conn, frame)
+            return
+        conn.backlog.extend(frames)
+        self._drain_backlog(conn)
+
+    def _drain_backlog(self, conn: Connection) -> None:
+        """Handle framed lines while the flood budget allows; pause reading otherwise."""
+        rate = self.settings.flood_rate
+        conn.tokens = min(float(self.settings.flood_burst),
+                          conn.tokens + (self.mono - conn.token_time) * rate)
+        conn.token_time = self.mono
+        backlog = conn.backlog
+        handled = 0
+        while handled < len(backlog) and conn.tokens >= 1.0 and not conn.closed:
+            conn.tokens -= 1.0
+            frame = backlog[handled]
+            handled += 1
+            self._handle_frame(conn, frame)  # type: ignore[arg-type]
+        del backlog[:handled]
+        if conn.closed:
+            return
+        was_paused = conn.paused
+        conn.paused = bool(backlog)
+        if conn.paused:
+            self.timers.call_at(self.mono + (1.0 - conn.tokens) / rate, lambda: self._resume(conn))
+        if conn.paused != was_paused:
+            self._update_interest(conn)
+
+    def _resume(self, conn: Connection) -> None:
+        if conn.closed or not conn.paused:
+            return
+        try:
+            self._drain_backlog(conn)
+            if conn.eof and not conn.backlog and not conn.closed:
+                self._input_ended(conn)
+        except Exception:
+            log.exception("internal error on connection %s; closing it", conn.peer)
+            self._drop(conn, "internal error")
+
+    def _handle_frame(self, conn: Connection, frame: Frame) -> None:
+        session = conn.session
+        assert session is not None
+        if session.closing:
+            return
+        if frame is LINE_TOO_LONG:
+            session.line_too_long(self.settings.max_line)
+        else:
+            session.handle_line(decode_line(frame), self.now)  # type: ignore[arg-type]
+            if session.closing:
+                self._close_after_flush(conn)
+
+    def _input_ended(self, conn: Connection) -> None:
+        """The peer half-closed and all its lines are handled: say goodbye after the answers."""
+        session = conn.session
+        if session is not None and not session.closing:
+            session.disconnected("connection closed", self.now)
+        self._close_after_flush(conn)
+
+    # -- closing ------------------------------------------------------------------------
+
+    def _close_after_flush(self, conn: Connection) -> None:
+        """Stop reading; close once the output is written, or at the flush deadline."""
+        if conn.session is not None:
+            conn.session.closing = True
+        conn.close_deadline = self.mono + self.settings.flush_deadline
+        self.timers.call_at(conn.close_deadline, lambda: self._close(conn))
+        if not conn.out and not conn.wbuf:
+            self._close(conn)
+        else:
+            self._update_interest(conn)
+
+    def _drop(self, conn: Connection, reason: str) -> None:
+        """Close at once: the peer is gone or misbehaved. The room is told why."""
+        if conn.closed:
+            return
+        session = conn.session
+        if session is not None and not self.stopping:
+            try:
+                session.disconnected(reason, self.now)
+            except Exception:
+                log.exception("error while removing %s", conn.peer)
+        self._close(conn)
+
+    def _close(self, conn: Connection) -> None:
+        if conn.closed:
+            return
+        conn.closed = True
+        session = conn.session
+        if session is not None and session.user is not None and not self.stopping:
+            session.disconnected("connection closed", self.now)
+        if conn.interest:
+            self.sel.unregister(conn.sock)
+            conn.interest = 0
+        conn.sock.close()
+        del self.conns[conn.fd]
+        self.per_ip[conn.ip] -= 1
+        if not self.per_ip[conn.ip]:
+            del self.per_ip[conn.ip]
+        log.info("closed %s", conn.peer)
+
+    # -- signals and shutdown ---------------------------------------------------------
+
+    def _on_wakeup(self) -> bool:
+        """Drain the wakeup socket and act on signals; True means exit at once."""
+        try:
+            while self._wake_r.recv(4096):
+                pass
+        except (BlockingIOError, InterruptedError):
+            pass
+        signals, self._signals = self._signals, []
+        for signum in signals:
+            if self.stopping:
+                log.warning("second signal (%s): exiting at once", signal.Signals(signum).name)
+                return True
+            log.info("%s: shutting down", signal.Signals(signum).name)
+            self._begin_shutdown()
+        return False
+
+    def _begin_shutdown(self) -> None:
+        """Stop accepting, tell everyone, and close each connection once flushed."""
+        self.stopping = True
+        self._stop_deadline = self.mono + self.settings.flush_deadline
+        for lsock in self.listeners:
+            try:
+                self.sel.unregister(lsock)
+            except (KeyError, ValueError):
+                pass
+            lsock.close()
+        self.listeners.clear()
+        notice = render.info("server shutting down")
+        for conn in list(self.conns.values()):
+            conn.queue(notice)
+            if conn.session is not None:
+                conn.session.closing = True
+            self._update_interest(conn)
+
+    def _exit_now(self) -> int:
+        self.stopping = True
+        for conn in list(self.conns.values()):
+            self._close(conn)
+        self.history.close()
+        log.info("server stopped")
+        return 0
+
+    def close(self) -> None:
+        """Release sockets (for tests that run a server in-process)."""
+        for lsock in self.listeners:
+            lsock.close()
+        self._wake_r.close()
+        self._wake_w.close()
+        self.sel.close()
+
+
+def _set_keepalive(sock: socket.socket) -> None:
+    """Probe idle peers so that dead ones are found (after about two minutes)."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    for name, value in (("TCP_KEEPIDLE", 60), ("TCP_KEEPINTVL", 10), ("TCP_KEEPCNT", 6)):
+        option = getattr(socket, name, None)
+        if option is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, option, value)
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper()),
+        format="[%(asctime)s] %(levelname)s %(message)s",
+        datefmt="%Y-%m-%d %H:%M:%S",
+        stream=sys.stderr,
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    settings = parse_server_args(argv)
+    configure_logging(settings.log_level)
+    try:
+        history = HistoryStore(settings.db)
+    except HistoryError as exc:
+        print(f"pychat-server: {exc}", file=sys.stderr)
+        sys.exit(1)
+    server = Server(settings, history)
+    try:
+        server.listen()
+    except OSError as exc:
+        where = f"{settings.host or '*'} port {settings.port}"
+        print(f"pychat-server: cannot listen on {where}: {exc.strerror or exc}", file=sys.stderr)
+        sys.exit(1)
+    server.raise_file_limit()
+    server.install_signal_handlers()
+    log.info("history in %s", settings.db)
+    sys.exit(server.run())

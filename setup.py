@@ -1,0 +1,25 @@
+"""Packaging for pychat. The server and client need only the standard library."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="pychat",
+    version="0.1.0",
+    description="A small single-threaded chat server and terminal client",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["pychat", "pychat.*"]),
+    py_modules=["pychat_server", "pychat_client"],
+    install_requires=[],
+    extras_require={
+        "test": ["pytest>=7", "hypothesis>=6"],
+        "bench": ["matplotlib>=3.5", "miniircd"],
+    },
+    entry_points={
+        "console_scripts": [
+            "pychat-server=pychat.server:main",
+            "pychat-client=pychat.client:main",
+        ],
+    },
+)
