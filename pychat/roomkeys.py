@@ -16,8 +16,13 @@ _SCHEME = "pbkdf2_sha256"
 ITERATIONS = 60_000
 
 
-def hash_key(key: str, *, iterations: int = ITERATIONS) -> str:
-    """Return ``pbkdf2_sha256$ITER$SALT$HASH`` for KEY with a fresh salt."""
+def hash_key(key: str, *, iterations: int | None = None) -> str:
+    """Return ``pbkdf2_sha256$ITER$SALT$HASH`` for KEY with a fresh salt.
+
+    The iteration count is stored with the hash, so raising ITERATIONS
+    later keeps old keys valid.
+    """
+    iterations = iterations or ITERATIONS
     salt = os.urandom(16)
     digest = hashlib.pbkdf2_hmac("sha256", key.encode(), salt, iterations)
     return f"{_SCHEME}${iterations}${salt.hex()}${digest.hex()}"

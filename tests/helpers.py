@@ -1,0 +1,158 @@
+"""Real servers and raw socket clients for end-to-end tests.
+
+Every wait here is a deadline on something observable (a log line, a line
+from the server), never a fixed sleep.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_TIMEOUT = 10.0
+
+
+def wait_for(predicate, timeout: float = DEFAULT_TIMEOUT, interval: float = 0.01, what: str = "condition"):
+    """Poll PREDICATE until it returns a true value or the deadline passes."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(interval)
+
+
+class ServerProcess:
+    """`python3 pychat_server.py 127.0.0.1 --port 0 ...` in a subprocess."""
+
+    def __init__(self, tmp_path: Path, *args: str, db: str = ":memory:", host: str = "127.0.0.1") -> None:
+        self.log_path = tmp_path / f"server-{time.monotonic_ns()}.log"
+        self.args = [sys.executable, str(ROOT / "pychat_server.py"), host, "--port", "0",
+                     "--db", db, "--log-level", "debug", *args]
+        self.host = host
+        self._log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(self.args, stdout=subprocess.DEVNULL, stderr=self._log,
+                                     stdin=subprocess.DEVNULL, cwd=tmp_path)
+        match = wait_for(self._port_line, what=f"server to listen (log: {self.log_path})")
+        self.port = int(match.group(1))
+
+    def _port_line(self):
+        if self.proc.poll() is not None:
+            raise AssertionError(f"server exited with {self.proc.returncode}: {self.log()}")
+        return re.search(r"listening on \S+ port (\d+)", self.log())
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def client(self, name: str | None = None, **kw) -> "LineClient":
+        c = LineClient(self.port, host=self.host, **kw)
+        if name is not None:
+            c.register(name)
+        return c
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = DEFAULT_TIMEOUT) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+        return self.proc.returncode
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)
+
+
+class LineClient:
+    """A raw TCP client that reads the server's lines against deadlines."""
+
+    def __init__(self, port: int, host: str = "127.0.0.1", timeout: float = DEFAULT_TIMEOUT) -> None:
+        self.sock = socket.create_connection((host, port), timeout=timeout)
+        self.timeout = timeout
+        self._buf = b""
+        self.seen: list[str] = []
+        self.name: str | None = None
+
+    def send(self, line: str) -> None:
+        self.sock.sendall(line.encode() + b"\r\n")
+
+    def send_raw(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def read_line(self, timeout: float | None = None) -> str:
+        """The next line (without CRLF); raises AssertionError at the deadline or EOF."""
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        while b"\r\n" not in self._buf:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"no line within the deadline; seen so far: {self.seen[-20:]}")
+            self.sock.settimeout(left)
+            try:
+                chunk = self.sock.recv(65536)
+            except socket.timeout:
+                continue
+            if not chunk:
+                raise EOFError(f"server closed the connection; seen: {self.seen[-20:]}")
+            self._buf += chunk
+        raw, self._buf = self._buf.split(b"\r\n", 1)
+        line = raw.decode("utf-8")
+        self.seen.append(line)
+        return line
+
+    def expect(self, pattern: str, timeout: float | None = None) -> str:
+        """Read lines until one matches the regex PATTERN; return it."""
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        while True:
+            line = self.read_line(max(0.0, deadline - time.monotonic()))
+            if re.search(pattern, line):
+                return line
+
+    def lines_until(self, pattern: str, timeout: float | None = None) -> list[str]:
+        """All lines up to and including the first that matches PATTERN."""
+        out = []
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        while True:
+            line = self.read_line(max(0.0, deadline - time.monotonic()))
+            out.append(line)
+            if re.search(pattern, line):
+                return out
+
+    def sync(self) -> list[str]:
+        """Everything the server sent before a marker reply: proves what did NOT arrive."""
+        self.send("/help users")  # a one-line reply
+        return self.lines_until(r"^\* /users: ")[:-1]
+
+    def register(self, name: str) -> None:
+        self.expect(r"^\* what is your name")
+        self.send(name)
+        self.expect(r"^\* (you joined|hello)")
+        self.name = name
+        self.sync()
+
+    def wait_closed(self, timeout: float | None = None) -> list[str]:
+        """Read until the server closes the connection; return the lines read."""
+        out = []
+        try:
+            while True:
+                out.append(self.read_line(timeout))
+        except EOFError:
+            return out
+        except ConnectionResetError:
+            return out
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+EVENT = r"^\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\] "

@@ -1,0 +1,90 @@
+"""LineBuffer: chunking invariance, terminators, EOF tail, overlong lines."""
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pychat.framing import LINE_TOO_LONG, LineBuffer
+
+
+def frame_all(chunks, max_line=4096):
+    buf = LineBuffer(max_line)
+    out = []
+    for chunk in chunks:
+        out.extend(buf.feed(chunk))
+    out.extend(buf.finish())
+    return out
+
+
+def reference(data: bytes, max_line: int):
+    """What framing must produce, computed the simple way on the whole stream."""
+    parts = data.split(b"\n")
+    tail = parts.pop()
+    out = []
+    for line in parts:
+        line = line[:-1] if line.endswith(b"\r") else line
+        out.append(LINE_TOO_LONG if len(line) > max_line else line)
+    tail = tail[:-1] if tail.endswith(b"\r") else tail
+    if tail:
+        out.append(LINE_TOO_LONG if len(tail) > max_line else tail)
+    return out
+
+
+stream = st.lists(st.sampled_from([b"a", b"\xc3\xa9", b"\r", b"\n", b"\r\n", b" ", b"\xff", b"xyz"]),
+                  max_size=200).map(b"".join)
+
+
+@st.composite
+def chunked(draw, data_strategy=stream):
+    data = draw(data_strategy)
+    cuts = sorted(draw(st.lists(st.integers(0, len(data)), max_size=20)))
+    chunks, prev = [], 0
+    for cut in cuts + [len(data)]:
+        chunks.append(data[prev:cut])
+        prev = cut
+    return data, chunks
+
+
+@settings(max_examples=300)
+@given(chunked(), st.integers(1, 12))
+def test_any_chunking_gives_the_same_lines(case, max_line):
+    data, chunks = case
+    assert frame_all(chunks, max_line) == frame_all([data], max_line) == reference(data, max_line)
+
+
+@given(st.binary(max_size=300), st.data())
+def test_random_bytes_byte_by_byte(data, draw):
+    max_line = draw.draw(st.integers(1, 50))
+    one_by_one = frame_all([data[i:i + 1] for i in range(len(data))], max_line)
+    assert one_by_one == frame_all([data], max_line) == reference(data, max_line)
+
+
+def test_terminators_and_tail():
+    assert frame_all([b"a\nb\r\nc"]) == [b"a", b"b", b"c"]
+    assert frame_all([b"a\r", b"\nb"]) == [b"a", b"b"]
+    assert frame_all([b"\n\n"]) == [b"", b""]
+    assert frame_all([b""]) == []
+
+
+def test_overlong_line_gives_one_error_and_is_skipped():
+    buf = LineBuffer(max_line=10)
+    out = buf.feed(b"x" * 25)
+    assert out == [LINE_TOO_LONG]
+    assert buf.pending == 0
+    out = buf.feed(b"y" * 100)   # still the same line: no second error
+    assert out == []
+    assert buf.feed(b"zz\nok\n") == [b"ok"]
+
+
+def test_memory_stays_bounded_for_a_huge_line():
+    buf = LineBuffer(max_line=4096)
+    errors = []
+    for _ in range(160):  # 10 MB without a newline
+        errors.extend(buf.feed(b"q" * 65536))
+        assert buf.pending <= 4097
+    assert errors == [LINE_TOO_LONG]
+    assert buf.feed(b"\nhello\n") == [b"hello"]
+
+
+def test_line_of_exactly_max_line_bytes_passes():
+    assert frame_all([b"x" * 10 + b"\r\n"], max_line=10) == [b"x" * 10]
+    assert frame_all([b"x" * 11 + b"\n"], max_line=10) == [LINE_TOO_LONG]
