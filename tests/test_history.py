@@ -1,0 +1,215 @@
+"""Durable history in a real SQLite file: restarts, crashes, keys, migration."""
+
+import logging
+import os
+import re
+import sqlite3
+import subprocess
+import sys
+
+import pytest
+
+from helpers import EVENT, ROOT, LineClient, ServerProcess
+from pychat.history import MESSAGE, NOTICE, SCHEMA_VERSION, HistoryError, HistoryStore, migrate
+
+
+def test_restart_keeps_history_in_order(tmp_path):
+    db = str(tmp_path / "chat.db")
+    srv = ServerProcess(tmp_path, db=db)
+    a, b = srv.client("alice"), srv.client("bob")
+    for i in range(30):
+        a.send(f"message {i}")
+    b.expect("message 29$")
+    assert srv.stop() == 0
+    srv = ServerProcess(tmp_path, db=db)
+    try:
+        c = srv.client("carol")
+        c.send("/history 30")
+        lines = c.lines_until(r"^\* end of history")
+        texts = [re.sub(EVENT, "", line) for line in lines if re.match(EVENT, line)]
+        assert texts == [f"#general alice: message {i}" for i in range(30)]
+    finally:
+        srv.stop()
+
+
+def test_sigkill_loses_nothing_anyone_received(tmp_path):
+    db = str(tmp_path / "chat.db")
+    srv = ServerProcess(tmp_path, "--flood-rate", "200", db=db)
+    a, b = srv.client("alice"), srv.client("bob")
+    a.send_raw("".join(f"burst {i}\n" for i in range(200)).encode())
+    # Flood control paces the burst; wait until the last one has been received.
+    b.expect("alice: burst 199$", timeout=30)
+    srv.kill()
+    assert srv.proc.returncode == -9
+    store = HistoryStore(db)
+    room = next(r for r in store.rooms() if r.name == "general")
+    texts = [e.text for e in store.recent(room.id, 500) if e.kind == MESSAGE]
+    assert texts == [f"burst {i}" for i in range(200)]
+    store.close()
+
+
+def test_every_notice_a_user_saw_is_stored(tmp_path):
+    db = str(tmp_path / "chat.db")
+    srv = ServerProcess(tmp_path, db=db)
+    a, b = srv.client("alice"), srv.client("bob")
+    a.expect("bob has joined")
+    b.send("/nick robert")
+    a.expect("bob is now known as robert")
+    srv.kill()
+    store = HistoryStore(db)
+    rows = store._db.execute("SELECT kind, text FROM events ORDER BY id").fetchall()
+    assert (NOTICE, "bob has joined") in rows
+    assert (NOTICE, "bob is now known as robert") in rows
+
+
+def test_private_rooms_stay_private_across_a_restart(tmp_path):
+    db = str(tmp_path / "chat.db")
+    srv = ServerProcess(tmp_path, db=db)
+    a = srv.client("alice")
+    a.send("/create vault hunter2")
+    a.expect("you joined #vault")
+    a.send("the treasure is buried")
+    a.sync()
+    srv.stop()
+    raw = open(db, "rb").read() + (open(db + "-wal", "rb").read() if os.path.exists(db + "-wal") else b"")
+    assert b"hunter2" not in raw
+    srv = ServerProcess(tmp_path, db=db)
+    try:
+        m = srv.client("mallory")
+        m.send("/join vault")
+        assert m.expect("^!").startswith("! #vault is locked")
+        m.send("/create vault mine")
+        assert m.expect("^!").startswith("! #vault already exists")
+        m.send("/join vault guess")
+        assert m.expect("^!") == "! wrong key for #vault"
+        assert not any("treasure" in line for line in m.sync())
+        m.send("/join vault hunter2")
+        assert any("alice: the treasure is buried" in line for line in m.lines_until(r"^\* end of history"))
+    finally:
+        srv.stop()
+
+
+def test_memory_db_writes_no_file(tmp_path):
+    before = set(os.listdir(tmp_path))
+    srv = ServerProcess(tmp_path, db=":memory:")
+    a, b = srv.client("alice"), srv.client("bob")
+    a.send("hello")
+    b.expect("alice: hello")
+    srv.stop()
+    after = {name for name in os.listdir(tmp_path) if not name.startswith("server-")}
+    assert after == before
+
+
+def test_default_db_path_creates_directories(tmp_path):
+    env = dict(os.environ, XDG_DATA_HOME=str(tmp_path / "xdg"))
+    proc = subprocess.Popen([sys.executable, str(ROOT / "pychat_server.py"), "127.0.0.1", "--port", "0"],
+                            env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        for line in proc.stderr:
+            if "listening on" in line:
+                break
+        assert (tmp_path / "xdg" / "pychat" / "pychat.db").exists()
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=10)
+    assert proc.returncode == 0
+
+
+def test_migration_from_an_empty_file(tmp_path):
+    path = tmp_path / "empty.db"
+    path.write_bytes(b"")
+    store = HistoryStore(str(path))
+    assert store._db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    room_id = store.add_room("general", "general", None, 1.0)
+    store.append(room_id, 2.0, MESSAGE, "alice", "hi")
+    store.commit()
+    assert [e.text for e in store.recent(room_id, 10)] == ["hi"]
+    store.close()
+
+
+def test_migration_from_the_previous_schema_version(tmp_path):
+    path = str(tmp_path / "old.db")
+    db = sqlite3.connect(path, isolation_level=None)
+    migrate(db, target=SCHEMA_VERSION - 1)
+    db.execute("INSERT INTO rooms (key, name, created) VALUES ('lobby', 'Lobby', 1.0)")
+    db.execute("INSERT INTO events (room_id, ts, kind, sender, text) VALUES (1, 5.0, 0, 'old', 'kept')")
+    db.close()
+    store = HistoryStore(path)
+    assert store._db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    rooms = store.rooms()
+    assert [(r.name, r.key_hash) for r in rooms] == [("Lobby", None)]
+    assert [(e.sender, e.text, e.ts) for e in store.recent(rooms[0].id, 10)] == [("old", "kept", 5.0)]
+    store.close()
+
+
+def test_newer_schema_is_refused(tmp_path):
+    path = str(tmp_path / "future.db")
+    db = sqlite3.connect(path)
+    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    db.close()
+    with pytest.raises(HistoryError, match="newer"):
+        HistoryStore(path)
+
+
+@pytest.mark.parametrize("content", [b"this is not a database at all" * 100, b"SQLite format 3\x00" + b"\xff" * 4000])
+def test_corrupt_file_is_a_one_line_error(tmp_path, content):
+    path = tmp_path / "bad.db"
+    path.write_bytes(content)
+    result = subprocess.run([sys.executable, str(ROOT / "pychat_server.py"), "127.0.0.1", "--port", "0",
+                             "--db", str(path)], capture_output=True, text=True, timeout=20)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("pychat-server: cannot open history database")
+    assert "Traceback" not in result.stderr
+
+
+def test_unwritable_location_is_a_one_line_error(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    result = subprocess.run([sys.executable, str(ROOT / "pychat_server.py"), "--port", "0",
+                             "--db", str(blocker / "sub" / "chat.db")], capture_output=True, text=True, timeout=20)
+    assert result.returncode == 1
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in result.stderr
+
+
+def test_write_error_is_logged_and_the_store_goes_on(tmp_path, caplog):
+    store = HistoryStore(str(tmp_path / "full.db"))
+    room_id = store.add_room("general", "general", None, 1.0)
+    store.commit()
+    pages = store._db.execute("PRAGMA page_count").fetchone()[0]
+    store._db.execute(f"PRAGMA max_page_count = {pages}")  # the database cannot grow: "disk full"
+    for i in range(2000):
+        store.append(room_id, 2.0, MESSAGE, "alice", f"message {i} " + "x" * 100)
+    with caplog.at_level(logging.ERROR, logger="pychat.history"):
+        store.commit()
+    assert "history write failed" in caplog.text
+    store._db.execute("PRAGMA max_page_count = 1000000")
+    store.append(room_id, 3.0, MESSAGE, "alice", "after the failure")
+    store.commit()
+    assert store.recent(room_id, 1)[0].text == "after the failure"
+    store.close()
+
+
+def test_replay_uses_the_index(tmp_path):
+    store = HistoryStore(str(tmp_path / "plan.db"))
+    plan = store._db.execute(
+        "EXPLAIN QUERY PLAN SELECT ts, kind, sender, text FROM events INDEXED BY chat_by_room"
+        " WHERE room_id = 1 AND kind IN (0, 1) ORDER BY id DESC LIMIT 20").fetchall()
+    detail = " ".join(str(row[-1]) for row in plan)
+    assert "chat_by_room" in detail and "TEMP B-TREE" not in detail
+    store.close()
+
+
+def test_history_lines_zero_replays_nothing(make_server):
+    srv = make_server("--history-lines", "0")
+    a = srv.client("alice")
+    a.send("something")
+    a.sync()
+    b = LineClient(srv.port)
+    b.expect("what is your name")
+    b.send("bob")
+    lines = b.lines_until(r"you joined")
+    lines += b.sync()
+    assert not any("something" in line or "history" in line or "no messages" in line for line in lines)
