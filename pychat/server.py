@@ -147,30 +147,38 @@ class Server:
 
     def run(self) -> int:
         """Serve until shut down; return the exit status."""
-        select = self.sel.select
         while True:
-            timeout = self.timers.timeout(time.monotonic())
-            events = select(timeout)
-            self.now = time.time()
-            self.mono = time.monotonic()
-            for key, mask in events:
-                data = key.data
-                if data.__class__ is Connection:
-                    self._on_event(data, mask)
-                elif data is None:
-                    if self._on_wakeup():
-                        return self._exit_now()
-                else:
-                    self._accept(data.sock)
-            if self.timers:
-                for callback in self.timers.pop_due(self.mono):
-                    try:
-                        callback()
-                    except Exception:
-                        log.exception("internal error in a timer")
-            self._before_sleep()
-            if self.stopping and (not self.conns or self.mono >= self._stop_deadline):
-                return self._exit_now()
+            status = self.step()
+            if status is not None:
+                return status
+
+    def step(self, max_wait: float | None = None) -> int | None:
+        """One loop iteration: wait for events (at most MAX_WAIT seconds), handle
+        them and the due timers, then commit and flush. Returns the exit status
+        once the server has stopped, else None."""
+        timeout = self.timers.timeout(time.monotonic(), max_wait)
+        events = self.sel.select(timeout)
+        self.now = time.time()
+        self.mono = time.monotonic()
+        for key, mask in events:
+            data = key.data
+            if data.__class__ is Connection:
+                self._on_event(data, mask)
+            elif data is None:
+                if self._on_wakeup():
+                    return self._exit_now()
+            else:
+                self._accept(data.sock)
+        if self.timers:
+            for callback in self.timers.pop_due(self.mono):
+                try:
+                    callback()
+                except Exception:
+                    log.exception("internal error in a timer")
+        self._before_sleep()
+        if self.stopping and (not self.conns or self.mono >= self._stop_deadline):
+            return self._exit_now()
+        return None
 
     def _on_event(self, conn: Connection, mask: int) -> None:
         if conn.closed:
