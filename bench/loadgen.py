@@ -1,0 +1,380 @@
+"""Load generator for chat servers: pychat's line protocol or IRC.
+
+Runs in its own process, one selectors loop. Every client sends payloads
+``<sender>:<seq>:<monotonic_ns>:`` padded to a fixed size, in its room. To
+stay cheaper than the server it measures, it counts deliveries with
+``bytes.count(b"\\n")`` on large reads; only one "probe" client per room
+parses its lines, for latency.
+
+Prints one JSON object on stdout. Run ``python3 -m bench.loadgen --help``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import selectors
+import socket
+import sys
+import time
+from dataclasses import dataclass, field
+
+READ_SIZE = 1 << 18
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def server_cpu(pid: int) -> float:
+    """User + system CPU seconds of process PID."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def server_rss(pid: int) -> int:
+    """Resident set size of PID in bytes."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+@dataclass
+class Room:
+    name: str
+    members: list["Client"] = field(default_factory=list)
+    senders: list["Client"] = field(default_factory=list)
+    sent: int = 0            # messages sent into the room
+    delivered: int = 0       # lines received by its members while measuring
+
+    @property
+    def in_flight(self) -> int:
+        return self.sent * (len(self.members) - 1) - self.delivered
+
+
+class Client:
+    __slots__ = ("sock", "name", "room", "ready", "probe", "buf", "seq", "lines", "out")
+
+    def __init__(self, sock: socket.socket, name: str, room: Room) -> None:
+        self.sock = sock
+        self.name = name
+        self.room = room
+        self.ready = False
+        self.probe = False
+        self.buf = b""
+        self.seq = 0
+        self.lines = 0
+        self.out = b""
+
+
+class Protocol:
+    ready_marker: bytes
+
+    def login(self, name: str, room: str) -> bytes:
+        raise NotImplementedError
+
+    def say(self, room: str, payload: bytes) -> bytes:
+        raise NotImplementedError
+
+
+class PychatProtocol(Protocol):
+    ready_marker = b"* you joined #"
+
+    def login(self, name: str, room: str) -> bytes:
+        # New users land in #general by default.
+        return f"{name}\n".encode() if room == "general" else f"{name}\n/join {room}\n".encode()
+
+    def say(self, room: str, payload: bytes) -> bytes:
+        return payload + b"\n"
+
+
+class IrcProtocol(Protocol):
+    ready_marker = b" 366 "
+
+    def login(self, name: str, room: str) -> bytes:
+        return f"NICK {name}\r\nUSER {name} 0 * :{name}\r\nJOIN #{room}\r\n".encode()
+
+    def say(self, room: str, payload: bytes) -> bytes:
+        return b"PRIVMSG #" + room.encode() + b" :" + payload + b"\r\n"
+
+
+PROTOCOLS = {"pychat": PychatProtocol, "irc": IrcProtocol}
+
+
+class LoadGen:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.proto: Protocol = PROTOCOLS[args.protocol]()
+        self.sel = selectors.DefaultSelector()
+        # Room 0 is pychat's default room, so its members need no /join.
+        self.rooms = [Room("general" if i == 0 else f"r{i}") for i in range(args.rooms)]
+        self.clients: list[Client] = []
+        self.measuring = False
+        self.latencies: list[int] = []
+        self.setup_bytes = 0
+        self.pending_out: set[Client] = set()
+
+    # -- setup ------------------------------------------------------------
+
+    def connect_all(self) -> float:
+        """Connect and log in every client; return the seconds it took until all
+        were in their rooms and the server went quiet."""
+        args = self.args
+        start = time.monotonic()
+        plan = [(room, m) for room in self.rooms for m in range(args.members)]
+        deadline = time.monotonic() + args.setup_timeout
+        registering: list[Client] = []
+        for index, (room, m) in enumerate(plan):
+            # A bounded number of logins at once: some servers listen with a
+            # tiny backlog and drop SYNs beyond it (a 1 s retransmit each).
+            while len(registering) >= args.connect_window:
+                self._poll(0.01)
+                registering = [c for c in registering if not c.ready]
+                if time.monotonic() > deadline:
+                    raise SystemExit(f"loadgen: only {index} clients could log in within the setup timeout")
+            sock = socket.create_connection((args.host, args.port), timeout=30)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.setblocking(False)
+            client = Client(sock, f"{args.name_prefix}{index}", room)
+            room.members.append(client)
+            if m < args.senders:
+                room.senders.append(client)
+            if m == args.members - 1:
+                room.members[-1].probe = True
+            self.clients.append(client)
+            registering.append(client)
+            self.sel.register(sock, selectors.EVENT_READ, client)
+            self._send(client, self.proto.login(client.name, room.name))
+            self._poll(0)
+        waiting = len(self.clients)
+        while any(not c.ready for c in self.clients):
+            if time.monotonic() > deadline:
+                missing = sum(not c.ready for c in self.clients)
+                raise SystemExit(f"loadgen: {missing} of {waiting} clients not ready in time")
+            self._poll(0.05)
+        ready_time = time.monotonic() - start
+        self._quiet(args.quiet)
+        return ready_time
+
+    def _quiet(self, seconds: float) -> None:
+        """Read until nothing has arrived for SECONDS."""
+        last = time.monotonic()
+        while time.monotonic() - last < seconds:
+            if self._poll(seconds / 4):
+                last = time.monotonic()
+
+    # -- I/O ----------------------------------------------------------------
+
+    def _send(self, client: Client, data: bytes) -> None:
+        if client.out:
+            client.out += data
+            return
+        try:
+            sent = client.sock.send(data)
+        except BlockingIOError:
+            sent = 0
+        if sent < len(data):
+            client.out = data[sent:]
+            self.pending_out.add(client)
+            self.sel.modify(client.sock, selectors.EVENT_READ | selectors.EVENT_WRITE, client)
+
+    def _flush_pending(self, client: Client) -> None:
+        try:
+            sent = client.sock.send(client.out)
+        except BlockingIOError:
+            return
+        client.out = client.out[sent:]
+        if not client.out:
+            self.pending_out.discard(client)
+            self.sel.modify(client.sock, selectors.EVENT_READ, client)
+
+    def _poll(self, timeout: float) -> int:
+        """One select(); returns the number of bytes read."""
+        total = 0
+        for key, mask in self.sel.select(timeout):
+            client: Client = key.data
+            if mask & selectors.EVENT_WRITE:
+                self._flush_pending(client)
+            if mask & selectors.EVENT_READ:
+                try:
+                    data = client.sock.recv(READ_SIZE)
+                except (BlockingIOError, InterruptedError):
+                    continue
+                if not data:
+                    raise SystemExit(f"loadgen: server closed {client.name}")
+                total += len(data)
+                self._received(client, data)
+        return total
+
+    def _received(self, client: Client, data: bytes) -> None:
+        if self.measuring:
+            n = data.count(b"\n")
+            client.lines += n
+            client.room.delivered += n
+            if client.probe:
+                self._probe(client, data)
+        elif not client.ready:
+            client.buf = (client.buf + data)[-4096:]
+            if self.proto.ready_marker in client.buf:
+                client.ready = True
+                client.buf = b""
+
+    def _probe(self, client: Client, data: bytes) -> None:
+        now = time.monotonic_ns()
+        buf = client.buf + data
+        lines = buf.split(b"\n")
+        client.buf = lines.pop()
+        for line in lines:
+            payload = line.rstrip(b"\r").rsplit(b" ", 1)[-1].lstrip(b":")
+            parts = payload.split(b":", 3)
+            if len(parts) == 4:
+                self.latencies.append(now - int(parts[2]))
+
+    # -- load ---------------------------------------------------------------
+
+    def _payload(self, client: Client) -> bytes:
+        client.seq += 1
+        head = f"{client.name}:{client.seq}:{time.monotonic_ns()}:".encode()
+        return head + b"x" * max(0, self.args.size - len(head))
+
+    def _send_batch(self, client: Client, count: int) -> None:
+        say = self.proto.say
+        room = client.room
+        data = b"".join(say(room.name, self._payload(client)) for _ in range(count))
+        room.sent += count
+        self._send(client, data)
+
+    def run_load(self) -> dict:
+        args = self.args
+        pid = args.server_pid
+        cpu0 = server_cpu(pid) if pid else 0.0
+        self.measuring = True
+        for c in self.clients:
+            c.buf = b""
+        start = time.monotonic()
+        stop_sending = start + args.duration
+        if args.rate > 0:
+            self._fixed_rate(start, stop_sending)
+        else:
+            self._flat_out(stop_sending)
+        sent_messages = sum(r.sent for r in self.rooms)
+        expected = sum(r.sent * (len(r.members) - 1) for r in self.rooms)
+        deadline = time.monotonic() + args.drain_timeout
+        delivered = 0
+        while time.monotonic() < deadline:
+            delivered = sum(r.delivered for r in self.rooms)
+            if delivered >= expected:
+                break
+            self._poll(0.05)
+        end = time.monotonic()
+        cpu1 = server_cpu(pid) if pid else 0.0
+        elapsed = end - start
+        lat = sorted(self.latencies)
+
+        def pct(p: float) -> float | None:
+            return lat[min(len(lat) - 1, int(p * len(lat)))] / 1e6 if lat else None
+
+        return {
+            "messages": sent_messages,
+            "deliveries": delivered,
+            "expected": expected,
+            "lost": expected - delivered,
+            "seconds": elapsed,
+            "deliveries_per_s": delivered / elapsed if elapsed else 0.0,
+            "messages_per_s": sent_messages / elapsed if elapsed else 0.0,
+            "server_cpu_s": cpu1 - cpu0,
+            "cpu_us_per_delivery": (cpu1 - cpu0) / delivered * 1e6 if delivered else None,
+            "latency_ms": {"p50": pct(0.50), "p90": pct(0.90), "p99": pct(0.99),
+                           "max": lat[-1] / 1e6 if lat else None, "samples": len(lat)},
+        }
+
+    def _flat_out(self, stop: float) -> None:
+        window = self.args.window
+        batch = self.args.batch
+        while time.monotonic() < stop:
+            for room in self.rooms:
+                limit = window * len(room.senders) * (len(room.members) - 1)
+                if room.in_flight < limit:
+                    for sender in room.senders:
+                        if not sender.out:
+                            self._send_batch(sender, batch)
+            self._poll(0.001 if self.pending_out else 0.0005)
+
+    def _fixed_rate(self, start: float, stop: float) -> None:
+        senders = [s for r in self.rooms for s in r.senders]
+        per_sender = self.args.rate / len(senders)
+        while True:
+            now = time.monotonic()
+            if now >= stop:
+                break
+            due_total = per_sender * (now - start)
+            for s in senders:
+                count = int(due_total) - s.seq
+                if count > 0:
+                    self._send_batch(s, count)
+            self._poll(0.0005)
+
+    def single_message_fanout(self) -> float:
+        """Seconds for one message to reach every other member of room 0."""
+        room = self.rooms[0]
+        self.measuring = True
+        before = room.delivered
+        start = time.monotonic()
+        self._send_batch(room.members[0], 1)
+        target = before + len(room.members) - 1
+        deadline = start + self.args.drain_timeout
+        while room.delivered < target:
+            if time.monotonic() > deadline:
+                raise SystemExit("loadgen: the message did not reach everyone in time")
+            self._poll(0.01)
+        return time.monotonic() - start
+
+
+def raise_nofile() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--protocol", choices=sorted(PROTOCOLS), default="pychat")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--server-pid", type=int, default=0, help="read the server's CPU time and RSS from /proc")
+    p.add_argument("--rooms", type=int, default=1)
+    p.add_argument("--members", type=int, default=50, help="members per room")
+    p.add_argument("--senders", type=int, default=10, help="senders per room")
+    p.add_argument("--size", type=int, default=100, help="payload bytes")
+    p.add_argument("--duration", type=float, default=5.0, help="seconds of sending")
+    p.add_argument("--rate", type=float, default=0.0, help="messages/s in all; 0 = flat out")
+    p.add_argument("--window", type=int, default=20, help="flat out: messages in flight per sender")
+    p.add_argument("--batch", type=int, default=5, help="flat out: messages per send() call")
+    p.add_argument("--mode", choices=["load", "conns"], default="load")
+    p.add_argument("--connect-window", type=int, default=32, help="setup: logins under way at once")
+    p.add_argument("--setup-timeout", type=float, default=300.0)
+    p.add_argument("--drain-timeout", type=float, default=30.0)
+    p.add_argument("--quiet", type=float, default=0.3, help="setup: seconds of silence before measuring")
+    p.add_argument("--name-prefix", default="u")
+    args = p.parse_args(argv)
+    raise_nofile()
+    gen = LoadGen(args)
+    rss0 = server_rss(args.server_pid) if args.server_pid else 0
+    setup = gen.connect_all()
+    result: dict = {"setup_s": setup, "clients": len(gen.clients)}
+    if args.server_pid:
+        rss1 = server_rss(args.server_pid)
+        result.update(rss_before=rss0, rss_after=rss1,
+                      rss_per_client=(rss1 - rss0) / len(gen.clients))
+    if args.mode == "conns":
+        result["fanout_s"] = gen.single_message_fanout()
+    else:
+        result.update(gen.run_load())
+    json.dump(result, sys.stdout)
+    sys.stdout.write("\n")
+
+
+if __name__ == "__main__":
+    main()
