@@ -216,10 +216,14 @@ class LoadGen:
             if client.probe:
                 self._probe(client, data)
         elif not client.ready:
-            client.buf = (client.buf + data)[-4096:]
-            if self.proto.ready_marker in client.buf:
+            # Search the new bytes plus the tail of the old: a marker may be
+            # split across reads, and many bytes may follow it in one read.
+            marker = self.proto.ready_marker
+            if marker in client.buf + data:
                 client.ready = True
                 client.buf = b""
+            else:
+                client.buf = (client.buf + data)[-len(marker):]
 
     def _probe(self, client: Client, data: bytes) -> None:
         now = time.monotonic_ns()
@@ -301,6 +305,10 @@ class LoadGen:
                         if not sender.out:
                             self._send_batch(sender, batch)
             self._poll(0.001 if self.pending_out else 0.0005)
+            if self.args.read_pause:
+                # Let deliveries pile up in the kernel: fewer, larger reads
+                # keep the generator cheaper than the server it measures.
+                time.sleep(self.args.read_pause)
 
     def _fixed_rate(self, start: float, stop: float) -> None:
         senders = [s for r in self.rooms for s in r.senders]
@@ -352,6 +360,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--rate", type=float, default=0.0, help="messages/s in all; 0 = flat out")
     p.add_argument("--window", type=int, default=20, help="flat out: messages in flight per sender")
     p.add_argument("--batch", type=int, default=5, help="flat out: messages per send() call")
+    p.add_argument("--read-pause", type=float, default=0.0,
+                   help="flat out: seconds to pause between reads, so that reads are larger")
     p.add_argument("--mode", choices=["load", "conns"], default="load")
     p.add_argument("--connect-window", type=int, default=32, help="setup: logins under way at once")
     p.add_argument("--setup-timeout", type=float, default=300.0)

@@ -24,7 +24,7 @@ class Connection:
     __slots__ = (
         "sock", "fd", "peer", "ip", "framer", "session", "out", "wbuf",
         "closed", "eof", "tokens", "token_time", "backlog", "paused",
-        "interest", "mark_dirty", "close_deadline",
+        "interest", "dirty", "mark_dirty", "close_deadline",
     )
 
     def __init__(self, sock: socket.socket, peer: str, ip: str, max_line: int,
@@ -44,14 +44,22 @@ class Connection:
         self.backlog: list[bytes | object] = []  # framed lines waiting for budget
         self.paused = False                 # reading stopped by flood control
         self.interest = 0                   # selector events registered
+        self.dirty = False                  # on the loop's list of connections to flush
         self.mark_dirty = mark_dirty
         self.close_deadline = 0.0
 
     def queue(self, data: bytes) -> None:
         """Queue bytes for this client; they go out at the end of the iteration."""
-        if not self.out:
+        if not self.dirty:
+            self.dirty = True
             self.mark_dirty(self)
         self.out.append(data)
+
+    def wake(self) -> None:
+        """Make sure bytes appended to ``out`` directly are flushed."""
+        if not self.dirty:
+            self.dirty = True
+            self.mark_dirty(self)
 
     @property
     def unsent(self) -> int:

@@ -54,6 +54,22 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     ALTER TABLE rooms ADD COLUMN key_hash TEXT;
     CREATE INDEX chat_by_room ON events(room_id, id) WHERE kind IN (0, 1);
     """,
+    # 3: the per-room index becomes a chain: each message or action points
+    # at the room's previous one, and the room at its last. Inserts only
+    # append (a B-tree index made each commit rewrite one index page per
+    # active room), and replay follows the chain: N primary-key lookups,
+    # however long the history grows.
+    """
+    ALTER TABLE events ADD COLUMN prev_id INTEGER;
+    ALTER TABLE rooms ADD COLUMN last_id INTEGER;
+    UPDATE events SET prev_id = (
+        SELECT max(e.id) FROM events AS e
+        WHERE e.room_id = events.room_id AND e.kind IN (0, 1) AND e.id < events.id
+    ) WHERE kind IN (0, 1);
+    UPDATE rooms SET last_id = (SELECT max(id) FROM events WHERE room_id = rooms.id AND kind IN (0, 1));
+    DROP INDEX events_by_room;
+    DROP INDEX chat_by_room;
+    """,
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 
@@ -101,12 +117,31 @@ def migrate(db: sqlite3.Connection, target: int = SCHEMA_VERSION) -> None:
             raise
 
 
+_REPLAY = """
+    WITH RECURSIVE chain(id, n) AS (
+        SELECT ?, 1
+        UNION ALL
+        SELECT events.prev_id, chain.n + 1 FROM events JOIN chain ON events.id = chain.id
+        WHERE events.prev_id IS NOT NULL AND chain.n < ?
+    )
+    SELECT ts, kind, sender, text FROM events WHERE id IN (SELECT id FROM chain) ORDER BY id
+"""
+
+
 class HistoryStore:
-    """Rooms and their events; writes are batched until :meth:`commit`."""
+    """Rooms and their events; writes are batched until :meth:`commit`.
+
+    Event ids are given here, not by SQLite, so that a room's chain of
+    messages (``prev_id`` and the room's ``last_id``) can be built without a
+    round trip per insert.
+    """
 
     def __init__(self, path: str = MEMORY) -> None:
         self.path = path
-        self._pending: list[tuple[int, float, int, str, str]] = []
+        self._pending: list[tuple[int, int, int | None, float, int, str, str]] = []
+        self._last: dict[int, int | None] = {}   # room id -> its last message or action
+        self._moved: set[int] = set()            # rooms whose last_id changed since the commit
+        self._next_id = 1
         try:
             if path != MEMORY:
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -115,9 +150,15 @@ class HistoryStore:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             migrate(self._db)
-            self._db.execute("SELECT count(*) FROM rooms").fetchone()
+            self._load_positions()
         except (sqlite3.Error, OSError) as exc:
             raise HistoryError(f"cannot open history database {path}: {exc}") from exc
+
+    def _load_positions(self) -> None:
+        """Read the next event id and each room's last message from the database."""
+        self._next_id = self._db.execute("SELECT coalesce(max(id), 0) + 1 FROM events").fetchone()[0]
+        self._last = dict(self._db.execute("SELECT id, last_id FROM rooms"))
+        self._moved.clear()
 
     def rooms(self) -> list[StoredRoom]:
         rows = self._db.execute("SELECT id, name, key_hash FROM rooms ORDER BY id")
@@ -131,21 +172,27 @@ class HistoryStore:
             (key, name, ts, key_hash),
         )
         assert cur.lastrowid is not None
+        self._last[cur.lastrowid] = None
         return cur.lastrowid
 
     def append(self, room_id: int, ts: float, kind: int, sender: str, text: str) -> None:
         """Queue one event; it reaches the database at the next commit."""
-        self._pending.append((room_id, ts, kind, sender, text))
+        event_id = self._next_id
+        self._next_id = event_id + 1
+        prev = None
+        if kind != NOTICE:  # notices are stored, not replayed: not in the chain
+            prev = self._last[room_id]
+            self._last[room_id] = event_id
+            self._moved.add(room_id)
+        self._pending.append((event_id, room_id, prev, ts, kind, sender, text))
 
     def recent(self, room_id: int, limit: int) -> list[StoredEvent]:
         """The last LIMIT messages and actions of a room, oldest first."""
+        last = self._last.get(room_id)
+        if last is None or limit <= 0:
+            return []
         self._flush_pending()
-        rows = self._db.execute(
-            "SELECT ts, kind, sender, text FROM events INDEXED BY chat_by_room"
-            " WHERE room_id = ? AND kind IN (0, 1) ORDER BY id DESC LIMIT ?",
-            (room_id, limit),
-        ).fetchall()
-        rows.reverse()
+        rows = self._db.execute(_REPLAY, (last, limit)).fetchall()
         return [StoredEvent(*row) for row in rows]
 
     def _flush_pending(self) -> None:
@@ -153,10 +200,15 @@ class HistoryStore:
             self._db.execute("BEGIN")
         if self._pending:
             self._db.executemany(
-                "INSERT INTO events (room_id, ts, kind, sender, text) VALUES (?, ?, ?, ?, ?)",
+                "INSERT INTO events (id, room_id, prev_id, ts, kind, sender, text) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 self._pending,
             )
             self._pending.clear()
+        if self._moved:
+            last = self._last
+            self._db.executemany("UPDATE rooms SET last_id = ? WHERE id = ?",
+                                 [(last[room], room) for room in self._moved])
+            self._moved.clear()
 
     def commit(self) -> None:
         """Make everything written so far durable. Errors are logged, not raised:
@@ -169,11 +221,13 @@ class HistoryStore:
         except sqlite3.Error as exc:
             log.error("history write failed, %d events not stored: %s", len(self._pending), exc)
             self._pending.clear()
-            if self._db.in_transaction:
-                try:
+            try:
+                if self._db.in_transaction:
                     self._db.execute("ROLLBACK")
-                except sqlite3.Error:
-                    pass
+                # The chain in memory ran ahead of the database: start again from it.
+                self._load_positions()
+            except sqlite3.Error as again:
+                log.error("history database unusable: %s", again)
 
     def close(self) -> None:
         self.commit()

@@ -3,14 +3,19 @@
 The Hall owns every room and user, the name -> user map and the user ->
 room relation, and it is the only code that changes them. Each operation
 takes the time as an argument and delivers rendered lines to the users'
-outboxes (``User.send``, a callable that appends bytes); it knows nothing
-of sockets. A user's mistake raises :class:`ChatError`, whose text the
-session sends back as an error line.
+outboxes; it knows nothing of sockets. A user's mistake raises
+:class:`ChatError`, whose text the session sends back as an error line.
+
+The hot path is a room message: it is rendered once, and the same bytes
+are appended to every other member's outbox list with a bare
+``list.append``. Instead of waking each recipient's outbox, the Hall notes
+the room in :attr:`Hall.touched`; the shell flushes the members of the
+touched rooms once per loop iteration.
 """
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Protocol
 
 from pychat import render
 from pychat.history import ACTION, MESSAGE, NOTICE, HistoryStore
@@ -24,16 +29,47 @@ class ChatError(Exception):
     """A user's mistake; the message is shown to that user as ``! text``."""
 
 
+class Outbox(Protocol):
+    """Where a user's output goes until the shell writes it.
+
+    ``out`` collects the bytes of the current loop iteration; ``queue``
+    appends and makes sure the shell will write them; ``wake`` does the
+    latter alone (for bytes appended to ``out`` directly).
+    """
+
+    out: list[bytes]
+
+    def queue(self, data: bytes) -> None: ...
+
+    def wake(self) -> None: ...
+
+
+class ListOutbox:
+    """An outbox that only collects (tests, and anything without a socket)."""
+
+    __slots__ = ("out",)
+
+    def __init__(self) -> None:
+        self.out: list[bytes] = []
+
+    def queue(self, data: bytes) -> None:
+        self.out.append(data)
+
+    def wake(self) -> None:
+        pass
+
+
 class User:
     """One named connection."""
 
-    __slots__ = ("name", "key", "room", "send")
+    __slots__ = ("name", "key", "room", "outbox", "send")
 
-    def __init__(self, name: str, send: Sink) -> None:
+    def __init__(self, name: str, outbox: Outbox) -> None:
         self.name = name
         self.key = fold(name)
         self.room: Room | None = None
-        self.send = send
+        self.outbox = outbox
+        self.send: Sink = outbox.queue
 
     def __repr__(self) -> str:
         return f"User({self.name!r})"
@@ -49,7 +85,8 @@ class Room:
         self.key = fold(name)
         self.id = room_id
         self.key_hash = key_hash
-        self.members: dict[User, None] = {}  # insertion-ordered set
+        # Each member with the bare append of its outbox list, for fan-out.
+        self.members: dict[User, Sink] = {}
         # The last key that passed the slow hash check, so that members who
         # rejoin with the right key do not cost the server a hash each time.
         self._good_key: str | None = None
@@ -86,6 +123,9 @@ class Hall:
         # Lines for the server log (room messages, broadcasts); the shell
         # drains it once per loop iteration.
         self.chat_log: list[bytes] = []
+        # Rooms whose members were sent bytes without a wake-up; the shell
+        # flushes their members and clears this once per loop iteration.
+        self.touched: set[Room] = set()
 
     # -- users ------------------------------------------------------------
 
@@ -100,10 +140,10 @@ class Hall:
             raise ChatError(f"the name {name} is taken; choose another")
         return name
 
-    def register(self, name: str, send: Sink) -> User:
+    def register(self, name: str, outbox: Outbox) -> User:
         """Add a named user (in the hall, in no room)."""
         name = self.check_name(name)
-        user = User(name, send)
+        user = User(name, outbox)
         self.users[user.key] = user
         return user
 
@@ -124,7 +164,7 @@ class Hall:
         self.users[user.key] = user
         user.send(render.info(f"you are now known as {new_name}"))
         if user.room is not None:
-            self._notice(user.room, user, f"{old} is now known as {new_name}", now, echo=False)
+            self._notice(user.room, user, f"{old} is now known as {new_name}", now)
 
     def quit(self, user: User, reason: str, now: float) -> None:
         """Remove USER from the hall; the room sees that they quit."""
@@ -134,7 +174,7 @@ class Hall:
         if room is not None:
             self._remove_member(room, user)
             text = f"{user.name} has quit ({reason})" if reason else f"{user.name} has quit"
-            self._notice(room, user, text, now, echo=False)
+            self._notice(room, user, text, now)
         del self.users[user.key]
 
     # -- rooms ------------------------------------------------------------
@@ -181,25 +221,29 @@ class Hall:
         room = self._require_room(user)
         self._remove_member(room, user)
         user.send(render.info(f"you left #{room.name}; you are in the hall (/list shows rooms)"))
-        self._notice(room, user, f"{user.name} has left", now, echo=False)
+        self._notice(room, user, f"{user.name} has left", now)
         return room
 
     def _enter(self, user: User, room: Room, now: float) -> None:
         old = user.room
         if old is not None:
             self._remove_member(old, user)
-            self._notice(old, user, f"{user.name} has left", now, echo=False)
-        room.members[user] = None
+            self._notice(old, user, f"{user.name} has left", now)
+        room.members[user] = user.outbox.out.append
         user.room = room
         count = len(room.members)
         lock = " (locked)" if room.locked else ""
         user.send(render.info(f"you joined #{room.name}{lock}: {count} {_users(count)} here"))
         self.replay(user, room, self.history_lines)
-        self._notice(room, user, f"{user.name} has joined", now, echo=False)
+        self._notice(room, user, f"{user.name} has joined", now)
 
     def _remove_member(self, room: Room, user: User) -> None:
         del room.members[user]
         user.room = None
+        if room in self.touched:
+            # Room output already appended for this user must still be
+            # written, though the shell will not find the user in the room.
+            user.outbox.wake()
 
     def _require_room(self, user: User) -> Room:
         if user.room is None:
@@ -233,9 +277,10 @@ class Hall:
         data = render.event(now, "#" + room.name, f"{user.name}: {text}")
         self.history.append(room.id, now, MESSAGE, user.name, text)
         self.chat_log.append(data)
-        for member in room.members:
+        self.touched.add(room)
+        for member, push in room.members.items():
             if member is not user:
-                member.send(data)
+                push(data)
 
     def act(self, user: User, text: str, now: float) -> None:
         """An action (/me) in the user's room."""
@@ -243,17 +288,20 @@ class Hall:
         data = render.event(now, "#" + room.name, render.action(user.name, text))
         self.history.append(room.id, now, ACTION, user.name, text)
         self.chat_log.append(data)
-        for member in room.members:
-            if member is not user:
-                member.send(data)
+        self._fanout(room, data, user)
 
-    def _notice(self, room: Room, subject: User, text: str, now: float, *, echo: bool) -> None:
-        """A room notice (join, leave, quit, rename) to the members."""
+    def _notice(self, room: Room, subject: User, text: str, now: float) -> None:
+        """A room notice (join, leave, quit, rename) to the members but its subject."""
         data = render.event(now, "#" + room.name, f"* {text}")
         self.history.append(room.id, now, NOTICE, subject.name, text)
-        for member in room.members:
-            if echo or member is not subject:
-                member.send(data)
+        self._fanout(room, data, subject)
+
+    def _fanout(self, room: Room, data: bytes, skip: User) -> None:
+        """Append DATA for every member of ROOM but SKIP. (Hall.say inlines this.)"""
+        self.touched.add(room)
+        for member, push in room.members.items():
+            if member is not skip:
+                push(data)
 
     def direct(self, user: User, target_name: str, text: str, now: float) -> User:
         """A direct message; the sender gets an echo as confirmation."""

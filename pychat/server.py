@@ -43,6 +43,7 @@ LISTEN_BACKLOG = 4096
 # Errors from accept() that mean "out of resources, try again later".
 _ACCEPT_PAUSE_ERRORS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 ACCEPT_PAUSE = 0.1
+GATHER_ROUNDS = 3  # select() passes whose input is flushed together
 
 
 class _Listener:
@@ -160,15 +161,23 @@ class Server:
         events = self.sel.select(timeout)
         self.now = time.time()
         self.mono = time.monotonic()
-        for key, mask in events:
-            data = key.data
-            if data.__class__ is Connection:
-                self._on_event(data, mask)
-            elif data is None:
-                if self._on_wakeup():
-                    return self._exit_now()
-            else:
-                self._accept(data.sock)
+        for _ in range(GATHER_ROUNDS):
+            for key, mask in events:
+                data = key.data
+                if data.__class__ is Connection:
+                    self._on_event(data, mask)
+                elif data is None:
+                    if self._on_wakeup():
+                        return self._exit_now()
+                else:
+                    self._accept(data.sock)
+            if not self._dirty and not self.hall.touched:
+                break
+            # Input that arrived meanwhile joins this iteration's output, so
+            # one send() per client carries more: it costs no waiting.
+            events = self.sel.select(0)
+            if not events:
+                break
         if self.timers:
             for callback in self.timers.pop_due(self.mono):
                 try:
@@ -195,14 +204,21 @@ class Server:
     def _before_sleep(self) -> None:
         """Commit history, write the chat log, then flush every connection with output."""
         dirty = self._dirty
+        touched = self.hall.touched
         while True:
             self.history.commit()
             self._write_chat_log()
+            if touched:
+                for room in touched:
+                    for user in room.members:
+                        user.outbox.wake()
+                touched.clear()
             if not dirty:
                 return
             batch = dirty[:]
             dirty.clear()
             for conn in batch:
+                conn.dirty = False
                 if conn.closed:
                     conn.out.clear()
                 else:
@@ -309,7 +325,7 @@ class Server:
         conn = Connection(sock, peer, ip, settings.max_line, self._dirty.append)
         conn.tokens = float(settings.flood_burst)
         conn.token_time = self.mono
-        conn.session = Session(self.hall, conn.queue, peer, settings.default_room)
+        conn.session = Session(self.hall, conn, peer, settings.default_room)
         self.conns[conn.fd] = conn
         self.per_ip[ip] += 1
         self._update_interest(conn)
@@ -530,13 +546,15 @@ def main(argv: list[str] | None = None) -> None:
         print(f"pychat-server: {exc}", file=sys.stderr)
         sys.exit(1)
     server = Server(settings, history)
+    # Before listening: a signal that comes as soon as clients can connect
+    # must already find its handler.
+    server.install_signal_handlers()
+    server.raise_file_limit()
     try:
         server.listen()
     except OSError as exc:
         where = f"{settings.host or '*'} port {settings.port}"
         print(f"pychat-server: cannot listen on {where}: {exc.strerror or exc}", file=sys.stderr)
         sys.exit(1)
-    server.raise_file_limit()
-    server.install_signal_handlers()
     log.info("history in %s", settings.db)
     sys.exit(server.run())

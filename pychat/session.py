@@ -13,7 +13,7 @@ from typing import Callable
 
 from pychat import render
 from pychat.commands import COMMANDS, Command, UsageError, help_lines, lookup, parse_args, split_command
-from pychat.model import ChatError, Hall, Sink, User
+from pychat.model import ChatError, Hall, Outbox, User
 
 log = logging.getLogger("pychat.session")
 
@@ -35,11 +35,12 @@ def _handles(name: str) -> Callable[[Handler], Handler]:
 class Session:
     """One client's conversation with the Hall."""
 
-    __slots__ = ("hall", "send", "peer", "default_room", "user", "closing")
+    __slots__ = ("hall", "outbox", "send", "peer", "default_room", "user", "closing")
 
-    def __init__(self, hall: Hall, send: Sink, peer: str = "", default_room: str = "general") -> None:
+    def __init__(self, hall: Hall, outbox: Outbox, peer: str = "", default_room: str = "general") -> None:
         self.hall = hall
-        self.send = send
+        self.outbox = outbox
+        self.send = outbox.queue
         self.peer = peer
         self.default_room = default_room
         self.user: User | None = None
@@ -99,7 +100,7 @@ class Session:
     def _choose_name(self, name: str, now: float) -> None:
         hall = self.hall
         try:
-            user = hall.register(name or hall.guest_name(), self.send)
+            user = hall.register(name or hall.guest_name(), self.outbox)
         except ChatError as exc:
             self.send(render.error(str(exc)) + render.info(NAME_PROMPT))
             return

@@ -14,7 +14,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 
 from pychat import roomkeys
 from pychat.history import HistoryStore
-from pychat.model import ChatError, Hall
+from pychat.model import ChatError, Hall, ListOutbox
 from pychat.text import fold
 
 NAMES = st.sampled_from(["ann", "Ann", "bob", "cy", "dee", "Eve", "bad name", ""])
@@ -63,9 +63,10 @@ class HallMachine(RuleBasedStateMachine):
     @rule(name=NAMES)
     def register(self, name):
         valid = name not in ("bad name", "") and fold(name) not in self.where
-        box: list[bytes] = []
+        outbox = ListOutbox()
+        box = outbox.out
         try:
-            user = self.hall.register(name, box.append)
+            user = self.hall.register(name, outbox)
         except ChatError:
             assert not valid
             return

@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from helpers import EVENT, ROOT, LineClient, ServerProcess
+from pychat import history as history_module
 from pychat.history import MESSAGE, NOTICE, SCHEMA_VERSION, HistoryError, HistoryStore, migrate
 
 
@@ -132,13 +133,21 @@ def test_migration_from_the_previous_schema_version(tmp_path):
     db = sqlite3.connect(path, isolation_level=None)
     migrate(db, target=SCHEMA_VERSION - 1)
     db.execute("INSERT INTO rooms (key, name, created) VALUES ('lobby', 'Lobby', 1.0)")
-    db.execute("INSERT INTO events (room_id, ts, kind, sender, text) VALUES (1, 5.0, 0, 'old', 'kept')")
+    db.execute("INSERT INTO rooms (key, name, created, key_hash) VALUES ('den', 'den', 1.0, 'h')")
+    db.executemany("INSERT INTO events (room_id, ts, kind, sender, text) VALUES (?, ?, ?, ?, ?)", [
+        (1, 5.0, MESSAGE, "old", "kept"), (2, 6.0, MESSAGE, "x", "elsewhere"),
+        (1, 7.0, NOTICE, "old", "old has left"), (1, 8.0, 1, "old", "waves")])
     db.close()
     store = HistoryStore(path)
     assert store._db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     rooms = store.rooms()
-    assert [(r.name, r.key_hash) for r in rooms] == [("Lobby", None)]
-    assert [(e.sender, e.text, e.ts) for e in store.recent(rooms[0].id, 10)] == [("old", "kept", 5.0)]
+    assert [(r.name, r.key_hash) for r in rooms] == [("Lobby", None), ("den", "h")]
+    assert [(e.sender, e.text, e.ts) for e in store.recent(rooms[0].id, 10)] == [
+        ("old", "kept", 5.0), ("old", "waves", 8.0)]
+    assert [e.text for e in store.recent(rooms[1].id, 10)] == ["elsewhere"]
+    store.append(rooms[0].id, 9.0, MESSAGE, "new", "after migration")
+    store.commit()
+    assert [e.text for e in store.recent(rooms[0].id, 2)] == ["waves", "after migration"]
     store.close()
 
 
@@ -192,14 +201,22 @@ def test_write_error_is_logged_and_the_store_goes_on(tmp_path, caplog):
     store.close()
 
 
-def test_replay_uses_the_index(tmp_path):
+def test_replay_follows_the_chain_not_a_scan(tmp_path):
     store = HistoryStore(str(tmp_path / "plan.db"))
-    plan = store._db.execute(
-        "EXPLAIN QUERY PLAN SELECT ts, kind, sender, text FROM events INDEXED BY chat_by_room"
-        " WHERE room_id = 1 AND kind IN (0, 1) ORDER BY id DESC LIMIT 20").fetchall()
-    detail = " ".join(str(row[-1]) for row in plan)
-    assert "chat_by_room" in detail and "TEMP B-TREE" not in detail
+    general = store.add_room("general", "general", None, 1.0)
+    other = store.add_room("other", "other", None, 1.0)
+    for i in range(3000):
+        store.append(other if i % 3 else general, float(i), NOTICE if i % 7 == 0 else MESSAGE, "u", f"m{i}")
+    store.commit()
+    plan = store._db.execute("EXPLAIN QUERY PLAN " + history_module._REPLAY, (1, 20)).fetchall()
+    detail = " | ".join(str(row[-1]) for row in plan)
+    assert "SCAN events" not in detail, detail  # primary-key lookups only
+    expected = [f"m{i}" for i in range(3000) if i % 3 == 0 and i % 7 != 0][-20:]
+    assert [e.text for e in store.recent(general, 20)] == expected
     store.close()
+    reopened = HistoryStore(str(tmp_path / "plan.db"))  # the chain's head survives a reopen
+    assert [e.text for e in reopened.recent(general, 20)] == expected
+    reopened.close()
 
 
 def test_history_lines_zero_replays_nothing(make_server):
