@@ -229,7 +229,9 @@ class Server:
         if lines:
             if log.isEnabledFor(logging.INFO) and sys.stderr is not None:
                 sys.stderr.flush()
-                sys.stderr.buffer.write(b"".join(lines).replace(b"\r\n", b"\n"))
+                # Wire lines end in CRLF; the log wants LF. Text holds no CR
+                # (sanitized), and translate() is one pass in C.
+                sys.stderr.buffer.write(b"".join(lines).translate(None, b"\r"))
                 sys.stderr.buffer.flush()
             lines.clear()
 
@@ -365,6 +367,19 @@ class Server:
         if not frames:
             return
         if self.settings.flood_rate <= 0:
+            session = conn.session
+            assert session is not None
+            if session.user is not None and not session.closing:
+                # Hot path: a registered client's lines, without flood control.
+                handle, now = session.handle_line, self.now
+                for frame in frames:
+                    if frame is LINE_TOO_LONG:
+                        session.line_too_long(self.settings.max_line)
+                    else:
+                        handle(decode_line(frame), now)  # type: ignore[arg-type]
+                if session.closing:
+                    self._close_after_flush(conn)
+                return
             for frame in frames:
                 self._handle_frame(conn, frame)
             return

@@ -61,6 +61,11 @@ class Session:
 
     def handle_line(self, line: str, now: float) -> None:
         """Act on one clean line of input."""
+        user = self.user
+        if line and line[0] != "/" and user is not None and user.room is not None and not self.closing:
+            if not line.isspace():
+                self.hall.say(user, line, now)  # the common case: a message to the room
+            return
         if self.closing:
             return
         if self.user is None:

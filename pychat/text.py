@@ -53,7 +53,10 @@ def sanitize(text: str) -> str:
 
 def decode_line(raw: bytes) -> str:
     """Bytes from the wire to clean text: telnet removed, UTF-8, sanitized."""
-    return sanitize(strip_telnet(raw).decode("utf-8", "replace"))
+    if b"\xff" in raw:
+        raw = _TELNET.sub(b"", raw)
+    text = raw.decode("utf-8", "replace")
+    return text if text.isprintable() else sanitize(text)
 
 
 def fold(name: str) -> str:
