@@ -1,0 +1,560 @@
+"""pychat's terminal client: one selectors loop over stdin and the socket.
+
+Two front ends share the loop:
+
+* plain mode (``--plain``, or stdin not a terminal): stdin lines go to the
+  server and server lines to stdout; at the end of stdin the client
+  half-closes and prints what the server still sends, then exits 0;
+* full-screen mode (a terminal): :class:`FullScreen` keeps the chat state
+  (scrollback, name, room, members, the input line) and hands a plain
+  description of the screen to :mod:`pychat.client_ui`, the only module
+  that touches curses.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+import selectors
+import signal
+import socket
+import sys
+import time
+import zlib
+from collections import deque
+from typing import Callable
+
+from pychat.commands import COMMANDS, lookup, split_command
+from pychat.config import ClientSettings, parse_client_args
+from pychat.editor import LineEditor
+from pychat.framing import LINE_TOO_LONG, LineBuffer
+from pychat.keys import KeyParser
+from pychat.screen import NICK_STYLES, ScreenLike, Segment, View
+from pychat.textwidth import fit_input, wrap
+from pychat.timers import Timers
+
+READ_SIZE = 65536
+MAX_LINE = 1 << 16
+PASTE_INTERVAL = 0.15   # seconds between pasted lines: within the default flood budget
+SCROLLBACK = 5000
+
+
+class ClientError(Exception):
+    """A problem to report in one line before exiting with status 1."""
+
+
+def connect(host: str, port: int, timeout: float = 10.0) -> socket.socket:
+    """Connect to HOST:PORT, or raise ClientError with a clear reason."""
+    try:
+        sock = socket.create_connection((host, port), timeout=timeout)
+    except socket.gaierror as exc:
+        raise ClientError(f"unknown host {host!r}: {exc.strerror}") from None
+    except (TimeoutError, socket.timeout):
+        raise ClientError(f"cannot reach {host} port {port}: timed out") from None
+    except OSError as exc:
+        raise ClientError(f"cannot connect to {host} port {port}: {exc.strerror or exc}") from None
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.setblocking(False)
+    return sock
+
+
+class ClientLoop:
+    """The socket side of the client, and the loop that runs both modes."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.sel = selectors.DefaultSelector()
+        self.framer = LineBuffer(MAX_LINE)
+        self.wbuf = bytearray()
+        self.timers = Timers()
+        self.done = False
+        self.exit_status = 0
+        self.server_closed = False
+        self.half_close_pending = False
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._signals: list[int] = []
+        self.sel.register(sock, selectors.EVENT_READ, self._on_socket)
+        self.sel.register(self._wake_r, selectors.EVENT_READ, self._on_wakeup)
+
+    def install_signals(self, signums: tuple[int, ...]) -> None:
+        signal.set_wakeup_fd(self._wake_w.fileno(), warn_on_full_buffer=False)
+        for signum in signums:
+            signal.signal(signum, lambda n, f: self._signals.append(n))
+
+    # -- the loop ---------------------------------------------------------------
+
+    def run(self) -> int:
+        while not self.done:
+            events = self.sel.select(self.timers.timeout(time.monotonic()))
+            for key, mask in events:
+                key.data(mask)
+                if self.done:
+                    break
+            for callback in self.timers.pop_due(time.monotonic()):
+                callback()
+            self.after_events()
+            self._flush()
+        return self.exit_status
+
+    def after_events(self) -> None:
+        """Hook: called once per iteration, before output is written."""
+
+    # -- socket ---------------------------------------------------------------------
+
+    def send_line(self, text: str) -> None:
+        self.wbuf += text.encode() + b"\n"
+
+    def half_close(self) -> None:
+        """Shut the write side once everything queued has been sent."""
+        self.half_close_pending = True
+
+    def _flush(self) -> None:
+        if self.wbuf and not self.server_closed:
+            try:
+                sent = self.sock.send(self.wbuf)
+                del self.wbuf[:sent]
+            except (BlockingIOError, InterruptedError):
+                pass
+            except OSError:
+                self.wbuf.clear()
+        if self.half_close_pending and not self.wbuf:
+            self.half_close_pending = False
+            try:
+                self.sock.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass
+        want = selectors.EVENT_READ | (selectors.EVENT_WRITE if self.wbuf else 0)
+        if not self.server_closed and self.sel.get_key(self.sock).events != want:
+            self.sel.modify(self.sock, want, self._on_socket)
+
+    def _on_socket(self, mask: int) -> None:
+        if not mask & selectors.EVENT_READ:
+            return  # writable: _flush runs after the events
+        try:
+            data = self.sock.recv(READ_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        frames = self.framer.feed(data) if data else self.framer.finish()
+        lines = [f.decode("utf-8", "replace") for f in frames if f is not LINE_TOO_LONG]
+        if lines:
+            self.on_server_lines(lines)  # type: ignore[arg-type]
+        if not data:
+            self.server_closed = True
+            self.sel.unregister(self.sock)
+            self.sock.close()
+            self.on_server_closed()
+
+    def on_server_lines(self, lines: list[str]) -> None:
+        raise NotImplementedError
+
+    def on_server_closed(self) -> None:
+        self.done = True
+
+    def _on_wakeup(self, mask: int) -> None:
+        try:
+            while self._wake_r.recv(512):
+                pass
+        except (BlockingIOError, InterruptedError):
+            pass
+        signals, self._signals = self._signals, []
+        for signum in signals:
+            self.on_signal(signum)
+
+    def on_signal(self, signum: int) -> None:
+        self.done = True
+        self.exit_status = 128 + signum
+
+    def close(self) -> None:
+        if not self.server_closed:
+            self.sock.close()
+        self.sel.close()
+        self._wake_r.close()
+        self._wake_w.close()
+
+
+class PlainClient(ClientLoop):
+    """Lines in, lines out: for scripts, bots and pipes."""
+
+    def __init__(self, sock: socket.socket, settings: ClientSettings) -> None:
+        super().__init__(sock)
+        self.stdin_framer = LineBuffer(MAX_LINE)
+        self.out = sys.stdout
+        if settings.name is not None:
+            self.send_line(settings.name)
+        fd = sys.stdin.fileno()
+        try:
+            os.set_blocking(fd, False)
+            self.sel.register(fd, selectors.EVENT_READ, self._on_stdin)
+        except PermissionError:
+            # A regular file cannot be watched by epoll: it is always ready.
+            os.set_blocking(fd, True)
+            self._take_stdin(sys.stdin.buffer.read())
+            self._stdin_ended()
+
+    def _on_stdin(self, mask: int) -> None:
+        try:
+            data = os.read(sys.stdin.fileno(), READ_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return
+        if data:
+            self._take_stdin(data)
+        else:
+            self.sel.unregister(sys.stdin.fileno())
+            self._stdin_ended()
+
+    def _take_stdin(self, data: bytes) -> None:
+        for frame in self.stdin_framer.feed(data):
+            if frame is not LINE_TOO_LONG:
+                self.wbuf += frame + b"\n"  # type: ignore[operator]
+
+    def _stdin_ended(self) -> None:
+        for frame in self.stdin_framer.finish():
+            if frame is not LINE_TOO_LONG:
+                self.wbuf += frame + b"\n"  # type: ignore[operator]
+        self.half_close()
+
+    def on_server_lines(self, lines: list[str]) -> None:
+        try:
+            self.out.write("\n".join(lines) + "\n")
+            self.out.flush()
+        except BrokenPipeError:
+            self.done = True
+
+    def on_server_closed(self) -> None:
+        self.done = True
+
+    def close(self) -> None:
+        try:
+            os.set_blocking(sys.stdin.fileno(), True)
+        except OSError:
+            pass
+        super().close()
+
+
+# -- full-screen mode ---------------------------------------------------------------
+
+_EVENT = re.compile(r"^(\[[^\]]*\] )(#\S+|\(dm\)|\(dm to \S+\)|\(all\)) (.*)$")
+_JOINED = re.compile(r"^\* you joined #(\S+?)(?: \(locked\))?: (\d+) users? here")
+_ROOMINFO = re.compile(r"^\* #(\S+?)(?: \(locked\))?: \d+ users?: (.*)$")
+_NOTICE = re.compile(r"^\* (\S+) (has joined|has left|has quit|is now known as (\S+))")
+
+
+def nick_style(name: str) -> str:
+    """A stable colour for a nickname (the same in every session)."""
+    return f"nick{zlib.crc32(name.casefold().encode()) % NICK_STYLES}"
+
+
+class ChatState:
+    """What the client knows about the chat, read from the server's lines."""
+
+    def __init__(self) -> None:
+        self.name: str | None = None
+        self.room: str | None = None
+        self.members: set[str] = set()
+        self.count = 0
+
+    def observe(self, line: str) -> bool:
+        """Update from one server line; True if the member list should be asked for."""
+        if line.startswith("* hello ") and self.name is None:
+            self.name = line[8:].split("!", 1)[0]
+        elif line.startswith("* you are now known as "):
+            self.name = line[len("* you are now known as "):]
+        elif m := _JOINED.match(line):
+            self.room, self.count = m.group(1), int(m.group(2))
+            self.members = {self.name} if self.name else set()
+            return True
+        elif line.startswith("* you left #"):
+            self.room, self.members, self.count = None, set(), 0
+        elif (m := _ROOMINFO.match(line)) and m.group(1) == self.room:
+            self.members = set(m.group(2).split(", "))
+            self.count = len(self.members)
+        elif (m := _EVENT.match(line)) and m.group(2) == f"#{self.room}":
+            self._room_event(m.group(3))
+        return False
+
+    def _room_event(self, what: str) -> None:
+        notice = _NOTICE.match(what)
+        if notice is None:
+            sender = what.split(": ", 1)[0]
+            if not sender.startswith("* "):
+                self.members.add(sender)
+            return
+        who, verb, new = notice.group(1), notice.group(2), notice.group(3)
+        if verb == "has joined":
+            self.members.add(who)
+            self.count += 1
+        elif verb in ("has left", "has quit"):
+            self.members.discard(who)
+            self.count = max(0, self.count - 1)
+        elif new:
+            self.members.discard(who)
+            self.members.add(new)
+
+
+def style_line(line: str, me: str | None) -> list[Segment]:
+    """Split a server line into styled segments for the screen."""
+    if line.startswith("! "):
+        return [(line, "error")]
+    if line.startswith("* "):
+        return [(line, "info")]
+    m = _EVENT.match(line)
+    if m is None:
+        return [(line, "normal")]
+    stamp, where, what = m.groups()
+    segments: list[Segment] = [(stamp, "time"), (where + " ", "where")]
+    if what.startswith("* "):
+        return segments + [(what, "info")]
+    sender, sep, text = what.partition(": ")
+    mention = bool(me) and me is not None and sender != me and me.casefold() in text.casefold()
+    segments.append((sender, "self" if sender == me else nick_style(sender)))
+    segments.append((sep + text, "mention" if mention else "normal"))
+    return segments
+
+
+def wrap_segments(segments: list[Segment], width: int) -> list[list[Segment]]:
+    """Wrap a styled line into rows of at most WIDTH columns."""
+    text = "".join(t for t, _ in segments)
+    rows: list[list[Segment]] = []
+    offset = 0
+    for row_text in wrap(text, width):
+        row: list[Segment] = []
+        end = offset + len(row_text)
+        pos = 0
+        for seg_text, style in segments:
+            seg_start, seg_end = pos, pos + len(seg_text)
+            pos = seg_end
+            lo, hi = max(seg_start, offset), min(seg_end, end)
+            if lo < hi:
+                row.append((text[lo:hi], style))
+        rows.append(row)
+        offset = end
+    return rows
+
+
+class FullScreen(ClientLoop):
+    """The chat UI: scrollback, status line and input line."""
+
+    def __init__(self, sock: socket.socket, settings: ClientSettings, screen: ScreenLike) -> None:
+        super().__init__(sock)
+        self.settings = settings
+        self.screen = screen
+        self.state = ChatState()
+        self.keys = KeyParser()
+        self.editor = LineEditor(self._complete)
+        self.lines: deque[list[Segment]] = deque(maxlen=SCROLLBACK)
+        self.scroll = 0          # rows scrolled up from the bottom
+        self.more = False        # new lines arrived while scrolled up
+        self.paste_offer: list[str] | None = None
+        self.paste_queue: deque[str] = deque()
+        self.dirty = True
+        self.quitting = False    # the user asked to leave
+        if settings.name is not None:
+            self.send_line(settings.name)
+        self.sel.register(sys.stdin.fileno(), selectors.EVENT_READ, self._on_stdin)
+
+    # -- input --------------------------------------------------------------------------
+
+    def _on_stdin(self, mask: int) -> None:
+        try:
+            data = os.read(sys.stdin.fileno(), READ_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return
+        if not data:
+            self.quit()
+            return
+        for key in self.keys.feed(data):
+            self.on_key(key.name, key.text)
+        self.dirty = True
+
+    def on_key(self, name: str, text: str) -> None:
+        if self.paste_offer is not None:
+            lines, self.paste_offer = self.paste_offer, None
+            if name == "char" and text.lower() == "y":
+                self.paste_queue.extend(lines)
+                self._send_pasted()
+            else:
+                self.add_line([("* paste not sent", "info")])
+            return
+        if name == "ctrl-c" or (name == "ctrl-d" and not self.editor.text):
+            self.quit()
+        elif name == "ctrl-d":
+            self.editor.delete()
+        elif name == "pgup":
+            self.scroll += self._page()
+        elif name == "pgdn":
+            self.scroll = max(0, self.scroll - self._page())
+            if self.scroll == 0:
+                self.more = False
+        elif name == "ctrl-l":
+            self.screen.clear()
+        elif name == "paste":
+            self._paste(text)
+        else:
+            submitted = self.editor.handle(name, text)
+            if submitted is not None:
+                self.submit(submitted)
+
+    def _page(self) -> int:
+        return max(1, self.screen.size()[0] - 3)
+
+    def _paste(self, text: str) -> None:
+        lines = text.split("\n")
+        while lines and not lines[-1]:
+            lines.pop()
+        if len(lines) <= 1:
+            self.editor.insert(lines[0] if lines else "")
+            return
+        self.paste_offer = lines
+        self.add_line([(f"* send {len(lines)} pasted lines? (y/n)", "info")])
+
+    def _send_pasted(self) -> None:
+        if self.paste_queue and not self.server_closed:
+            self.submit(self.paste_queue.popleft())
+            self.dirty = True
+            if self.paste_queue:
+                self.timers.call_at(time.monotonic() + PASTE_INTERVAL, self._send_pasted)
+
+    def submit(self, line: str) -> None:
+        """Send a line, and show our own room messages the way others see them."""
+        if not line.strip():
+            return
+        if line.startswith("/") and (cmd := lookup(split_command(line[1:])[0])) and cmd.name == "quit":
+            self.quitting = True
+        self.send_line(line)
+        self.scroll, self.more = 0, False
+        shown = self._own_echo(line)
+        if shown is not None:
+            self.add_line(style_line(shown, self.state.name))
+
+    def _own_echo(self, line: str) -> str | None:
+        """The event line others will see for LINE, if it is a room message or action."""
+        room, me = self.state.room, self.state.name
+        if room is None or me is None:
+            return None
+        stamp = time.strftime("[%Y-%m-%d %H:%M:%S]")
+        if line.startswith("//"):
+            return f"{stamp} #{room} {me}: {line[1:]}"
+        if not line.startswith("/"):
+            return f"{stamp} #{room} {me}: {line}"
+        word, rest = split_command(line[1:])
+        cmd = lookup(word)
+        if cmd is None or not rest:
+            return None
+        text = rest[1:-1] if len(rest) >= 2 and rest[0] == rest[-1] == '"' else rest
+        if cmd.name == "message":
+            return f"{stamp} #{room} {me}: {text}"
+        if cmd.name == "me":
+            return f"{stamp} #{room} * {me} {text}"
+        return None
+
+    def _complete(self, word: str, at_start: bool) -> list[str]:
+        if word.startswith("/") and at_start:
+            words = sorted({w for c in COMMANDS for w in (c.name, *c.aliases)})
+            return [f"/{w} " for w in words if w.startswith(word[1:].lower())]
+        folded = word.casefold()
+        names = sorted(n for n in self.state.members if n.casefold().startswith(folded) and n != self.state.name)
+        return [n + (": " if at_start else " ") for n in names]
+
+    def quit(self) -> None:
+        self.quitting = True
+        if not self.server_closed:
+            self.send_line("/quit")
+        self.done = True
+
+    # -- output ---------------------------------------------------------------------------
+
+    def on_server_lines(self, lines: list[str]) -> None:
+        for line in lines:
+            if self.state.observe(line):
+                self.send_line("/roominfo")  # learn the members, for Tab completion
+            self.add_line(style_line(line, self.state.name))
+
+    def on_server_closed(self) -> None:
+        self.done = True
+        self.exit_status = 0
+
+    def add_line(self, segments: list[Segment]) -> None:
+        self.lines.append(segments)
+        if self.scroll:
+            self.scroll += len(wrap_segments(segments, self.screen.size()[1]))
+            self.more = True
+        self.dirty = True
+
+    def on_signal(self, signum: int) -> None:
+        if signum == signal.SIGWINCH:
+            self.screen.resize()
+            self.dirty = True
+        else:
+            self.quit()
+            self.exit_status = 0
+
+    def after_events(self) -> None:
+        if self.dirty and not self.done:
+            self.screen.render(self.view())
+            self.dirty = False
+
+    def view(self) -> View:
+        rows_total, cols = self.screen.size()
+        pane = max(1, rows_total - 2)
+        needed = pane + self.scroll
+        rows: list[list[Segment]] = []
+        for segments in reversed(self.lines):
+            rows[:0] = wrap_segments(segments, cols)
+            if len(rows) >= needed:
+                break
+        self.scroll = min(self.scroll, max(0, len(rows) - pane))
+        end = len(rows) - self.scroll
+        visible = rows[max(0, end - pane):end]
+        st = self.state
+        where = f"#{st.room} ({st.count})" if st.room else "the hall"
+        status = f" {self.settings.host}:{self.settings.port} | {st.name or '(no name yet)'} | {where} "
+        if self.more:
+            status += "| -- more -- "
+        prompt = "> "
+        text, col = fit_input(self.editor.text, self.editor.cursor, max(2, cols - len(prompt) - 1))
+        return View(visible, status, prompt, text, len(prompt) + col, self.more)
+
+
+def run_plain(sock: socket.socket, settings: ClientSettings) -> int:
+    client = PlainClient(sock, settings)
+    client.install_signals((signal.SIGINT, signal.SIGTERM))
+    try:
+        return client.run()
+    finally:
+        client.close()
+
+
+def run_fullscreen(sock: socket.socket, settings: ClientSettings) -> int:
+    from pychat.client_ui import CursesScreen
+
+    screen = CursesScreen()
+    client: FullScreen | None = None
+    try:
+        client = FullScreen(sock, settings, screen)
+        client.install_signals((signal.SIGINT, signal.SIGTERM, signal.SIGWINCH))
+        status = client.run()
+        client._flush()  # a last /quit
+        return status
+    finally:
+        screen.close()  # the terminal is restored on every way out
+        if client is not None:
+            if client.server_closed and not client.quitting:
+                print("pychat: the server closed the connection", file=sys.stderr)
+            client.close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    settings = parse_client_args(argv)
+    try:
+        sock = connect(settings.host, settings.port)
+    except ClientError as exc:
+        print(f"pychat-client: {exc}", file=sys.stderr)
+        sys.exit(1)
+    if settings.plain or not sys.stdin.isatty() or not sys.stdout.isatty():
+        sys.exit(run_plain(sock, settings))
+    sys.exit(run_fullscreen(sock, settings))

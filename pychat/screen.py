@@ -1,0 +1,40 @@
+"""The seam between the client and its screen: what to draw, as plain data.
+
+:class:`View` describes one frame; a :class:`ScreenLike` draws it. The
+curses implementation lives in :mod:`pychat.client_ui`; tests can use any
+other.
+"""
+
+from __future__ import annotations
+
+Segment = tuple[str, str]   # (text, style)
+NICK_STYLES = 6             # styles nick0 .. nick5, one per nickname by hash
+
+
+class View:
+    """Everything the screen shows, as plain data."""
+
+    def __init__(self, rows: list[list[Segment]], status: str, prompt: str, input_text: str,
+                 cursor_col: int, more: bool) -> None:
+        self.rows = rows
+        self.status = status
+        self.prompt = prompt
+        self.input_text = input_text
+        self.cursor_col = cursor_col
+        self.more = more
+
+
+class ScreenLike:
+    """The seam between the client and curses (implemented in client_ui)."""
+
+    def size(self) -> tuple[int, int]:
+        raise NotImplementedError
+
+    def resize(self) -> None:
+        raise NotImplementedError
+
+    def clear(self) -> None:
+        raise NotImplementedError
+
+    def render(self, view: View) -> None:
+        raise NotImplementedError

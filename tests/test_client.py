@@ -1,0 +1,205 @@
+"""The client for real: plain mode in a subprocess, full-screen mode in tmux."""
+
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+
+import pytest
+
+from helpers import EVENT, ROOT, wait_for
+
+CLIENT = [sys.executable, str(ROOT / "pychat_client.py")]
+
+
+def test_plain_mode_script_in_answers_out(server):
+    watcher = server.client("watcher")
+    script = "hello from a script\n/users\n/nosuch\n/dm watcher psst"  # no final newline
+    result = subprocess.run([*CLIENT, "127.0.0.1", "--port", str(server.port), "--name", "bot"],
+                            input=script.encode(), capture_output=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout.decode().splitlines()
+    assert "* hello bot! /help lists the commands" in out
+    assert "*   bot in #general" in out and "*   watcher in #general" in out
+    assert "! unknown command /nosuch; /help lists the commands" in out
+    assert any(line.endswith("(dm to watcher) bot: psst") for line in out)  # the tail after EOF counts
+    assert not any("\r" in line for line in out)
+    watcher.expect(EVENT + r"#general bot: hello from a script$")
+    watcher.expect(r"\(dm\) bot: psst$")
+
+
+def test_plain_mode_reads_a_file_on_stdin(server, tmp_path):
+    script = tmp_path / "script.txt"
+    script.write_text("filer\n/roominfo\n")
+    with open(script, "rb") as stdin:
+        result = subprocess.run([*CLIENT, "127.0.0.1", "--port", str(server.port), "--plain"],
+                                stdin=stdin, capture_output=True, timeout=30)
+    assert result.returncode == 0
+    assert "* #general: 1 user: filer" in result.stdout.decode().splitlines()
+
+
+def test_bad_host_is_one_line_and_status_1():
+    result = subprocess.run([*CLIENT, "no-such-host.invalid", "--plain"], capture_output=True,
+                            text=True, timeout=30, stdin=subprocess.DEVNULL)
+    assert result.returncode == 1
+    assert result.stderr.startswith("pychat-client: unknown host 'no-such-host.invalid'")
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_unreachable_server_is_one_line_and_status_1():
+    import socket
+    with socket.socket() as s:  # a port with nobody listening
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    result = subprocess.run([*CLIENT, "127.0.0.1", "--port", str(port)], capture_output=True,
+                            text=True, timeout=30, stdin=subprocess.DEVNULL)
+    assert result.returncode == 1
+    assert result.stderr.strip() == f"pychat-client: cannot connect to 127.0.0.1 port {port}: Connection refused"
+
+
+# -- full screen, in a real terminal ------------------------------------------------------
+
+def status_line(screen: list[str]) -> str:
+    """The second row from the bottom: the client's status line."""
+    return screen[-2] if len(screen) >= 2 else ""
+
+
+class Tmux:
+    def __init__(self, width: int, height: int, command: str) -> None:
+        if shutil.which("tmux") is None:
+            pytest.fail("tmux is not installed (apt-get install tmux); tests/run installs it")
+        self.sock = f"pychat-test-{uuid.uuid4().hex[:8]}"
+        env = dict(os.environ, LANG="C.UTF-8", LC_ALL="C.UTF-8", TERM="xterm-256color")
+        self.env = env
+        self._run("new-session", "-d", "-s", "main", "-x", str(width), "-y", str(height), command)
+
+    def _run(self, *args: str) -> str:
+        return subprocess.run(["tmux", "-u", "-L", self.sock, *args], check=True, capture_output=True,
+                              text=True, env=self.env).stdout
+
+    def keys(self, *keys: str) -> None:
+        self._run("send-keys", "-t", "main", *keys)
+
+    def type(self, text: str) -> None:
+        self._run("send-keys", "-t", "main", "-l", text)
+
+    def screen(self) -> list[str]:
+        return self._run("capture-pane", "-t", "main", "-p").rstrip("\n").split("\n")
+
+    def wait(self, predicate, what: str) -> list[str]:
+        result = {}
+
+        def check():
+            lines = self.screen()
+            result["lines"] = lines
+            return predicate(lines)
+
+        try:
+            wait_for(check, timeout=15, what=what)
+        except AssertionError:
+            raise AssertionError(f"timed out waiting for {what}; screen:\n" + "\n".join(result.get("lines", [])))
+        return result["lines"]
+
+    def resize(self, width: int, height: int) -> None:
+        self._run("resize-window", "-t", "main", "-x", str(width), "-y", str(height))
+
+    def kill(self) -> None:
+        subprocess.run(["tmux", "-L", self.sock, "kill-server"], capture_output=True)
+
+
+@pytest.fixture
+def tmux_client(server):
+    command = (f"sh -c 'before=$(stty -g); {sys.executable} {ROOT / 'pychat_client.py'} 127.0.0.1 "
+               f"--port {server.port}; status=$?; after=$(stty -g); "
+               f"[ \"$before\" = \"$after\" ] && echo TERMINAL-RESTORED; echo EXIT=$status; sleep 60'")
+    term = Tmux(100, 24, command)
+    yield term
+    term.kill()
+
+
+def test_full_screen_client_in_a_real_terminal(server, tmux_client):
+    term = tmux_client
+    watcher = server.client("watcher")
+    term.wait(lambda s: any("what is your name" in line for line in s), "the name prompt")
+    term.type("frank")
+    term.keys("Enter")
+    term.wait(lambda s: "frank | #general (2)" in status_line(s), "the status line with name, room and count")
+    watcher.expect(r"frank has joined")
+
+    # A line typed in the terminal reaches a raw socket client, and is shown locally.
+    term.type("hello from the terminal 中文")
+    term.keys("Enter")
+    watcher.expect(EVENT + r"#general frank: hello from the terminal 中文$")
+    term.wait(lambda s: any(line.endswith("#general frank: hello from the terminal 中文") for line in s),
+              "the own message shown like everyone else's")
+
+    # An incoming line while input is half typed: the input line stays intact.
+    term.type("half typed")
+    watcher.send("incoming while you type")
+    screen = term.wait(lambda s: any("watcher: incoming while you type" in line for line in s),
+                       "the incoming line")
+    assert screen[-1] == "> half typed"
+
+    # Tab completes a nickname of the room.
+    term.keys("C-u")
+    term.type("wat")
+    term.keys("Tab")
+    term.wait(lambda s: s[-1] == "> watcher:", "nickname completion")
+
+    # Resize: everything is redrawn for the new size.
+    term.resize(60, 15)
+    screen = term.wait(lambda s: len(s) == 15 and "frank | #general" in status_line(s),
+                       "the redraw after resize")
+    assert screen[-1] == "> watcher:"
+    assert all(len(line) <= 60 for line in screen)
+
+    # /quit restores the terminal and exits 0.
+    term.keys("C-u")
+    term.type("/quit")
+    term.keys("Enter")
+    screen = term.wait(lambda s: any("EXIT=" in line for line in s), "the client to exit")
+    assert "TERMINAL-RESTORED" in screen and "EXIT=0" in screen
+    watcher.expect(r"frank has quit$")
+
+
+def test_ctrl_c_and_server_shutdown_restore_the_terminal(server, tmux_client):
+    term = tmux_client
+    term.wait(lambda s: any("what is your name" in line for line in s), "the name prompt")
+    term.type("gina")
+    term.keys("Enter")
+    term.wait(lambda s: "gina | #general" in status_line(s), "the status line")
+    term.keys("C-c")
+    screen = term.wait(lambda s: any("EXIT=" in line for line in s), "the client to exit on Ctrl-C")
+    assert "TERMINAL-RESTORED" in screen and "EXIT=0" in screen
+
+
+def test_server_going_away_restores_the_terminal(make_server, tmp_path):
+    srv = make_server()
+    command = (f"sh -c 'before=$(stty -g); {sys.executable} {ROOT / 'pychat_client.py'} 127.0.0.1 "
+               f"--port {srv.port} --name hank; status=$?; after=$(stty -g); "
+               f"[ \"$before\" = \"$after\" ] && echo TERMINAL-RESTORED; echo EXIT=$status; sleep 60'")
+    term = Tmux(80, 20, command)
+    try:
+        term.wait(lambda s: "hank | #general" in status_line(s), "the status line")
+        srv.stop()
+        screen = term.wait(lambda s: any("EXIT=" in line for line in s), "the client to exit")
+        assert "TERMINAL-RESTORED" in screen and "EXIT=0" in screen
+        assert "pychat: the server closed the connection" in screen
+    finally:
+        term.kill()
+
+
+def test_multi_line_paste_asks_first(server, tmux_client):
+    term = tmux_client
+    watcher = server.client("watcher")
+    term.wait(lambda s: any("what is your name" in line for line in s), "the name prompt")
+    term.type("ivan")
+    term.keys("Enter")
+    term.wait(lambda s: "ivan | #general" in status_line(s), "the status line")
+    term.type("\x1b[200~line one\rline two\rline three\x1b[201~")
+    term.wait(lambda s: any("send 3 pasted lines? (y/n)" in line for line in s), "the paste question")
+    assert not any("line one" in line for line in watcher.sync())
+    term.type("y")
+    for text in ("line one", "line two", "line three"):
+        watcher.expect(rf"ivan: {text}$")
