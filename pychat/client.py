@@ -28,7 +28,7 @@ from typing import Callable
 from pychat.commands import COMMANDS, lookup, split_command
 from pychat.config import ClientSettings, parse_client_args
 from pychat.editor import LineEditor
-from pychat.framing import LINE_TOO_LONG, LineBuffer
+from pychat.framing import LineBuffer
 from pychat.keys import KeyParser
 from pychat.screen import NICK_STYLES, ScreenLike, Segment, View
 from pychat.textwidth import fit_input, wrap
@@ -140,9 +140,9 @@ class ClientLoop:
         except OSError:
             data = b""
         frames = self.framer.feed(data) if data else self.framer.finish()
-        lines = [f.decode("utf-8", "replace") for f in frames if f is not LINE_TOO_LONG]
+        lines = [f.decode("utf-8", "replace") for f in frames if isinstance(f, bytes)]
         if lines:
-            self.on_server_lines(lines)  # type: ignore[arg-type]
+            self.on_server_lines(lines)
         if not data:
             self.server_closed = True
             self.sel.unregister(self.sock)
@@ -209,13 +209,13 @@ class PlainClient(ClientLoop):
 
     def _take_stdin(self, data: bytes) -> None:
         for frame in self.stdin_framer.feed(data):
-            if frame is not LINE_TOO_LONG:
-                self.wbuf += frame + b"\n"  # type: ignore[operator]
+            if isinstance(frame, bytes):
+                self.wbuf += frame + b"\n"
 
     def _stdin_ended(self) -> None:
         for frame in self.stdin_framer.finish():
-            if frame is not LINE_TOO_LONG:
-                self.wbuf += frame + b"\n"  # type: ignore[operator]
+            if isinstance(frame, bytes):
+                self.wbuf += frame + b"\n"
         self.half_close()
 
     def on_server_lines(self, lines: list[str]) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import socket
 from typing import Callable
 
-from pychat.framing import LineBuffer
+from pychat.framing import Frame, LineBuffer
 from pychat.session import Session
 
 READ_SIZE = 65536
@@ -41,7 +41,7 @@ class Connection:
         self.eof = False                    # the peer shut its write side
         self.tokens = 0.0                   # flood-control budget
         self.token_time = 0.0
-        self.backlog: list[bytes | object] = []  # framed lines waiting for budget
+        self.backlog: list[Frame] = []      # framed lines waiting for flood budget
         self.paused = False                 # reading stopped by flood control
         self.interest = 0                   # selector events registered
         self.dirty = False                  # on the loop's list of connections to flush

@@ -28,7 +28,7 @@ from typing import Callable
 from pychat import render
 from pychat.config import ServerSettings, parse_server_args
 from pychat.connection import Connection
-from pychat.framing import LINE_TOO_LONG, Frame
+from pychat.framing import Frame
 from pychat.history import HistoryError, HistoryStore
 from pychat.model import Hall
 from pychat.session import Session
@@ -373,10 +373,10 @@ class Server:
                 # Hot path: a registered client's lines, without flood control.
                 handle, now = session.handle_line, self.now
                 for frame in frames:
-                    if frame is LINE_TOO_LONG:
-                        session.line_too_long(self.settings.max_line)
+                    if isinstance(frame, bytes):
+                        handle(decode_line(frame), now)
                     else:
-                        handle(decode_line(frame), now)  # type: ignore[arg-type]
+                        session.line_too_long(self.settings.max_line)
                 if session.closing:
                     self._close_after_flush(conn)
                 return
@@ -398,7 +398,7 @@ class Server:
             conn.tokens -= 1.0
             frame = backlog[handled]
             handled += 1
-            self._handle_frame(conn, frame)  # type: ignore[arg-type]
+            self._handle_frame(conn, frame)
         del backlog[:handled]
         if conn.closed:
             return
@@ -425,12 +425,12 @@ class Server:
         assert session is not None
         if session.closing:
             return
-        if frame is LINE_TOO_LONG:
-            session.line_too_long(self.settings.max_line)
-        else:
-            session.handle_line(decode_line(frame), self.now)  # type: ignore[arg-type]
+        if isinstance(frame, bytes):
+            session.handle_line(decode_line(frame), self.now)
             if session.closing:
                 self._close_after_flush(conn)
+        else:
+            session.line_too_long(self.settings.max_line)
 
     def _input_ended(self, conn: Connection) -> None:
         """The peer half-closed and all its lines are handled: say goodbye after the answers."""
