@@ -130,6 +130,8 @@ class LoadGen:
             # A bounded number of logins at once: some servers listen with a
             # tiny backlog and drop SYNs beyond it (a 1 s retransmit each).
             while len(registering) >= args.connect_window:
+                if args.read_pause:
+                    time.sleep(args.read_pause)  # larger reads of the join notices
                 self._poll(0.01)
                 registering = [c for c in registering if not c.ready]
                 if time.monotonic() > deadline:
@@ -150,6 +152,8 @@ class LoadGen:
             self._poll(0)
         waiting = len(self.clients)
         while any(not c.ready for c in self.clients):
+            if args.read_pause:
+                time.sleep(args.read_pause)
             if time.monotonic() > deadline:
                 missing = sum(not c.ready for c in self.clients)
                 raise SystemExit(f"loadgen: {missing} of {waiting} clients not ready in time")
@@ -361,7 +365,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--window", type=int, default=20, help="flat out: messages in flight per sender")
     p.add_argument("--batch", type=int, default=5, help="flat out: messages per send() call")
     p.add_argument("--read-pause", type=float, default=0.0,
-                   help="flat out: seconds to pause between reads, so that reads are larger")
+                   help="seconds to pause between reads (setup and flat out), so that reads are larger")
     p.add_argument("--mode", choices=["load", "conns"], default="load")
     p.add_argument("--connect-window", type=int, default=32, help="setup: logins under way at once")
     p.add_argument("--setup-timeout", type=float, default=300.0)
