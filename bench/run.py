@@ -59,8 +59,10 @@ class ServerKind:
 PYCHAT_FILE = ServerKind("pychat", "pychat")
 PYCHAT_MEMORY = ServerKind("pychat-mem", "pychat", ["--db", ":memory:"])
 PYCHAT_FLOODCHECK = ServerKind("pychat-bucket", "pychat", ["--flood-rate", "1e9", "--flood-burst", "1000000000"])
+PYCHAT_LIMITS_OFF = ServerKind("pychat-limits-off", "pychat", ["--sendq", "1000000000000", "--max-clients",
+                                                              "1000000", "--registration-timeout", "0"])
 MINIIRCD = ServerKind("miniircd", "irc", connect_window=4)
-KINDS = {k.name: k for k in (PYCHAT_FILE, PYCHAT_MEMORY, PYCHAT_FLOODCHECK, MINIIRCD)}
+KINDS = {k.name: k for k in (PYCHAT_FILE, PYCHAT_MEMORY, PYCHAT_FLOODCHECK, PYCHAT_LIMITS_OFF, MINIIRCD)}
 
 
 @dataclass
@@ -301,8 +303,9 @@ def write_markdown(path: Path, results: dict, rows: list[str], ratio_lines: list
         "",
         "Servers: `pychat` as shipped (history in an SQLite file, log at info) with `--flood-rate 0 "
         "--max-per-ip 0`; `pychat-mem` the same with `--db :memory:`; `pychat-bucket` with flood "
-        "control on at a rate it never reaches (the token bucket runs for every line); `miniircd` "
-        "from PyPI.",
+        "control on at a rate it never reaches (the token bucket runs for every line); "
+        "`pychat-limits-off` with the send queue, client and registration limits set out of reach; "
+        "`miniircd` from PyPI.",
         "",
         *rows,
         "",
