@@ -23,6 +23,12 @@ from typing import Final
 log = logging.getLogger("pychat.history")
 
 MEMORY: Final = ":memory:"
+# Rows after which the server checkpoints the WAL into the database, after
+# it has written that iteration's output. A checkpoint blocks the loop for
+# about 13 us per page: small ones often (about 2 ms each) keep the latency
+# tail low, where SQLite's own (every 1000 pages, inside a commit) would
+# hold up the output just committed for 15-30 ms.
+CHECKPOINT_ROWS: Final = 1000
 
 # Event kinds as stored.
 MESSAGE: Final = 0
@@ -142,6 +148,7 @@ class HistoryStore:
         self._last: dict[int, int | None] = {}   # room id -> its last message or action
         self._moved: set[int] = set()            # rooms whose last_id changed since the commit
         self._next_id = 1
+        self._rows_since_checkpoint = 0
         try:
             if path != MEMORY:
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -199,6 +206,7 @@ class HistoryStore:
         if not self._db.in_transaction:
             self._db.execute("BEGIN")
         if self._pending:
+            self._rows_since_checkpoint += len(self._pending)
             self._db.executemany(
                 "INSERT INTO events (id, room_id, prev_id, ts, kind, sender, text) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 self._pending,
@@ -228,6 +236,17 @@ class HistoryStore:
                 self._load_positions()
             except sqlite3.Error as again:
                 log.error("history database unusable: %s", again)
+
+    def checkpoint_if_due(self) -> None:
+        """Copy the WAL into the database when enough has been written (called
+        by the server after it has written an iteration's output)."""
+        if self._rows_since_checkpoint < CHECKPOINT_ROWS or self.path == MEMORY:
+            return
+        self._rows_since_checkpoint = 0
+        try:
+            self._db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        except sqlite3.Error as exc:
+            log.error("history checkpoint failed: %s", exc)
 
     def close(self) -> None:
         self.commit()

@@ -185,6 +185,7 @@ class Server:
                 except Exception:
                     log.exception("internal error in a timer")
         self._before_sleep()
+        self.history.checkpoint_if_due()  # after the output: it never waits for this
         if self.stopping and (not self.conns or self.mono >= self._stop_deadline):
             return self._exit_now()
         return None

@@ -230,3 +230,19 @@ def test_history_lines_zero_replays_nothing(make_server):
     lines = b.lines_until(r"you joined")
     lines += b.sync()
     assert not any("something" in line or "history" in line or "no messages" in line for line in lines)
+
+
+def test_wal_is_checkpointed_after_enough_rows(tmp_path):
+    path = tmp_path / "ckpt.db"
+    store = HistoryStore(str(path))
+    room = store.add_room("general", "general", None, 1.0)
+    store.commit()
+    store.checkpoint_if_due()
+    size_before = path.stat().st_size
+    for i in range(history_module.CHECKPOINT_ROWS):
+        store.append(room, float(i), MESSAGE, "u", "x" * 100)
+    store.commit()
+    assert path.stat().st_size == size_before  # committed rows live in the WAL so far
+    store.checkpoint_if_due()
+    assert path.stat().st_size > size_before + history_module.CHECKPOINT_ROWS * 100
+    store.close()
