@@ -100,7 +100,16 @@ class IrcProtocol(Protocol):
         return b"PRIVMSG #" + room.encode() + b" :" + payload + b"\r\n"
 
 
-PROTOCOLS = {"pychat": PychatProtocol, "irc": IrcProtocol}
+class PychatHallProtocol(PychatProtocol):
+    """Clients that register and stay in the hall (server run with --default-room '')."""
+
+    ready_marker = b"* hello "
+
+    def login(self, name: str, room: str) -> bytes:
+        return f"{name}\n".encode()
+
+
+PROTOCOLS = {"pychat": PychatProtocol, "pychat-hall": PychatHallProtocol, "irc": IrcProtocol}
 
 
 class LoadGen:
@@ -366,7 +375,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--batch", type=int, default=5, help="flat out: messages per send() call")
     p.add_argument("--read-pause", type=float, default=0.0,
                    help="seconds to pause between reads (setup and flat out), so that reads are larger")
-    p.add_argument("--mode", choices=["load", "conns"], default="load")
+    p.add_argument("--mode", choices=["load", "conns", "idle"], default="load",
+                   help="load: send messages; conns: one message to a big room; idle: only log in")
     p.add_argument("--connect-window", type=int, default=32, help="setup: logins under way at once")
     p.add_argument("--setup-timeout", type=float, default=300.0)
     p.add_argument("--drain-timeout", type=float, default=30.0)
@@ -384,6 +394,8 @@ def main(argv: list[str] | None = None) -> None:
                       rss_per_client=(rss1 - rss0) / len(gen.clients))
     if args.mode == "conns":
         result["fanout_s"] = gen.single_message_fanout()
+    elif args.mode == "idle":
+        pass  # setup time and RSS are the figures
     else:
         result.update(gen.run_load())
     json.dump(result, sys.stdout)
