@@ -145,7 +145,10 @@ class LoadGen:
                 registering = [c for c in registering if not c.ready]
                 if time.monotonic() > deadline:
                     raise SystemExit(f"loadgen: only {index} clients could log in within the setup timeout")
-            sock = socket.create_connection((args.host, args.port), timeout=30)
+            try:
+                sock = socket.create_connection((args.host, args.port), timeout=30)
+            except OSError as exc:
+                raise SystemExit(f"loadgen: connection {index + 1} failed: {exc}") from None
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             sock.setblocking(False)
             client = Client(sock, f"{args.name_prefix}{index}", room)
@@ -216,7 +219,7 @@ class LoadGen:
                 except (BlockingIOError, InterruptedError):
                     continue
                 if not data:
-                    raise SystemExit(f"loadgen: server closed {client.name}")
+                    raise SystemExit(f"loadgen: server closed {client.name} with {len(self.clients)} clients connected")
                 total += len(data)
                 self._received(client, data)
         return total

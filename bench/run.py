@@ -181,7 +181,7 @@ def machine() -> str:
 
 
 def table(results: dict) -> list[str]:
-    rows = ["| scenario | server | deliveries/s | lost | server CPU per delivery (us) | "
+    rows = ["| scenario | server | thousand deliveries/s | lost | server CPU per delivery (us) | "
             "latency p50 / p90 / p99 / max (ms) | setup (s) | RSS per client (KiB) | fan-out to all (ms) |",
             "|---|---|---|---|---|---|---|---|---|"]
     for scen, per_server in results.items():
@@ -194,7 +194,7 @@ def table(results: dict) -> list[str]:
                            for p in ("p50", "p90", "p99", "max"))
             lost = summarize(runs, "lost")
             rows.append(
-                f"| {scen} | {server} | {fmt(summarize(runs, 'deliveries_per_s'), 1e-3, 0)}k | "
+                f"| {scen} | {server} | {fmt(summarize(runs, 'deliveries_per_s'), 1e-3, 0)} | "
                 f"{int(lost['max']) if lost else '-'} | {fmt(summarize(runs, 'cpu_us_per_delivery'))} | "
                 f"{lat if 'conns' not in scen.lower() else '-'} | {fmt(summarize(runs, 'setup_s'), digits=2)} | "
                 f"{fmt(summarize(runs, 'rss_per_client'), 1 / 1024, 2)} | "
@@ -281,13 +281,13 @@ def charts(results: dict, outdir: Path) -> list[Path]:
     return made
 
 
-def write_markdown(path: Path, results: dict, rows: list[str], ratio_lines: list[str],
-                   pngs: list[Path], args: argparse.Namespace) -> None:
+def write_markdown(path: Path, rows: list[str], ratio_lines: list[str],
+                   pngs: list[Path], args: argparse.Namespace, date: str) -> None:
     mode = "quick" if args.quick else ("tiny" if args.tiny else "full")
     text = [
         "# pychat benchmarks",
         "",
-        f"Latest {mode} run: {time.strftime('%Y-%m-%d %H:%M %Z')}, {args.runs} run(s) per server and "
+        f"Latest {mode} run: {date}, {args.runs} run(s) per server and "
         f"scenario (median ± half the spread).",
         f"Machine: {machine()}. Server pinned to core 0, load generator to core 1.",
         "",
@@ -324,7 +324,13 @@ def main(argv: list[str] | None = None) -> None:
                    help=f"comma-separated, from {', '.join(KINDS)}")
     p.add_argument("--scenarios", default=None, help="comma-separated names (default: all)")
     p.add_argument("--out", default=str(ROOT / "docs"), help="where the JSON, charts and BENCHMARKS.md go")
+    p.add_argument("--render", metavar="JSON", help="only rebuild the table, charts and BENCHMARKS.md from a JSON file")
     args = p.parse_args(argv)
+    if args.render:
+        data = json.loads(Path(args.render).read_text())
+        args.runs, args.quick, args.tiny = data["runs"], data["mode"] == "quick", data["mode"] == "tiny"
+        report(data["results"], Path(args.out), args, data["date"])
+        return
     if args.runs is None:
         args.runs = 1 if (args.quick or args.tiny) else 3
     kinds = [KINDS[name] for name in args.servers.split(",")]
@@ -355,17 +361,22 @@ def main(argv: list[str] | None = None) -> None:
                     print(f"  {scenario.name} {kind.name} run {run + 1}: {brief}", file=sys.stderr)
                     shutil.rmtree(workdir, ignore_errors=True)
             results[scenario.name] = {k: v for k, v in results[scenario.name].items() if v}
+    data = {"date": time.strftime("%Y-%m-%d %H:%M %Z"), "machine": machine(), "runs": args.runs,
+            "mode": "quick" if args.quick else ("tiny" if args.tiny else "full"), "results": results}
+    json_path = outdir / "benchmarks.json"
+    json_path.write_text(json.dumps(data, indent=1))
+    report(results, outdir, args, data["date"])
+
+
+def report(results: dict, outdir: Path, args: argparse.Namespace, date: str) -> None:
+    """Print the table and write the charts and BENCHMARKS.md."""
     rows = table(results)
     ratio_lines = ratios(results)
     print("\n".join(rows))
     print("\n".join(ratio_lines))
-    data = {"date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "machine": machine(), "runs": args.runs,
-            "mode": "quick" if args.quick else ("tiny" if args.tiny else "full"), "results": results}
-    json_path = outdir / "benchmarks.json"
-    json_path.write_text(json.dumps(data, indent=1))
     pngs = charts(results, outdir)
-    write_markdown(outdir / "BENCHMARKS.md", results, rows, ratio_lines, pngs, args)
-    print(f"wrote {json_path}, {outdir / 'BENCHMARKS.md'} and {len(pngs)} chart(s)", file=sys.stderr)
+    write_markdown(outdir / "BENCHMARKS.md", rows, ratio_lines, pngs, args, date)
+    print(f"wrote {outdir / 'BENCHMARKS.md'} and {len(pngs)} chart(s) in {outdir}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -62,29 +62,23 @@ class Session:
     def handle_line(self, line: str, now: float) -> None:
         """Act on one clean line of input."""
         user = self.user
-        if line and line[0] != "/" and user is not None and user.room is not None and not self.closing:
-            if not line.isspace():
-                self.hall.say(user, line, now)  # the common case: a message to the room
-            return
         if self.closing:
             return
-        if self.user is None:
+        if user is None:
             self._choose_name(line.strip(), now)
+        elif not line or line.isspace():
             return
-        if not line.strip():
-            return
-        if line.startswith("//"):
-            self._say(line[1:], now)
-        elif line.startswith("/"):
-            self._command(line[1:], now)
-        elif self.user.room is None:
-            # In the hall a command may be typed without its slash.
-            if lookup(split_command(line)[0]) is not None:
-                self._command(line, now)
+        elif line[0] != "/":
+            if user.room is not None:
+                self.hall.say(user, line, now)  # the common case: a message to the room
+            elif lookup(split_command(line)[0]) is not None:
+                self._command(line, now)  # in the hall a command may be typed without its slash
             else:
                 self._not_in_room()
+        elif line.startswith("//"):
+            self._say(line[1:], now)
         else:
-            self.hall.say(self.user, line, now)
+            self._command(line[1:], now)
 
     def _say(self, text: str, now: float) -> None:
         if self._me.room is None:
