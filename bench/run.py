@@ -222,41 +222,39 @@ def charts(results: dict, outdir: Path) -> list[Path]:
         print("bench: matplotlib is not installed; no charts (pip install -e '.[bench]')", file=sys.stderr)
         return []
     made = []
+
+    def save(fig, name: str) -> None:
+        path = outdir / name
+        fig.tight_layout()
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        made.append(path)
+
+    def grouped_bars(groups: list[str], series: dict[str, list[float]], ylabel: str, title: str, name: str) -> None:
+        fig, ax = plt.subplots(figsize=(7, 4))
+        width = 0.8 / max(1, len(series))
+        for i, (label, values) in enumerate(series.items()):
+            ax.bar([x + i * width for x in range(len(groups))], values, width, label=label)
+        ax.set_xticks([x + width * (len(series) - 1) / 2 for x in range(len(groups))], groups)
+        ax.set_ylabel(ylabel)
+        ax.set_title(title)
+        ax.legend()
+        save(fig, name)
+
+    def median(runs: list[dict], key: str, sub: str | None = None) -> float:
+        return (summarize(runs, key, sub) or {"median": 0.0})["median"]
+
     flat = [s for s in results if s in ("A", "B")]
-    servers = sorted({srv for s in flat for srv in results[s]})
     if flat:
-        fig, ax = plt.subplots(figsize=(7, 4))
-        width = 0.8 / max(1, len(servers))
-        for i, srv in enumerate(servers):
-            vals = [(summarize(results[s].get(srv, []), "cpu_us_per_delivery") or {"median": 0})["median"]
-                    for s in flat]
-            ax.bar([x + i * width for x in range(len(flat))], vals, width, label=srv)
-        ax.set_xticks([x + width * (len(servers) - 1) / 2 for x in range(len(flat))], flat)
-        ax.set_ylabel("server CPU per delivery (us)")
-        ax.set_title("Fan-out cost (lower is better)")
-        ax.legend()
-        path = outdir / "bench-cpu.png"
-        fig.tight_layout()
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
-        made.append(path)
+        servers = sorted({srv for s in flat for srv in results[s]})
+        grouped_bars(flat, {srv: [median(results[s].get(srv, []), "cpu_us_per_delivery") for s in flat]
+                            for srv in servers},
+                     "server CPU per delivery (us)", "Fan-out cost (lower is better)", "bench-cpu.png")
     if "LAT" in results:
-        fig, ax = plt.subplots(figsize=(7, 4))
         pcts = ["p50", "p90", "p99", "max"]
-        srvs = sorted(results["LAT"])
-        width = 0.8 / max(1, len(srvs))
-        for i, srv in enumerate(srvs):
-            vals = [(summarize(results["LAT"][srv], "latency_ms", p) or {"median": 0})["median"] for p in pcts]
-            ax.bar([x + i * width for x in range(len(pcts))], vals, width, label=srv)
-        ax.set_xticks([x + width * (len(srvs) - 1) / 2 for x in range(len(pcts))], pcts)
-        ax.set_ylabel("latency (ms)")
-        ax.set_title("Latency at a fixed offered rate (lower is better)")
-        ax.legend()
-        path = outdir / "bench-latency.png"
-        fig.tight_layout()
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
-        made.append(path)
+        grouped_bars(pcts, {srv: [median(results["LAT"][srv], "latency_ms", p) for p in pcts]
+                            for srv in sorted(results["LAT"])},
+                     "latency (ms)", "Latency at a fixed offered rate (lower is better)", "bench-latency.png")
     conns = [s for s in results if s.startswith("CONNS")]
     if conns:
         fig, ax = plt.subplots(figsize=(7, 4))
@@ -273,11 +271,7 @@ def charts(results: dict, outdir: Path) -> list[Path]:
         ax.set_ylabel("time to register all (s)")
         ax.set_title("Setup time (every join is announced to the room)")
         ax.legend()
-        path = outdir / "bench-conns.png"
-        fig.tight_layout()
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
-        made.append(path)
+        save(fig, "bench-conns.png")
     return made
 
 

@@ -140,9 +140,13 @@ class LineClient:
         self.send("/help users")  # a one-line reply
         return self.lines_until(r"^\* /users: ")[:-1]
 
-    def register(self, name: str) -> None:
+    def give_name(self, name: str) -> None:
+        """Answer the name prompt (and read nothing after it)."""
         self.expect(r"^\* what is your name")
         self.send(name)
+
+    def register(self, name: str) -> None:
+        self.give_name(name)
         self.expect(r"^\* (you joined|hello)")
         self.name = name
         self.sync()

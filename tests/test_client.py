@@ -108,12 +108,27 @@ class Tmux:
         subprocess.run(["tmux", "-L", self.sock, "kill-server"], capture_output=True)
 
 
+def client_command(port: int, *args: str) -> str:
+    """The client in a shell that reports whether the terminal was restored, and the exit status."""
+    return (f"sh -c 'before=$(stty -g); {sys.executable} {ROOT / 'pychat_client.py'} 127.0.0.1 "
+            f"--port {port} {' '.join(args)}; status=$?; after=$(stty -g); "
+            f"[ \"$before\" = \"$after\" ] && echo TERMINAL-RESTORED; echo EXIT=$status; sleep 60'")
+
+
+def log_in(term: Tmux, name: str) -> None:
+    term.wait(lambda s: any("what is your name" in line for line in s), "the name prompt")
+    term.type(name)
+    term.keys("Enter")
+    term.wait(lambda s: f"{name} | #general" in status_line(s), "the status line")
+
+
+def wait_exit(term: Tmux) -> list[str]:
+    return term.wait(lambda s: any("EXIT=" in line for line in s), "the client to exit")
+
+
 @pytest.fixture
 def tmux_client(server):
-    command = (f"sh -c 'before=$(stty -g); {sys.executable} {ROOT / 'pychat_client.py'} 127.0.0.1 "
-               f"--port {server.port}; status=$?; after=$(stty -g); "
-               f"[ \"$before\" = \"$after\" ] && echo TERMINAL-RESTORED; echo EXIT=$status; sleep 60'")
-    term = Tmux(100, 24, command)
+    term = Tmux(100, 24, client_command(server.port))
     yield term
     term.kill()
 
@@ -121,10 +136,8 @@ def tmux_client(server):
 def test_full_screen_client_in_a_real_terminal(server, tmux_client):
     term = tmux_client
     watcher = server.client("watcher")
-    term.wait(lambda s: any("what is your name" in line for line in s), "the name prompt")
-    term.type("frank")
-    term.keys("Enter")
-    term.wait(lambda s: "frank | #general (2)" in status_line(s), "the status line with name, room and count")
+    log_in(term, "frank")
+    term.wait(lambda s: "frank | #general (2)" in status_line(s), "the member count in the status line")
     watcher.expect(r"frank has joined")
 
     # A line typed in the terminal reaches a raw socket client, and is shown locally.
@@ -158,32 +171,26 @@ def test_full_screen_client_in_a_real_terminal(server, tmux_client):
     term.keys("C-u")
     term.type("/quit")
     term.keys("Enter")
-    screen = term.wait(lambda s: any("EXIT=" in line for line in s), "the client to exit")
+    screen = wait_exit(term)
     assert "TERMINAL-RESTORED" in screen and "EXIT=0" in screen
     watcher.expect(r"frank has quit$")
 
 
 def test_ctrl_c_and_server_shutdown_restore_the_terminal(server, tmux_client):
     term = tmux_client
-    term.wait(lambda s: any("what is your name" in line for line in s), "the name prompt")
-    term.type("gina")
-    term.keys("Enter")
-    term.wait(lambda s: "gina | #general" in status_line(s), "the status line")
+    log_in(term, "gina")
     term.keys("C-c")
-    screen = term.wait(lambda s: any("EXIT=" in line for line in s), "the client to exit on Ctrl-C")
+    screen = wait_exit(term)
     assert "TERMINAL-RESTORED" in screen and "EXIT=0" in screen
 
 
 def test_server_going_away_restores_the_terminal(make_server, tmp_path):
     srv = make_server()
-    command = (f"sh -c 'before=$(stty -g); {sys.executable} {ROOT / 'pychat_client.py'} 127.0.0.1 "
-               f"--port {srv.port} --name hank; status=$?; after=$(stty -g); "
-               f"[ \"$before\" = \"$after\" ] && echo TERMINAL-RESTORED; echo EXIT=$status; sleep 60'")
-    term = Tmux(80, 20, command)
+    term = Tmux(80, 20, client_command(srv.port, "--name", "hank"))
     try:
         term.wait(lambda s: "hank | #general" in status_line(s), "the status line")
         srv.stop()
-        screen = term.wait(lambda s: any("EXIT=" in line for line in s), "the client to exit")
+        screen = wait_exit(term)
         assert "TERMINAL-RESTORED" in screen and "EXIT=0" in screen
         assert "pychat: the server closed the connection" in screen
     finally:
@@ -193,10 +200,7 @@ def test_server_going_away_restores_the_terminal(make_server, tmp_path):
 def test_multi_line_paste_asks_first(server, tmux_client):
     term = tmux_client
     watcher = server.client("watcher")
-    term.wait(lambda s: any("what is your name" in line for line in s), "the name prompt")
-    term.type("ivan")
-    term.keys("Enter")
-    term.wait(lambda s: "ivan | #general" in status_line(s), "the status line")
+    log_in(term, "ivan")
     term.type("\x1b[200~line one\rline two\rline three\x1b[201~")
     term.wait(lambda s: any("send 3 pasted lines? (y/n)" in line for line in s), "the paste question")
     assert not any("line one" in line for line in watcher.sync())
