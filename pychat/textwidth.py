@@ -59,6 +59,9 @@ def wrap(text: str, width: int) -> list[str]:
             rows.append(text[start:cut])
             start, break_at = cut, -1
             cols = text_width(text[start:i])
+            if cols + w > width:  # what follows the space still does not fit: break here too
+                rows.append(text[start:i])
+                start, cols = i, 0
         cols += w
         i += 1
         if ch == " ":

@@ -146,6 +146,7 @@ def test_wrap_keeps_every_character_and_fits(text, width):
 
 def test_wrap_breaks_at_spaces():
     assert wrap("hello wide world", 11) == ["hello wide ", "world"]
+    assert wrap(" 中a中", 4) == [" ", "中a", "中"]  # after the space, a wide character still overflows
 
 
 @given(st.text(st.sampled_from(list("ab中🙂 ")), max_size=60), st.data(), st.integers(4, 30))
