@@ -15,6 +15,10 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 
 @dataclass(frozen=True, slots=True)
 class ServerSettings:
+    """The server's settings. The defaults are the protocol's, except ``db``:
+    built in code (tests, embedding) a server keeps history in memory; the
+    command line defaults to the file of :func:`default_db_path`."""
+
     host: str | None = None
     port: int = DEFAULT_PORT
     max_line: int = 4096
