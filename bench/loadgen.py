@@ -273,12 +273,14 @@ class LoadGen:
         self.measuring = True
         for c in self.clients:
             c.buf = b""
+        self._set_lowat(args.rcvlowat)
         start = time.monotonic()
         stop_sending = start + args.duration
         if args.rate > 0:
             self._fixed_rate(start, stop_sending)
         else:
             self._flat_out(stop_sending)
+        self._set_lowat(1)  # the last deliveries must not wait for a full chunk
         sent_messages = sum(r.sent for r in self.rooms)
         expected = sum(r.sent * (len(r.members) - 1) for r in self.rooms)
         deadline = time.monotonic() + args.drain_timeout
@@ -309,6 +311,12 @@ class LoadGen:
             "latency_ms": {"p50": pct(0.50), "p90": pct(0.90), "p99": pct(0.99),
                            "max": lat[-1] / 1e6 if lat else None, "samples": len(lat)},
         }
+
+    def _set_lowat(self, size: int) -> None:
+        """Report a socket readable only once SIZE bytes wait: fewer, larger reads."""
+        if size > 1 or self.args.rcvlowat > 1:
+            for c in self.clients:
+                c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, size)
 
     def _flat_out(self, stop: float) -> None:
         window = self.args.window
@@ -376,6 +384,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--rate", type=float, default=0.0, help="messages/s in all; 0 = flat out")
     p.add_argument("--window", type=int, default=20, help="flat out: messages in flight per sender")
     p.add_argument("--batch", type=int, default=5, help="flat out: messages per send() call")
+    p.add_argument("--rcvlowat", type=int, default=1,
+                   help="flat out: SO_RCVLOWAT while measuring, so that reads are large (1 = off)")
     p.add_argument("--read-pause", type=float, default=0.0,
                    help="seconds to pause between reads (setup and flat out), so that reads are larger")
     p.add_argument("--mode", choices=["load", "conns", "idle"], default="load",
