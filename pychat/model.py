@@ -270,10 +270,7 @@ class Hall:
 
     def say(self, user: User, text: str, now: float) -> None:
         """A message to the user's room: every other member receives it."""
-        room = user.room
-        if room is None:
-            self._require_room(user)
-            return
+        room = self._require_room(user)
         data = render.event(now, "#" + room.name, f"{user.name}: {text}")
         self.history.append(room.id, now, MESSAGE, user.name, text)
         self.chat_log.append(data)
