@@ -28,7 +28,7 @@ from typing import Callable
 from pychat.commands import COMMANDS, lookup, split_command
 from pychat.config import ClientSettings, parse_client_args
 from pychat.editor import LineEditor
-from pychat.framing import LineBuffer
+from pychat.framing import Frame, LineBuffer
 from pychat.keys import KeyParser
 from pychat.screen import NICK_STYLES, ScreenLike, Segment, View
 from pychat.textwidth import fit_input, wrap
@@ -208,15 +208,16 @@ class PlainClient(ClientLoop):
             self._stdin_ended()
 
     def _take_stdin(self, data: bytes) -> None:
-        for frame in self.stdin_framer.feed(data):
-            if isinstance(frame, bytes):
-                self.wbuf += frame + b"\n"
+        self._queue_frames(self.stdin_framer.feed(data))
 
     def _stdin_ended(self) -> None:
-        for frame in self.stdin_framer.finish():
-            if isinstance(frame, bytes):
-                self.wbuf += frame + b"\n"
+        self._queue_frames(self.stdin_framer.finish())
         self.half_close()
+
+    def _queue_frames(self, frames: list[Frame]) -> None:
+        for frame in frames:
+            if isinstance(frame, bytes):  # an overlong stdin line is not sent
+                self.wbuf += frame + b"\n"
 
     def on_server_lines(self, lines: list[str]) -> None:
         try:

@@ -274,10 +274,7 @@ class Hall:
         data = render.event(now, "#" + room.name, f"{user.name}: {text}")
         self.history.append(room.id, now, MESSAGE, user.name, text)
         self.chat_log.append(data)
-        self.touched.add(room)
-        for member, push in room.members.items():
-            if member is not user:
-                push(data)
+        self._fanout(room, data, user)
 
     def act(self, user: User, text: str, now: float) -> None:
         """An action (/me) in the user's room."""
@@ -294,7 +291,7 @@ class Hall:
         self._fanout(room, data, subject)
 
     def _fanout(self, room: Room, data: bytes, skip: User) -> None:
-        """Append DATA for every member of ROOM but SKIP. (Hall.say inlines this.)"""
+        """Append DATA for every member of ROOM but SKIP: one bare append each."""
         self.touched.add(room)
         for member, push in room.members.items():
             if member is not skip:

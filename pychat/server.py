@@ -368,21 +368,22 @@ class Server:
         if not frames:
             return
         if self.settings.flood_rate <= 0:
+            # No flood control: every line at once. This is the hot path, so
+            # the per-line work of _handle_frame is inlined here.
             session = conn.session
             assert session is not None
-            if session.user is not None and not session.closing:
-                # Hot path: a registered client's lines, without flood control.
-                handle, now = session.handle_line, self.now
-                for frame in frames:
-                    if isinstance(frame, bytes):
-                        handle(decode_line(frame), now)
-                    else:
-                        session.line_too_long(self.settings.max_line)
-                if session.closing:
-                    self._close_after_flush(conn)
+            if session.closing:
                 return
+            handle, now = session.handle_line, self.now
             for frame in frames:
-                self._handle_frame(conn, frame)
+                if isinstance(frame, bytes):
+                    handle(decode_line(frame), now)
+                    if session.closing:
+                        break
+                else:
+                    session.line_too_long(self.settings.max_line)
+            if session.closing:
+                self._close_after_flush(conn)
             return
         conn.backlog.extend(frames)
         self._drain_backlog(conn)
