@@ -76,6 +76,23 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     DROP INDEX events_by_room;
     DROP INDEX chat_by_room;
     """,
+    # 4: room ids are never reused (AUTOINCREMENT keeps the highest id ever
+    # given, in sqlite_sequence), because rooms without history are now
+    # forgotten: a new room must not inherit a forgotten one's stored notices.
+    """
+    CREATE TABLE rooms_v4 (
+        id       INTEGER PRIMARY KEY AUTOINCREMENT,
+        key      TEXT NOT NULL UNIQUE,
+        name     TEXT NOT NULL,
+        created  REAL NOT NULL,
+        key_hash TEXT,
+        last_id  INTEGER
+    );
+    INSERT INTO rooms_v4 (id, key, name, created, key_hash, last_id)
+        SELECT id, key, name, created, key_hash, last_id FROM rooms;
+    DROP TABLE rooms;
+    ALTER TABLE rooms_v4 RENAME TO rooms;
+    """,
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 
@@ -137,18 +154,36 @@ _REPLAY = """
 class HistoryStore:
     """Rooms and their events; writes are batched until :meth:`commit`.
 
-    Event ids are given here, not by SQLite, so that a room's chain of
-    messages (``prev_id`` and the room's ``last_id``) can be built without a
-    round trip per insert.
+    Event and room ids are given here, not by SQLite, so that a room's chain
+    of messages (``prev_id`` and the room's ``last_id``) can be built without
+    a round trip per insert, and so that a room exists (with its id) the
+    moment it is created, even while its row waits for the next commit.
+
+    A failed commit (disk full, I/O error) loses that batch's events, which
+    the server then withholds from everyone; room rows and deletions stay
+    queued and are written by the next commit that succeeds. Ids only ever
+    grow, in memory and on disk, so no id is given twice.
     """
 
     def __init__(self, path: str = MEMORY) -> None:
         self.path = path
+        # Written at the next commit: room inserts and deletions (in order),
+        # then events.
+        self._room_ops: list[tuple[str, tuple]] = []
         self._pending: list[tuple[int, int, int | None, float, int, str, str]] = []
+        # Already in the open transaction, not yet committed: what a failed
+        # commit must undo in memory or try again.
+        self._txn_room_ops: list[tuple[str, tuple]] = []
+        self._txn_events = 0
+        self._broken = False                     # a write in the open transaction failed
         self._last: dict[int, int | None] = {}   # room id -> its last message or action
+        self._committed_last: dict[int, int | None] = {}
         self._moved: set[int] = set()            # rooms whose last_id changed since the commit
+        self._txn_moved: set[int] = set()
         self._next_id = 1
+        self._next_room_id = 1
         self._rows_since_checkpoint = 0
+        self.failed_commits = 0
         try:
             if path != MEMORY:
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -162,9 +197,14 @@ class HistoryStore:
             raise HistoryError(f"cannot open history database {path}: {exc}") from exc
 
     def _load_positions(self) -> None:
-        """Read the next event id and each room's last message from the database."""
-        self._next_id = self._db.execute("SELECT coalesce(max(id), 0) + 1 FROM events").fetchone()[0]
-        self._last = dict(self._db.execute("SELECT id, last_id FROM rooms"))
+        """Read the next ids and each room's last message from the database."""
+        db = self._db
+        self._next_id = db.execute("SELECT coalesce(max(id), 0) + 1 FROM events").fetchone()[0]
+        highest = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'rooms'").fetchone()
+        top_row = db.execute("SELECT coalesce(max(id), 0) FROM rooms").fetchone()[0]
+        self._next_room_id = max(highest[0] if highest else 0, top_row) + 1
+        self._last = dict(db.execute("SELECT id, last_id FROM rooms"))
+        self._committed_last = dict(self._last)
         self._moved.clear()
 
     def rooms(self) -> list[StoredRoom]:
@@ -172,15 +212,30 @@ class HistoryStore:
         return [StoredRoom(*row) for row in rows]
 
     def add_room(self, key: str, name: str, key_hash: str | None, ts: float) -> int:
-        """Store a new room and return its id (written at once, not batched)."""
-        self._flush_pending()
-        cur = self._db.execute(
-            "INSERT INTO rooms (key, name, created, key_hash) VALUES (?, ?, ?, ?)",
-            (key, name, ts, key_hash),
-        )
-        assert cur.lastrowid is not None
-        self._last[cur.lastrowid] = None
-        return cur.lastrowid
+        """A new room's id, at once; its row is written with the next commit."""
+        room_id = self._next_room_id
+        self._next_room_id = room_id + 1
+        self._room_ops.append(("INSERT INTO rooms (id, key, name, created, key_hash) VALUES (?, ?, ?, ?, ?)",
+                               (room_id, key, name, ts, key_hash)))
+        self._last[room_id] = None
+        self._committed_last[room_id] = None
+        return room_id
+
+    def has_chat(self, room_id: int) -> bool:
+        """True if the room has messages or actions (history worth keeping)."""
+        return self._last.get(room_id) is not None
+
+    def forget_room(self, room_id: int) -> None:
+        """Delete a room that has no messages; its id is never given again.
+
+        Notices stored for it stay, under an id no other room will have.
+        """
+        if self.has_chat(room_id):
+            raise ValueError("a room with history is not forgotten")
+        self._room_ops.append(("DELETE FROM rooms WHERE id = ?", (room_id,)))
+        self._last.pop(room_id, None)
+        self._committed_last.pop(room_id, None)
+        self._moved.discard(room_id)
 
     def append(self, room_id: int, ts: float, kind: int, sender: str, text: str) -> None:
         """Queue one event; it reaches the database at the next commit."""
@@ -198,44 +253,85 @@ class HistoryStore:
         last = self._last.get(room_id)
         if last is None or limit <= 0:
             return []
-        self._flush_pending()
-        rows = self._db.execute(_REPLAY, (last, limit)).fetchall()
+        try:
+            self._flush_pending()
+            rows = self._db.execute(_REPLAY, (last, limit)).fetchall()
+        except sqlite3.Error as exc:
+            self._broken = True  # the commit will roll back and report the batch lost
+            log.error("history read failed: %s", exc)
+            return []
         return [StoredEvent(*row) for row in rows]
 
     def _flush_pending(self) -> None:
-        if not self._db.in_transaction:
-            self._db.execute("BEGIN")
+        """Write what is queued into the open transaction (begun if needed)."""
+        db = self._db
+        if not db.in_transaction:
+            db.execute("BEGIN")
+        if self._room_ops:
+            ops, self._room_ops = self._room_ops, []
+            self._txn_room_ops.extend(ops)
+            for sql, args in ops:
+                db.execute(sql, args)
         if self._pending:
-            self._rows_since_checkpoint += len(self._pending)
-            self._db.executemany(
+            rows, self._pending = self._pending, []
+            self._txn_events += len(rows)
+            db.executemany(
                 "INSERT INTO events (id, room_id, prev_id, ts, kind, sender, text) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                self._pending,
+                rows,
             )
-            self._pending.clear()
         if self._moved:
             last = self._last
-            self._db.executemany("UPDATE rooms SET last_id = ? WHERE id = ?",
-                                 [(last[room], room) for room in self._moved])
-            self._moved.clear()
+            moved, self._moved = self._moved, set()
+            self._txn_moved |= moved
+            db.executemany("UPDATE rooms SET last_id = ? WHERE id = ?", [(last[room], room) for room in moved])
 
-    def commit(self) -> None:
-        """Make everything written so far durable. Errors are logged, not raised:
-        the chat goes on even when the disk fails."""
-        if not self._pending and not self._db.in_transaction:
-            return
+    def commit(self) -> bool:
+        """Make everything written so far durable; False if that failed.
+
+        Errors are logged, not raised: the chat goes on when the disk fails,
+        and the caller withholds what this batch would have shown.
+        """
+        if not self._pending and not self._room_ops and not self._moved and not self._db.in_transaction:
+            return True
         try:
+            if self._broken:
+                raise sqlite3.OperationalError("an earlier write in this batch failed")
             self._flush_pending()
             self._db.execute("COMMIT")
         except sqlite3.Error as exc:
-            log.error("history write failed, %d events not stored: %s", len(self._pending), exc)
-            self._pending.clear()
-            try:
-                if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
-                # The chain in memory ran ahead of the database: start again from it.
-                self._load_positions()
-            except sqlite3.Error as again:
-                log.error("history database unusable: %s", again)
+            self._roll_back(exc)
+            return False
+        self._rows_since_checkpoint += self._txn_events
+        for room in self._txn_moved:
+            if room in self._last:
+                self._committed_last[room] = self._last[room]
+        self._txn_room_ops.clear()
+        self._txn_moved.clear()
+        self._txn_events = 0
+        return True
+
+    def _roll_back(self, exc: sqlite3.Error) -> None:
+        """Undo in memory what the failed transaction held; keep room changes for the next commit."""
+        lost = self._txn_events + len(self._pending)
+        self.failed_commits += 1
+        log.error("history write failed, %d events not stored (their delivery was withheld): %s", lost, exc)
+        try:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+        except sqlite3.Error as again:
+            log.error("history rollback failed: %s", again)
+        self._room_ops[:0] = self._txn_room_ops
+        self._txn_room_ops.clear()
+        self._pending.clear()
+        self._txn_events = 0
+        self._broken = False
+        # The chains ran ahead of the database: back to what is committed.
+        # Ids keep growing (the next event id is not taken back).
+        for room in self._txn_moved | self._moved:
+            if room in self._committed_last:
+                self._last[room] = self._committed_last[room]
+        self._txn_moved.clear()
+        self._moved.clear()
 
     def checkpoint_if_due(self) -> None:
         """Copy the WAL into the database when enough has been written (called

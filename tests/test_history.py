@@ -128,10 +128,11 @@ def test_migration_from_an_empty_file(tmp_path):
     store.close()
 
 
-def test_migration_from_the_previous_schema_version(tmp_path):
+def test_migration_from_schema_version_2(tmp_path):
+    """v2 had no message chain: the migration builds it from the rows."""
     path = str(tmp_path / "old.db")
     db = sqlite3.connect(path, isolation_level=None)
-    migrate(db, target=SCHEMA_VERSION - 1)
+    migrate(db, target=2)
     db.execute("INSERT INTO rooms (key, name, created) VALUES ('lobby', 'Lobby', 1.0)")
     db.execute("INSERT INTO rooms (key, name, created, key_hash) VALUES ('den', 'den', 1.0, 'h')")
     db.executemany("INSERT INTO events (room_id, ts, kind, sender, text) VALUES (?, ?, ?, ?, ?)", [
@@ -148,6 +149,26 @@ def test_migration_from_the_previous_schema_version(tmp_path):
     store.append(rooms[0].id, 9.0, MESSAGE, "new", "after migration")
     store.commit()
     assert [e.text for e in store.recent(rooms[0].id, 2)] == ["waves", "after migration"]
+    store.close()
+
+
+def test_migration_from_schema_version_3_keeps_ids_and_never_reuses_them(tmp_path):
+    path = str(tmp_path / "v3.db")
+    db = sqlite3.connect(path, isolation_level=None)
+    migrate(db, target=3)
+    db.execute("INSERT INTO rooms (id, key, name, created, last_id) VALUES (7, 'lobby', 'Lobby', 1.0, 1)")
+    db.execute("INSERT INTO rooms (id, key, name, created) VALUES (9, 'idle', 'idle', 1.0)")
+    db.execute("INSERT INTO events (id, room_id, ts, kind, sender, text) VALUES (1, 7, 2.0, 0, 'old', 'kept')")
+    db.close()
+    store = HistoryStore(path)
+    assert [(r.id, r.name) for r in store.rooms()] == [(7, "Lobby"), (9, "idle")]
+    assert [e.text for e in store.recent(7, 5)] == ["kept"]
+    store.forget_room(9)  # the highest id goes...
+    store.commit()
+    store.close()
+    store = HistoryStore(path)
+    assert store.add_room("new", "new", None, 3.0) == 10  # ...and is still never given again
+    store.commit()
     store.close()
 
 
