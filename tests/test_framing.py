@@ -51,6 +51,33 @@ def test_any_chunking_gives_the_same_lines(case, max_line):
     assert frame_all(chunks, max_line) == frame_all([data], max_line) == reference(data, max_line)
 
 
+@settings(max_examples=300)
+@given(chunked(), st.integers(1, 12), st.lists(st.integers(1, 4), min_size=1, max_size=8))
+def test_push_and_pop_a_few_at_a_time_gives_the_same_lines(case, max_line, limits):
+    """The flood-control path: each chunk is kept whole and cut a few lines at a time."""
+    data, chunks = case
+    buf = LineBuffer(max_line)
+    out, turn = [], 0
+    for chunk in chunks:
+        buf.push(chunk)
+        while buf.waiting:
+            got = buf.pop(limits[turn % len(limits)])
+            assert len(got) <= limits[turn % len(limits)]
+            out.extend(got)
+            turn += 1
+    out.extend(buf.finish())
+    assert out == reference(data, max_line)
+
+
+def test_waiting_input_stays_one_compact_chunk():
+    """21,845 lines in one read are not turned into 21,845 objects while they wait."""
+    buf = LineBuffer(4096)
+    chunk = b"ab\n" * 21845
+    buf.push(chunk)
+    assert buf.pop(20) == [b"ab"] * 20
+    assert buf.waiting and buf._chunk is chunk  # the same bytes object, not a copy or a list
+
+
 @given(st.binary(max_size=300), st.data())
 def test_random_bytes_byte_by_byte(data, draw):
     max_line = draw.draw(st.integers(1, 50))
