@@ -8,6 +8,7 @@ from typing import Sequence
 
 from pychat import __version__
 from pychat.history import default_db_path
+from pychat.text import room_name, room_problem
 
 DEFAULT_PORT = 22222
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -31,38 +32,66 @@ class ServerSettings:
     db: str = ":memory:"
     default_room: str = "general"
     history_lines: int = 20
+    max_rooms: int = 10_000
     log_level: str = "info"
     # Not a flag: how long a graceful shutdown or a closing connection may
     # spend flushing output before the socket is closed regardless.
     flush_deadline: float = 5.0
 
 
+# Argument types raise ArgumentTypeError with the whole message: argparse
+# would otherwise name the function ("invalid _port value: 'abc'").
+
+def _whole_number(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+
+
 def _non_negative_int(text: str) -> int:
-    value = int(text)
+    value = _whole_number(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be 0 or more: {text}")
     return value
 
 
 def _positive_int(text: str) -> int:
-    value = int(text)
+    value = _whole_number(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be 1 or more: {text}")
     return value
 
 
 def _non_negative_float(text: str) -> float:
-    value = float(text)
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more: {text}")
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number, 0 or more: {text}")
     return value
 
 
 def _port(text: str) -> int:
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
     if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"not a port number: {text}")
+        raise argparse.ArgumentTypeError(f"not a port number (0-65535): {text!r}")
     return value
+
+
+def _default_room(text: str) -> str:
+    """A valid room name, or empty (new users stay in the hall)."""
+    if not text:
+        return ""
+    name = room_name(text)
+    problem = room_problem(name)
+    if problem:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a valid room name: {problem}")
+    return name
 
 
 def server_parser() -> argparse.ArgumentParser:
@@ -90,10 +119,12 @@ def server_parser() -> argparse.ArgumentParser:
                    metavar="S", help=f"seconds to give a name before being disconnected (default {d.registration_timeout:g})")
     p.add_argument("--db", default=None, metavar="PATH",
                    help=f"SQLite history file; ':memory:' keeps nothing (default {default_db_path()})")
-    p.add_argument("--default-room", default=d.default_room, metavar="NAME",
+    p.add_argument("--default-room", type=_default_room, default=d.default_room, metavar="NAME",
                    help=f"room new users join; empty leaves them in the hall (default {d.default_room})")
     p.add_argument("--history-lines", type=_non_negative_int, default=d.history_lines, metavar="N",
                    help=f"messages replayed on join; 0 for none (default {d.history_lines})")
+    p.add_argument("--max-rooms", type=_positive_int, default=d.max_rooms, metavar="N",
+                   help=f"rooms the server keeps; creating more is refused (default {d.max_rooms})")
     p.add_argument("--log-level", choices=LOG_LEVELS, default=d.log_level, type=str.lower,
                    help=f"server log detail on stderr (default {d.log_level})")
     p.add_argument("--version", action="version", version=f"pychat {__version__}")

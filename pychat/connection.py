@@ -12,7 +12,7 @@ from __future__ import annotations
 import socket
 from typing import Callable
 
-from pychat.framing import Frame, LineBuffer
+from pychat.framing import LineBuffer
 from pychat.session import Session
 
 READ_SIZE = 65536
@@ -22,17 +22,17 @@ class Connection:
     """A connected socket and everything the loop keeps for it."""
 
     __slots__ = (
-        "sock", "fd", "peer", "ip", "framer", "session", "out", "wbuf",
-        "closed", "eof", "tokens", "token_time", "backlog", "paused",
+        "sock", "fd", "peer", "addr", "framer", "session", "out", "wbuf",
+        "closed", "eof", "tokens", "token_time", "paused",
         "interest", "dirty", "mark_dirty", "close_deadline",
     )
 
-    def __init__(self, sock: socket.socket, peer: str, ip: str, max_line: int,
+    def __init__(self, sock: socket.socket, peer: str, addr: str, max_line: int,
                  mark_dirty: Callable[["Connection"], None]) -> None:
         self.sock = sock
         self.fd = sock.fileno()
         self.peer = peer
-        self.ip = ip
+        self.addr = addr                    # what per-address limits count
         self.framer = LineBuffer(max_line)
         self.session: Session | None = None
         self.out: list[bytes] = []          # queued this iteration
@@ -41,8 +41,8 @@ class Connection:
         self.eof = False                    # the peer shut its write side
         self.tokens = 0.0                   # flood-control budget
         self.token_time = 0.0
-        self.backlog: list[Frame] = []      # framed lines waiting for flood budget
-        self.paused = False                 # reading stopped by flood control
+        self.paused = False                 # reading stopped by flood control; the
+                                            # framer holds the read that waits
         self.interest = 0                   # selector events registered
         self.dirty = False                  # on the loop's list of connections to flush
         self.mark_dirty = mark_dirty

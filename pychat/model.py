@@ -15,14 +15,23 @@ touched rooms once per loop iteration.
 
 from __future__ import annotations
 
+import fnmatch
+import hmac
 from typing import Callable, Protocol
 
 from pychat import render
 from pychat.history import ACTION, MESSAGE, NOTICE, HistoryStore
+from pychat.limits import HallLimits, KeyedBuckets, TokenBucket, seconds_text
+from pychat.ranking import Ranking
 from pychat.roomkeys import hash_key, verify_key
 from pychat.text import fold, name_problem, normalize_name, room_name, room_problem
 
 Sink = Callable[[bytes], None]
+
+LIST_LIMIT = 50        # rooms in one /list answer
+GREETING_ROOMS = 10    # rooms in the greeting
+USERS_LIMIT = 100      # users in one /users answer
+REPLAY_CLIP = 400      # characters of one message replayed on join (/history shows it whole)
 
 
 class ChatError(Exception):
@@ -60,16 +69,23 @@ class ListOutbox:
 
 
 class User:
-    """One named connection."""
+    """One named connection.
 
-    __slots__ = ("name", "key", "room", "outbox", "send")
+    ``address`` is what per-address limits count (see
+    :func:`pychat.limits.address_key`); ``room_budget`` paces the rooms
+    this user creates.
+    """
 
-    def __init__(self, name: str, outbox: Outbox) -> None:
+    __slots__ = ("name", "key", "room", "outbox", "send", "address", "room_budget")
+
+    def __init__(self, name: str, outbox: Outbox, address: str = "") -> None:
         self.name = name
         self.key = fold(name)
         self.room: Room | None = None
         self.outbox = outbox
         self.send: Sink = outbox.queue
+        self.address = address
+        self.room_budget: TokenBucket | None = None
 
     def __repr__(self) -> str:
         return f"User({self.name!r})"
@@ -78,7 +94,7 @@ class User:
 class Room:
     """A named space; only its members see what is said in it."""
 
-    __slots__ = ("name", "key", "id", "key_hash", "members", "_good_key")
+    __slots__ = ("name", "key", "id", "key_hash", "members", "good_key")
 
     def __init__(self, name: str, room_id: int, key_hash: str | None) -> None:
         self.name = name
@@ -89,40 +105,49 @@ class Room:
         self.members: dict[User, Sink] = {}
         # The last key that passed the slow hash check, so that members who
         # rejoin with the right key do not cost the server a hash each time.
-        self._good_key: str | None = None
+        self.good_key: str | None = None
 
     @property
     def locked(self) -> bool:
         return self.key_hash is not None
 
-    def key_matches(self, key: str) -> bool:
-        if self.key_hash is None:
-            return True
-        if key == self._good_key:
-            return True
-        if verify_key(key, self.key_hash):
-            self._good_key = key
-            return True
-        return False
-
     def __repr__(self) -> str:
         return f"Room({self.name!r})"
+
+
+def _busiest_first(room: Room) -> tuple[int, str]:
+    return (-len(room.members), room.key)
+
+
+def _by_name(user: User) -> str:
+    return user.key
 
 
 class Hall:
     """Owns rooms and users and routes every command between them."""
 
-    def __init__(self, history: HistoryStore | None = None, history_lines: int = 20) -> None:
+    def __init__(self, history: HistoryStore | None = None, history_lines: int = 20,
+                 limits: HallLimits | None = None) -> None:
         self.history = history if history is not None else HistoryStore()
         self.history_lines = history_lines
+        self.limits = limits if limits is not None else HallLimits()
         self.users: dict[str, User] = {}  # folded name -> user
         self.rooms: dict[str, Room] = {}  # folded name -> room
+        self._ranked_rooms: Ranking[Room] = Ranking(_busiest_first)
+        self._ranked_users: Ranking[User] = Ranking(_by_name)
+        self._rooms_by_address = KeyedBuckets(self.limits.rooms_per_address)
+        self._checks_by_address = KeyedBuckets(self.limits.checks_per_address)
+        self._checks = TokenBucket(self.limits.checks_server, 0.0)
         for stored in self.history.rooms():
             room = Room(stored.name, stored.id, stored.key_hash)
-            self.rooms[room.key] = room
-        # Lines for the server log (room messages, broadcasts); the shell
-        # drains it once per loop iteration.
-        self.chat_log: list[bytes] = []
+            if self.history.has_chat(room.id):
+                self._add_room(room)
+            else:
+                self.history.forget_room(room.id)  # nothing to keep: the name is free again
+        # Room events (and replays) written since the last commit, with the
+        # sender of each message or action: if the commit fails, the shell
+        # withholds these bytes and tells the senders.
+        self.uncommitted: list[tuple[bytes, User | None]] = []
         # Rooms whose members were sent bytes without a wake-up; the shell
         # flushes their members and clears this once per loop iteration.
         self.touched: set[Room] = set()
@@ -140,11 +165,12 @@ class Hall:
             raise ChatError(f"the name {name} is taken; choose another")
         return name
 
-    def register(self, name: str, outbox: Outbox) -> User:
+    def register(self, name: str, outbox: Outbox, address: str = "") -> User:
         """Add a named user (in the hall, in no room)."""
         name = self.check_name(name)
-        user = User(name, outbox)
+        user = User(name, outbox, address)
         self.users[user.key] = user
+        self._ranked_users.add(user)
         return user
 
     def guest_name(self) -> str:
@@ -160,11 +186,13 @@ class Hall:
         if new_name == old:
             raise ChatError(f"you are already called {old}")
         del self.users[user.key]
+        self._ranked_users.remove(user)
         user.name, user.key = new_name, fold(new_name)
         self.users[user.key] = user
+        self._ranked_users.add(user)
         user.send(render.info(f"you are now known as {new_name}"))
         if user.room is not None:
-            self._notice(user.room, user, f"{old} is now known as {new_name}", now)
+            self._notice(user.room, user, render.CHANGED, f"{old} is now known as {new_name}", now)
 
     def quit(self, user: User, reason: str, now: float) -> None:
         """Remove USER from the hall; the room sees that they quit."""
@@ -174,37 +202,107 @@ class Hall:
         if room is not None:
             self._remove_member(room, user)
             text = f"{user.name} has quit ({reason})" if reason else f"{user.name} has quit"
-            self._notice(room, user, text, now)
+            self._notice(room, user, render.LEFT, text, now)
+            self._forget_if_idle(room)
         del self.users[user.key]
+        self._ranked_users.remove(user)
 
     # -- rooms ------------------------------------------------------------
 
     def find_room(self, raw: str) -> Room | None:
         return self.rooms.get(fold(room_name(raw)))
 
-    def _new_room(self, raw: str, key: str | None, now: float) -> Room:
+    def _add_room(self, room: Room) -> None:
+        self.rooms[room.key] = room
+        self._ranked_rooms.add(room)
+
+    def _forget_if_idle(self, room: Room) -> None:
+        """Forget an empty room that has no messages: nothing of it is worth keeping."""
+        if not room.members and not self.history.has_chat(room.id) and self.rooms.get(room.key) is room:
+            del self.rooms[room.key]
+            self._ranked_rooms.remove(room)
+            self.history.forget_room(room.id)
+
+    def _new_room(self, user: User, raw: str, key: str | None, now: float, *, limited: bool = True) -> Room:
+        """Create a room for USER, within the room cap and creation budgets."""
         name = room_name(raw)
         problem = room_problem(name)
         if problem:
             raise ChatError(f"invalid room name {raw!r}: {problem}")
+        if limited:
+            self._check_room_budgets(user, now)
+        if key:
+            self._spend_slow_check(user, now)  # hashing a new key costs what checking one does
+        if limited:
+            self._spend_room_budgets(user, now)
         key_hash = hash_key(key) if key else None
-        room_id = self.history.add_room(fold(name), name, key_hash, now)
-        room = Room(name, room_id, key_hash)
-        self.rooms[room.key] = room
+        room = Room(name, self.history.add_room(fold(name), name, key_hash, now), key_hash)
+        if key:
+            room.good_key = key
+        self._add_room(room)
         return room
 
-    def join(self, user: User, raw_room: str, key: str | None, now: float) -> Room:
-        """Join a room, creating it (locked if KEY is given) when missing."""
+    def _check_room_budgets(self, user: User, now: float) -> None:
+        limits = self.limits
+        if len(self.rooms) >= limits.max_rooms:
+            raise ChatError(f"the server holds its maximum of {limits.max_rooms} rooms; "
+                            "join an existing one (/list shows them)")
+        if user.room_budget is None:
+            user.room_budget = TokenBucket(limits.rooms_per_user, now)
+        wait = user.room_budget.wait(now)
+        if wait > 0:
+            raise ChatError(f"you are creating rooms too fast; try again in {seconds_text(wait)}")
+        if limits.per_address:
+            wait = self._rooms_by_address.wait(user.address, now)
+            if wait > 0:
+                raise ChatError(f"too many rooms created from your address; try again in {seconds_text(wait)}")
+
+    def _spend_room_budgets(self, user: User, now: float) -> None:
+        assert user.room_budget is not None
+        user.room_budget.take(now)
+        if self.limits.per_address:
+            self._rooms_by_address.take(user.address, now)
+
+    def _spend_slow_check(self, user: User, now: float) -> None:
+        """Allow one slow hash for USER, or refuse it with when to try again.
+
+        Refused checks cost nothing: they are never queued on the loop's time.
+        """
+        if self.limits.per_address:
+            wait = self._checks_by_address.wait(user.address, now)
+            if wait > 0:
+                raise ChatError(f"too many key checks from your address; try again in {seconds_text(wait)}")
+        wait = self._checks.wait(now)
+        if wait > 0:
+            raise ChatError(f"the server is busy checking keys; try again in {seconds_text(wait)}")
+        self._checks.take(now)
+        if self.limits.per_address:
+            self._checks_by_address.take(user.address, now)
+
+    def _check_key(self, user: User, room: Room, key: str, now: float) -> None:
+        assert room.key_hash is not None
+        if room.good_key is not None and hmac.compare_digest(key.encode(), room.good_key.encode()):
+            return
+        self._spend_slow_check(user, now)
+        if not verify_key(key, room.key_hash):
+            raise ChatError(f"wrong key for #{room.name}")
+        room.good_key = key
+
+    def join(self, user: User, raw_room: str, key: str | None, now: float, *, limited: bool = True) -> Room:
+        """Join a room, creating it (locked if KEY is given) when missing.
+
+        LIMITED=False exempts a creation from the room budgets (the default
+        room, joined at login, must not fail because of someone else).
+        """
         room = self.find_room(raw_room)
         if room is None:
-            room = self._new_room(raw_room, key, now)
+            room = self._new_room(user, raw_room, key, now, limited=limited)
         elif room is user.room:
             raise ChatError(f"you are already in #{room.name}")
         elif room.locked:
             if not key:
                 raise ChatError(f"#{room.name} is locked: /join {room.name} KEY")
-            if not room.key_matches(key):
-                raise ChatError(f"wrong key for #{room.name}")
+            self._check_key(user, room, key, now)
         self._enter(user, room, now)
         return room
 
@@ -213,7 +311,7 @@ class Hall:
         existing = self.find_room(raw_room)
         if existing is not None:
             raise ChatError(f"#{existing.name} already exists: /join {existing.name}")
-        room = self._new_room(raw_room, key, now)
+        room = self._new_room(user, raw_room, key, now)
         self._enter(user, room, now)
         return room
 
@@ -221,24 +319,30 @@ class Hall:
         room = self._require_room(user)
         self._remove_member(room, user)
         user.send(render.info(f"you left #{room.name}; you are in the hall (/list shows rooms)"))
-        self._notice(room, user, f"{user.name} has left", now)
+        self._notice(room, user, render.LEFT, f"{user.name} has left", now)
+        self._forget_if_idle(room)
         return room
 
     def _enter(self, user: User, room: Room, now: float) -> None:
         old = user.room
         if old is not None:
             self._remove_member(old, user)
-            self._notice(old, user, f"{user.name} has left", now)
+            self._notice(old, user, render.LEFT, f"{user.name} has left", now)
+            self._forget_if_idle(old)
+        rank = self._ranked_rooms.before_change(room)
         room.members[user] = user.outbox.out.append
+        self._ranked_rooms.after_change(room, rank)
         user.room = room
         count = len(room.members)
         lock = " (locked)" if room.locked else ""
         user.send(render.info(f"you joined #{room.name}{lock}: {count} {_users(count)} here"))
-        self.replay(user, room, self.history_lines)
-        self._notice(room, user, f"{user.name} has joined", now)
+        self.replay(user, room, self.history_lines, clip=REPLAY_CLIP)
+        self._notice(room, user, render.JOINED, f"{user.name} has joined", now)
 
     def _remove_member(self, room: Room, user: User) -> None:
+        rank = self._ranked_rooms.before_change(room)
         del room.members[user]
+        self._ranked_rooms.after_change(room, rank)
         user.room = None
         if room in self.touched:
             # Room output already appended for this user must still be
@@ -250,8 +354,12 @@ class Hall:
             raise ChatError("you are not in a room: /join ROOM joins one, /list shows rooms")
         return user.room
 
-    def replay(self, user: User, room: Room, limit: int) -> None:
-        """Send USER the last LIMIT messages of ROOM between two info lines."""
+    def replay(self, user: User, room: Room, limit: int, clip: int | None = None) -> None:
+        """Send USER the last LIMIT messages of ROOM between two info lines.
+
+        With CLIP, a longer message is cut to that many characters: one
+        long line must not fill the screen of everyone who joins later.
+        """
         if limit <= 0:
             return
         events = self.history.recent(room.id, limit)
@@ -259,12 +367,19 @@ class Hall:
             user.send(render.info(f"no messages in #{room.name} yet"))
             return
         where = render.room_where(room.name)
-        out = [render.info(f"last {len(events)} messages of #{room.name}:")]
+        count = len(events)
+        out = [render.info(f"last {count} messages of #{room.name}:" if count > 1
+                           else f"last message of #{room.name}:")]
         for ev in events:
-            what = render.message(ev.sender, ev.text) if ev.kind == MESSAGE else render.action(ev.sender, ev.text)
+            text = ev.text
+            if clip is not None and len(text) > clip:
+                text = f"{text[:clip]}... [{len(text) - clip} more characters: /history shows it whole]"
+            what = render.message(ev.sender, text) if ev.kind == MESSAGE else render.action(ev.sender, text)
             out.append(render.event(ev.ts, where, what))
         out.append(render.info(f"end of history of #{room.name}"))
-        user.send(b"".join(out))
+        data = b"".join(out)
+        self.uncommitted.append((data, None))  # it may show rows of this batch
+        user.send(data)
 
     # -- talking ----------------------------------------------------------
 
@@ -273,7 +388,7 @@ class Hall:
         room = self._require_room(user)
         data = render.event(now, "#" + room.name, f"{user.name}: {text}")
         self.history.append(room.id, now, MESSAGE, user.name, text)
-        self.chat_log.append(data)
+        self.uncommitted.append((data, user))
         self._fanout(room, data, user)
 
     def act(self, user: User, text: str, now: float) -> None:
@@ -281,13 +396,19 @@ class Hall:
         room = self._require_room(user)
         data = render.event(now, "#" + room.name, render.action(user.name, text))
         self.history.append(room.id, now, ACTION, user.name, text)
-        self.chat_log.append(data)
+        self.uncommitted.append((data, user))
         self._fanout(room, data, user)
 
-    def _notice(self, room: Room, subject: User, text: str, now: float) -> None:
-        """A room notice (join, leave, quit, rename) to the members but its subject."""
-        data = render.event(now, "#" + room.name, f"* {text}")
+    def _notice(self, room: Room, subject: User, arrow: str, text: str, now: float) -> None:
+        """A room notice (join, leave, quit, rename) to the members but its subject.
+
+        A notice nobody else is there to see is neither sent nor stored.
+        """
+        if not room.members or (len(room.members) == 1 and subject in room.members):
+            return
+        data = render.event(now, "#" + room.name, render.notice(arrow, text))
         self.history.append(room.id, now, NOTICE, subject.name, text)
+        self.uncommitted.append((data, None))
         self._fanout(room, data, subject)
 
     def _fanout(self, room: Room, data: bytes, skip: User) -> None:
@@ -309,28 +430,63 @@ class Hall:
     def broadcast(self, user: User, text: str, now: float) -> None:
         """A message to everyone online, the sender included (as confirmation)."""
         data = render.event(now, "(all)", render.message(user.name, text))
-        self.chat_log.append(data)
         for member in self.users.values():
             member.send(data)
 
     # -- reports ----------------------------------------------------------
 
-    def room_list(self) -> list[str]:
-        if not self.rooms:
-            return ["no rooms yet: /join ROOM creates one"]
-        lines = [f"{len(self.rooms)} {'room' if len(self.rooms) == 1 else 'rooms'}:"]
-        for room in sorted(self.rooms.values(), key=lambda r: r.key):
+    def room_list(self, pattern: str | None = None, limit: int = LIST_LIMIT) -> list[str]:
+        """Rooms busiest first, at most LIMIT, with a count of the rest.
+
+        PATTERN keeps the rooms whose name contains it (or matches it, with
+        ``*`` and ``?``), ignoring case.
+        """
+        if pattern:
+            match = _matcher(pattern)
+            rooms = [room for room in self._ranked_rooms if match(room.key)]
+            if not rooms:
+                return [f"no room matches {pattern!r}"]
+        else:
+            rooms = self._ranked_rooms.first(limit)
+            if not rooms:
+                return ["no rooms yet: /join ROOM creates one"]
+        total = len(rooms) if pattern else len(self.rooms)
+        lines = [f"{total} {'room' if total == 1 else 'rooms'}, busiest first:"]
+        for room in rooms[:limit]:
             lock = " (locked)" if room.locked else ""
             count = len(room.members)
             lines.append(f"  #{room.name}: {count} {_users(count)}{lock}")
+        if total > limit:
+            lines.append(f"and {total - limit} more: /list PATTERN shows the rooms whose name contains PATTERN")
         return lines
 
-    def user_list(self) -> list[str]:
-        count = len(self.users)
-        lines = [f"{count} {_users(count)} online:"]
-        for user in sorted(self.users.values(), key=lambda u: u.key):
-            where = f"#{user.room.name}" if user.room else "the hall"
+    def user_list(self, viewer: User, pattern: str | None = None, limit: int = USERS_LIMIT) -> list[str]:
+        """Users online in name order, at most LIMIT, and the room each is in.
+
+        A locked room is named only to its own members; others see that
+        the user is in a private room.
+        """
+        if pattern:
+            match = _matcher(pattern)
+            users = [user for user in self._ranked_users if match(user.key)]
+            total = len(users)
+            if not users:
+                return [f"nobody online matches {pattern!r}"]
+        else:
+            users = self._ranked_users.first(limit)
+            total = len(self.users)
+        lines = [f"{total} {_users(total)} online:"]
+        for user in users[:limit]:
+            room = user.room
+            if room is None:
+                where = "the hall"
+            elif room.locked and viewer.room is not room:
+                where = "a private room"
+            else:
+                where = f"#{room.name}"
             lines.append(f"  {user.name} in {where}")
+        if total > limit:
+            lines.append(f"and {total - limit} more: /users PATTERN shows the names that contain PATTERN")
         return lines
 
     def room_info(self, user: User) -> list[str]:
@@ -351,9 +507,20 @@ class Hall:
                 assert user in user.room.members, user
         for key, room in self.rooms.items():
             assert key == room.key, (key, room)
+            assert room.members or self.history.has_chat(room.id), f"{room} is idle and was not forgotten"
             for member in room.members:
                 assert member.room is room, (member, room)
                 assert self.users.get(member.key) is member, member
+        assert list(self._ranked_rooms) == sorted(self.rooms.values(), key=_busiest_first)
+        assert list(self._ranked_users) == sorted(self.users.values(), key=_by_name)
+
+
+def _matcher(pattern: str) -> Callable[[str], bool]:
+    """Case-insensitive substring test, or a glob if PATTERN has * or ?."""
+    folded = fold(pattern.lstrip("#"))
+    if "*" in folded or "?" in folded:
+        return lambda key: fnmatch.fnmatchcase(key, folded)
+    return lambda key: folded in key
 
 
 def _users(count: int) -> str:

@@ -48,8 +48,20 @@ def message(sender: str, text: str) -> str:
 
 
 def action(sender: str, text: str) -> str:
-    """The WHAT of an action or a notice."""
+    """The WHAT of an action."""
     return f"* {sender} {text}"
+
+
+# The arrows of room notices. User text always follows "NAME: " or "* NAME ",
+# and no name starts with "-" or "<", so a notice cannot be imitated.
+JOINED = "-->"
+LEFT = "<--"
+CHANGED = "--"
+
+
+def notice(arrow: str, text: str) -> str:
+    """The WHAT of a room notice: ``--> bob has joined``."""
+    return f"{arrow} {text}"
 
 
 def room_where(room: str) -> str:

@@ -17,19 +17,22 @@ from __future__ import annotations
 import collections
 import errno
 import logging
+import os
 import resource
 import selectors
 import signal
 import socket
+import struct
 import sys
 import time
-from typing import Callable
 
 from pychat import render
 from pychat.config import ServerSettings, parse_server_args
 from pychat.connection import Connection
 from pychat.framing import Frame
 from pychat.history import HistoryError, HistoryStore
+from pychat.limits import HallLimits, KeyedBuckets, Rate, address_key, seconds_text
+from pychat.logsink import NonBlockingStderr, Throttle
 from pychat.model import Hall
 from pychat.session import Session
 from pychat.text import decode_line
@@ -44,6 +47,12 @@ LISTEN_BACKLOG = 4096
 _ACCEPT_PAUSE_ERRORS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 ACCEPT_PAUSE = 0.1
 GATHER_ROUNDS = 3  # select() passes whose input is flushed together
+# New connections one address may open: --max-per-ip at once (a whole office
+# behind one address reconnecting after a restart), then this many a second.
+CONNECTS_PER_SECOND = 10.0
+UNSTORED = ("your message could not be stored (the server cannot write its history), "
+            "so nobody received it; try again later")
+_ABORT = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() resets the connection
 
 
 class _Listener:
@@ -55,18 +64,31 @@ class _Listener:
         self.sock = sock
 
 
+class _LogWriter:
+    """Selector data for the log's descriptor, watched while log lines wait."""
+
+    __slots__ = ()
+
+
 class Server:
     """The chat server: owns the Hall, the sockets and the loop."""
 
-    def __init__(self, settings: ServerSettings, history: HistoryStore | None = None) -> None:
+    def __init__(self, settings: ServerSettings, history: HistoryStore | None = None,
+                 log_sink: NonBlockingStderr | None = None) -> None:
         self.settings = settings
         self.history = history if history is not None else HistoryStore(settings.db)
-        self.hall = Hall(self.history, settings.history_lines)
+        per_address = settings.max_per_ip > 0
+        self.hall = Hall(self.history, settings.history_lines,
+                         HallLimits(max_rooms=settings.max_rooms, per_address=per_address))
         self.sel = selectors.DefaultSelector()
         self.timers = Timers()
         self.listeners: list[socket.socket] = []
         self.conns: dict[int, Connection] = {}
         self.per_ip: collections.Counter[str] = collections.Counter()
+        self._connects = (KeyedBuckets(Rate(settings.max_per_ip, CONNECTS_PER_SECOND))
+                          if per_address else None)
+        self.log_sink = log_sink
+        self._log_watched = False
         self._dirty: list[Connection] = []
         self._signals: list[int] = []
         self._wake_r, self._wake_w = socket.socketpair()
@@ -169,8 +191,10 @@ class Server:
                 elif data is None:
                     if self._on_wakeup():
                         return self._exit_now()
-                else:
+                elif data.__class__ is _Listener:
                     self._accept(data.sock)
+                else:
+                    self._write_log()
             if not self._dirty and not self.hall.touched:
                 break
             # Input that arrived meanwhile joins this iteration's output, so
@@ -186,6 +210,8 @@ class Server:
                     log.exception("internal error in a timer")
         self._before_sleep()
         self.history.checkpoint_if_due()  # after the output: it never waits for this
+        if self.log_sink is not None and (self.log_sink.pending or self._log_watched):
+            self._write_log()
         if self.stopping and (not self.conns or self.mono >= self._stop_deadline):
             return self._exit_now()
         return None
@@ -197,18 +223,25 @@ class Server:
             if mask & READ:
                 self._on_readable(conn)
             if mask & WRITE and not conn.closed:
-                self._flush(conn)
+                # Written before sleeping, after the commit: output queued in
+                # this iteration must not leave before it is stored.
+                conn.wake()
         except Exception:
-            log.exception("internal error on connection %s; closing it", conn.peer)
+            log.exception("internal error on connection %s; closing it", conn.peer, extra={"addr": conn.addr})
             self._drop(conn, "internal error")
 
     def _before_sleep(self) -> None:
-        """Commit history, write the chat log, then flush every connection with output."""
+        """Commit history, then flush every connection with output.
+
+        If the commit fails, the room output it would have made durable is
+        withheld (PROTOCOL.md section 7).
+        """
         dirty = self._dirty
         touched = self.hall.touched
         while True:
-            self.history.commit()
-            self._write_chat_log()
+            if not self.history.commit():
+                self._withhold_unstored()
+            self.hall.uncommitted.clear()
             if touched:
                 for room in touched:
                     for user in room.members:
@@ -225,16 +258,42 @@ class Server:
                 else:
                     self._flush(conn)
 
-    def _write_chat_log(self) -> None:
-        lines = self.hall.chat_log
-        if lines:
-            if log.isEnabledFor(logging.INFO) and sys.stderr is not None:
-                sys.stderr.flush()
-                # Wire lines end in CRLF; the log wants LF. Text holds no CR
-                # (sanitized), and translate() is one pass in C.
-                sys.stderr.buffer.write(b"".join(lines).translate(None, b"\r"))
-                sys.stderr.buffer.flush()
-            lines.clear()
+    def _withhold_unstored(self) -> None:
+        """Take this batch's room events out of every outbox, and tell their senders.
+
+        The Hall appended the same bytes objects to each recipient's list,
+        so they are found by identity; this costs nothing unless a commit
+        has failed.
+        """
+        uncommitted = self.hall.uncommitted
+        if not uncommitted:
+            return
+        unstored = {id(data) for data, _ in uncommitted}
+        outs = [user.outbox.out for room in self.hall.touched for user in room.members]
+        outs += [conn.out for conn in self._dirty]
+        for out in outs:
+            if out:
+                out[:] = [data for data in out if id(data) not in unstored]
+        senders = dict.fromkeys(sender for _, sender in uncommitted if sender is not None)
+        for sender in senders:
+            if self.hall.users.get(sender.key) is sender:
+                sender.send(render.error(UNSTORED))
+
+    def _write_log(self) -> None:
+        """Write waiting log lines without blocking; watch the descriptor while some wait."""
+        sink = self.log_sink
+        assert sink is not None
+        sink.flush()
+        want = sink.pending
+        if want != self._log_watched:
+            try:
+                if want:
+                    self.sel.register(sink.fileno(), WRITE, _LogWriter())
+                else:
+                    self.sel.unregister(sink.fileno())
+                self._log_watched = want
+            except (OSError, ValueError, KeyError):
+                pass  # a regular file cannot be watched; it is written next iteration
 
     def _flush(self, conn: Connection) -> None:
         try:
@@ -243,9 +302,10 @@ class Server:
             self._drop(conn, "connection lost")
             return
         if len(conn.wbuf) > self.settings.sendq:
-            log.warning("%s: send queue exceeded (%d bytes unsent)", conn.peer, len(conn.wbuf))
+            log.warning("%s: send queue exceeded (%d bytes unsent)", conn.peer, len(conn.wbuf),
+                        extra={"addr": conn.addr})
             conn.wbuf.clear()
-            self._drop(conn, "send queue exceeded")
+            self._drop(conn, "send queue exceeded", abort=True)
             return
         if not conn.wbuf and conn.session is not None and conn.session.closing:
             self._close(conn)
@@ -289,16 +349,21 @@ class Server:
             if ip.startswith("::ffff:"):
                 ip = ip[7:]
             peer = f"[{ip}]:{addr[1]}" if ":" in ip else f"{ip}:{addr[1]}"
+            where = address_key(ip)
             if len(self.conns) >= settings.max_clients:
-                self._refuse(sock, peer, "server full")
+                self._refuse(sock, peer, where, "server full")
                 continue
-            if settings.max_per_ip and self.per_ip[ip] >= settings.max_per_ip:
-                self._refuse(sock, peer, "too many connections from your address")
+            if settings.max_per_ip and self.per_ip[where] >= settings.max_per_ip:
+                self._refuse(sock, peer, where, "too many connections from your address")
                 continue
-            self._add_connection(sock, peer, ip)
+            if self._connects is not None and not self._connects.take(where, self.mono):
+                wait = seconds_text(self._connects.wait(where, self.mono))
+                self._refuse(sock, peer, where, f"too many new connections from your address; try again in {wait}")
+                continue
+            self._add_connection(sock, peer, where)
 
-    def _refuse(self, sock: socket.socket, peer: str, why: str) -> None:
-        log.warning("refused %s: %s", peer, why)
+    def _refuse(self, sock: socket.socket, peer: str, where: str, why: str) -> None:
+        log.warning("refused %s: %s", peer, why, extra={"addr": where})
         sock.setblocking(False)
         try:
             sock.send(render.error(why))
@@ -317,7 +382,7 @@ class Server:
         for lsock in self.listeners:
             self.sel.register(lsock, READ, _Listener(lsock))
 
-    def _add_connection(self, sock: socket.socket, peer: str, ip: str) -> None:
+    def _add_connection(self, sock: socket.socket, peer: str, where: str) -> None:
         settings = self.settings
         sock.setblocking(False)
         try:
@@ -325,14 +390,14 @@ class Server:
             _set_keepalive(sock)
         except OSError:
             pass
-        conn = Connection(sock, peer, ip, settings.max_line, self._dirty.append)
+        conn = Connection(sock, peer, where, settings.max_line, self._dirty.append)
         conn.tokens = float(settings.flood_burst)
         conn.token_time = self.mono
-        conn.session = Session(self.hall, conn, peer, settings.default_room)
+        conn.session = Session(self.hall, conn, peer, settings.default_room, where)
         self.conns[conn.fd] = conn
-        self.per_ip[ip] += 1
+        self.per_ip[where] += 1
         self._update_interest(conn)
-        log.info("connection from %s", peer)
+        log.info("connection from %s", peer, extra={"addr": where})
         conn.session.start()
         if settings.registration_timeout > 0:
             self.timers.call_at(self.mono + settings.registration_timeout,
@@ -341,7 +406,7 @@ class Server:
     def _registration_expired(self, conn: Connection) -> None:
         if conn.closed or conn.session is None or conn.session.registered or conn.session.closing:
             return
-        log.info("%s gave no name in time", conn.peer)
+        log.info("%s gave no name in time", conn.peer, extra={"addr": conn.addr})
         conn.queue(render.error(f"no name given within {self.settings.registration_timeout:g} s; goodbye"))
         self._close_after_flush(conn)
 
@@ -355,57 +420,62 @@ class Server:
         except OSError:
             self._drop(conn, "connection lost")
             return
-        if data:
-            self._take_frames(conn, conn.framer.feed(data))
-        else:
+        if not data:
             conn.eof = True
-            self._take_frames(conn, conn.framer.finish())
             self._update_interest(conn)
-            if not conn.backlog and not conn.closed:
-                self._input_ended(conn)
+        if self.settings.flood_rate > 0:
+            if data:
+                # Kept as the one bytes object it arrived in; lines are cut
+                # from it as the flood budget allows.
+                conn.framer.push(data)
+            self._drain(conn)
+            return
+        self._handle_all(conn, conn.framer.feed(data) if data else conn.framer.finish())
+        if conn.eof and not conn.closed:
+            self._input_ended(conn)
 
-    def _take_frames(self, conn: Connection, frames: list[Frame]) -> None:
+    def _handle_all(self, conn: Connection, frames: list[Frame]) -> None:
+        """No flood control: every line at once. This is the hot path, so the
+        per-line work of _handle_frame is inlined here."""
         if not frames:
             return
-        if self.settings.flood_rate <= 0:
-            # No flood control: every line at once. This is the hot path, so
-            # the per-line work of _handle_frame is inlined here.
-            session = conn.session
-            assert session is not None
-            if session.closing:
-                return
-            handle, now = session.handle_line, self.now
-            for frame in frames:
-                if isinstance(frame, bytes):
-                    handle(decode_line(frame), now)
-                    if session.closing:
-                        break
-                else:
-                    session.line_too_long(self.settings.max_line)
-            if session.closing:
-                self._close_after_flush(conn)
+        session = conn.session
+        assert session is not None
+        if session.closing:
             return
-        conn.backlog.extend(frames)
-        self._drain_backlog(conn)
+        handle, now = session.handle_line, self.now
+        for frame in frames:
+            if isinstance(frame, bytes):
+                handle(decode_line(frame), now)
+                if session.closing:
+                    break
+            else:
+                session.line_too_long(self.settings.max_line)
+        if session.closing:
+            self._close_after_flush(conn)
 
-    def _drain_backlog(self, conn: Connection) -> None:
-        """Handle framed lines while the flood budget allows; pause reading otherwise."""
+    def _drain(self, conn: Connection) -> None:
+        """Handle waiting lines while the flood budget allows; pause reading otherwise."""
         rate = self.settings.flood_rate
         conn.tokens = min(float(self.settings.flood_burst),
                           conn.tokens + (self.mono - conn.token_time) * rate)
         conn.token_time = self.mono
-        backlog = conn.backlog
-        handled = 0
-        while handled < len(backlog) and conn.tokens >= 1.0 and not conn.closed:
-            conn.tokens -= 1.0
-            frame = backlog[handled]
-            handled += 1
-            self._handle_frame(conn, frame)
-        del backlog[:handled]
+        framer = conn.framer
+        while framer.waiting and conn.tokens >= 1.0 and not conn.closed:
+            frames = framer.pop(int(conn.tokens))
+            conn.tokens -= len(frames)
+            for frame in frames:
+                self._handle_frame(conn, frame)
         if conn.closed:
             return
+        if conn.eof and not framer.waiting:
+            for frame in framer.finish():  # the unterminated tail still counts
+                self._handle_frame(conn, frame)
+            if not conn.closed:
+                self._input_ended(conn)
+            return
         was_paused = conn.paused
-        conn.paused = bool(backlog)
+        conn.paused = framer.waiting
         if conn.paused:
             self.timers.call_at(self.mono + (1.0 - conn.tokens) / rate, lambda: self._resume(conn))
         if conn.paused != was_paused:
@@ -415,11 +485,9 @@ class Server:
         if conn.closed or not conn.paused:
             return
         try:
-            self._drain_backlog(conn)
-            if conn.eof and not conn.backlog and not conn.closed:
-                self._input_ended(conn)
+            self._drain(conn)
         except Exception:
-            log.exception("internal error on connection %s; closing it", conn.peer)
+            log.exception("internal error on connection %s; closing it", conn.peer, extra={"addr": conn.addr})
             self._drop(conn, "internal error")
 
     def _handle_frame(self, conn: Connection, frame: Frame) -> None:
@@ -445,17 +513,23 @@ class Server:
 
     def _close_after_flush(self, conn: Connection) -> None:
         """Stop reading; close once the output is written, or at the flush deadline."""
+        if conn.closed:
+            return
         if conn.session is not None:
             conn.session.closing = True
         conn.close_deadline = self.mono + self.settings.flush_deadline
-        self.timers.call_at(conn.close_deadline, lambda: self._close(conn))
+        self.timers.call_at(conn.close_deadline, lambda: self._close(conn, abort=True))
         if not conn.out and not conn.wbuf:
             self._close(conn)
         else:
             self._update_interest(conn)
 
-    def _drop(self, conn: Connection, reason: str) -> None:
-        """Close at once: the peer is gone or misbehaved. The room is told why."""
+    def _drop(self, conn: Connection, reason: str, abort: bool = False) -> None:
+        """Close at once: the peer is gone or misbehaved. The room is told why.
+
+        ABORT resets the connection, so that what the kernel still holds
+        for a peer that stopped reading is thrown away, not trickled out.
+        """
         if conn.closed:
             return
         session = conn.session
@@ -463,10 +537,10 @@ class Server:
             try:
                 session.disconnected(reason, self.now)
             except Exception:
-                log.exception("error while removing %s", conn.peer)
-        self._close(conn)
+                log.exception("error while removing %s", conn.peer, extra={"addr": conn.addr})
+        self._close(conn, abort)
 
-    def _close(self, conn: Connection) -> None:
+    def _close(self, conn: Connection, abort: bool = False) -> None:
         if conn.closed:
             return
         conn.closed = True
@@ -476,12 +550,17 @@ class Server:
         if conn.interest:
             self.sel.unregister(conn.sock)
             conn.interest = 0
+        if abort:
+            try:
+                conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _ABORT)
+            except OSError:
+                pass
         conn.sock.close()
         del self.conns[conn.fd]
-        self.per_ip[conn.ip] -= 1
-        if not self.per_ip[conn.ip]:
-            del self.per_ip[conn.ip]
-        log.info("closed %s", conn.peer)
+        self.per_ip[conn.addr] -= 1
+        if not self.per_ip[conn.addr]:
+            del self.per_ip[conn.addr]
+        log.info("closed %s", conn.peer, extra={"addr": conn.addr})
 
     # -- signals and shutdown ---------------------------------------------------------
 
@@ -545,24 +624,27 @@ def _set_keepalive(sock: socket.socket) -> None:
             sock.setsockopt(socket.IPPROTO_TCP, option, value)
 
 
-def configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper()),
-        format="[%(asctime)s] %(levelname)s %(message)s",
-        datefmt="%Y-%m-%d %H:%M:%S",
-        stream=sys.stderr,
-    )
+def configure_logging(level: str) -> NonBlockingStderr:
+    """Log to stderr without ever blocking the loop, throttled per address."""
+    sink = NonBlockingStderr(sys.stderr.fileno() if sys.stderr is not None else 2)
+    handler = logging.StreamHandler(sink)  # type: ignore[arg-type]
+    handler.setFormatter(logging.Formatter("[%(asctime)s] %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S"))
+    handler.addFilter(Throttle())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(getattr(logging, level.upper()))
+    return sink
 
 
 def main(argv: list[str] | None = None) -> None:
     settings = parse_server_args(argv)
-    configure_logging(settings.log_level)
+    sink = configure_logging(settings.log_level)
     try:
         history = HistoryStore(settings.db)
     except HistoryError as exc:
         print(f"pychat-server: {exc}", file=sys.stderr)
         sys.exit(1)
-    server = Server(settings, history)
+    server = Server(settings, history, sink)
     # Before listening: a signal that comes as soon as clients can connect
     # must already find its handler.
     server.install_signal_handlers()
@@ -571,7 +653,10 @@ def main(argv: list[str] | None = None) -> None:
         server.listen()
     except OSError as exc:
         where = f"{settings.host or '*'} port {settings.port}"
-        print(f"pychat-server: cannot listen on {where}: {exc.strerror or exc}", file=sys.stderr)
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        print(f"pychat-server: cannot listen on {where}: {reason}", file=sys.stderr)
         sys.exit(1)
     log.info("history in %s", settings.db)
-    sys.exit(server.run())
+    status = server.run()
+    sink.flush()
+    sys.exit(status)

@@ -13,7 +13,7 @@ from typing import Callable
 
 from pychat import render
 from pychat.commands import COMMANDS, Command, UsageError, help_lines, lookup, parse_args, split_command
-from pychat.model import ChatError, Hall, Outbox, User
+from pychat.model import GREETING_ROOMS, ChatError, Hall, Outbox, User
 
 log = logging.getLogger("pychat.session")
 
@@ -35,18 +35,24 @@ def _handles(name: str) -> Callable[[Handler], Handler]:
 class Session:
     """One client's conversation with the Hall."""
 
-    __slots__ = ("hall", "outbox", "send", "peer", "default_room", "user", "closing")
+    __slots__ = ("hall", "outbox", "send", "peer", "address", "default_room", "user", "closing")
 
-    def __init__(self, hall: Hall, outbox: Outbox, peer: str = "", default_room: str = "general") -> None:
+    def __init__(self, hall: Hall, outbox: Outbox, peer: str = "", default_room: str = "general",
+                 address: str = "") -> None:
         self.hall = hall
         self.outbox = outbox
         self.send = outbox.queue
         self.peer = peer
+        self.address = address  # what per-address limits count
         self.default_room = default_room
         self.user: User | None = None
         # Set when the session has said goodbye: the connection closes once
         # its output is flushed.
         self.closing = False
+
+    def _log(self, level: int, msg: str, *args: object) -> None:
+        """Log about this client; the log throttles each address (pychat.logsink)."""
+        log.log(level, msg, *args, extra={"addr": self.address})
 
     @property
     def registered(self) -> bool:
@@ -65,7 +71,7 @@ class Session:
         if self.closing:
             return
         if user is None:
-            self._choose_name(line.strip(), now)
+            self._at_prompt(line.strip(), now)
         elif not line or line.isspace():
             return
         elif line[0] != "/":
@@ -86,32 +92,55 @@ class Session:
         else:
             self.hall.say(self._me, text, now)
 
-    def disconnected(self, reason: str, now: float) -> None:
-        """The connection is gone (or going): leave the hall."""
+    def disconnected(self, reason: str, now: float, *, said: bool = False) -> None:
+        """The connection is gone (or going): leave the hall.
+
+        SAID marks a reason the user typed: it is shown to the room but,
+        like everything users say, never written to the log.
+        """
         if self.user is not None:
-            log.info("%s (%s) quit: %s", self.user.name, self.peer, reason or "quit")
+            self._log(logging.INFO, "%s (%s) quit%s", self.user.name, self.peer, "" if said else f": {reason or 'quit'}")
             self.hall.quit(self.user, reason, now)
             self.user = None
         self.closing = True
 
     # -- registration -----------------------------------------------------
 
+    def _at_prompt(self, answer: str, now: float) -> None:
+        """The answer to the name prompt: a name, or /quit or /help."""
+        if answer.startswith("/") and not answer.startswith("//"):
+            word, rest = split_command(answer[1:])
+            cmd = lookup(word)
+            if cmd is not None and cmd.name == "quit":
+                self.send(render.info("goodbye!"))
+                self.closing = True
+            elif cmd is not None and cmd.name == "help":
+                self._command(answer[1:], now)
+                self.send(render.info(NAME_PROMPT))
+            else:
+                self.send(render.error("choose a name first (or /quit to leave, /help for the commands)")
+                          + render.info(NAME_PROMPT))
+            return
+        self._choose_name(answer, now)
+
     def _choose_name(self, name: str, now: float) -> None:
         hall = self.hall
         try:
-            user = hall.register(name or hall.guest_name(), self.outbox)
+            user = hall.register(name or hall.guest_name(), self.outbox, self.address)
         except ChatError as exc:
             self.send(render.error(str(exc)) + render.info(NAME_PROMPT))
             return
         self.user = user
-        log.info("%s registered as %s", self.peer, user.name)
+        self._log(logging.INFO, "%s registered as %s", self.peer, user.name)
         out = [render.info(f"hello {user.name}! /help lists the commands")]
-        out.extend(render.info(line) for line in hall.room_list())
+        if hall.rooms or not self.default_room:
+            out.extend(render.info(line) for line in hall.room_list(limit=GREETING_ROOMS))
         self.send(b"".join(out))
         if self.default_room:
             try:
-                room = hall.join(user, self.default_room, None, now)
-                log.info("%s joined #%s", user.name, room.name)
+                # Not limited: a login must not fail because of room budgets.
+                room = hall.join(user, self.default_room, None, now, limited=False)
+                self._log(logging.INFO, "%s joined #%s", user.name, room.name)
             except ChatError as exc:
                 self.send(render.error(str(exc)))
 
@@ -153,26 +182,26 @@ class Session:
     def _nick(self, args: list[str], now: float) -> None:
         old = self._me.name
         self.hall.rename(self._me, args[0], now)
-        log.info("%s is now known as %s", old, self._me.name)
+        self._log(logging.INFO, "%s is now known as %s", old, self._me.name)
 
     @_handles("list")
     def _list(self, args: list[str], now: float) -> None:
-        self._info(self.hall.room_list())
+        self._info(self.hall.room_list(args[0] if args else None))
 
     @_handles("join")
     def _join(self, args: list[str], now: float) -> None:
         room = self.hall.join(self._me, args[0], args[1] if len(args) > 1 else None, now)
-        log.info("%s joined #%s", self._me.name, room.name)
+        self._log(logging.INFO, "%s joined #%s", self._me.name, room.name)
 
     @_handles("create")
     def _create(self, args: list[str], now: float) -> None:
         room = self.hall.create(self._me, args[0], args[1] if len(args) > 1 else None, now)
-        log.info("%s created #%s%s", self._me.name, room.name, " (locked)" if room.locked else "")
+        self._log(logging.INFO, "%s created #%s%s", self._me.name, room.name, " (locked)" if room.locked else "")
 
     @_handles("leave")
     def _leave(self, args: list[str], now: float) -> None:
         room = self.hall.leave(self._me, now)
-        log.info("%s left #%s", self._me.name, room.name)
+        self._log(logging.INFO, "%s left #%s", self._me.name, room.name)
 
     @_handles("roominfo")
     def _roominfo(self, args: list[str], now: float) -> None:
@@ -180,12 +209,12 @@ class Session:
 
     @_handles("users")
     def _users(self, args: list[str], now: float) -> None:
-        self._info(self.hall.user_list())
+        self._info(self.hall.user_list(self._me, args[0] if args else None))
 
     @_handles("dm")
     def _dm(self, args: list[str], now: float) -> None:
         target = self.hall.direct(self._me, args[0], args[1], now)
-        log.debug("direct message %s -> %s", self._me.name, target.name)
+        self._log(logging.DEBUG, "direct message %s -> %s", self._me.name, target.name)
 
     @_handles("bc")
     def _bc(self, args: list[str], now: float) -> None:
@@ -215,7 +244,7 @@ class Session:
     @_handles("quit")
     def _quit(self, args: list[str], now: float) -> None:
         self.send(render.info(f"goodbye, {self._me.name}!"))
-        self.disconnected(args[0] if args else "", now)
+        self.disconnected(args[0] if args else "", now, said=True)
 
 
 _missing = {c.name for c in COMMANDS} ^ set(_HANDLERS)

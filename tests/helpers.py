@@ -137,8 +137,8 @@ class LineClient:
 
     def sync(self) -> list[str]:
         """Everything the server sent before a marker reply: proves what did NOT arrive."""
-        self.send("/help users")  # a one-line reply
-        return self.lines_until(r"^\* /users: ")[:-1]
+        self.send("/help me")  # a one-line reply
+        return self.lines_until(r"^\* /me TEXT: ")[:-1]
 
     def give_name(self, name: str) -> None:
         """Answer the name prompt (and read nothing after it)."""

@@ -14,6 +14,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 
 from pychat import roomkeys
 from pychat.history import HistoryStore
+from pychat.limits import HallLimits, Rate
 from pychat.model import ChatError, Hall, ListOutbox
 from pychat.text import fold
 
@@ -25,10 +26,15 @@ KEYS = st.sampled_from([None, None, "k1", "k2"])
 class HallMachine(RuleBasedStateMachine):
     def __init__(self):
         super().__init__()
-        self.hall = Hall(HistoryStore(":memory:"), history_lines=5)
+        # Budgets out of reach: they have tests of their own (test_trust.py).
+        unlimited = Rate(1e9, 1e9)
+        self.hall = Hall(HistoryStore(":memory:"), history_lines=5,
+                         limits=HallLimits(rooms_per_user=unlimited, rooms_per_address=unlimited,
+                                           checks_per_address=unlimited, checks_server=unlimited))
         self.inboxes: dict[str, list[bytes]] = {}   # folded name -> received bytes
         self.where: dict[str, str | None] = {}      # model: folded user -> folded room
         self.room_keys: dict[str, str | None] = {}  # model: folded room -> key
+        self.chatty: set[str] = set()               # model: rooms with messages (never forgotten)
         self.counter = itertools.count()
 
     # -- helpers --------------------------------------------------------------
@@ -52,6 +58,11 @@ class HallMachine(RuleBasedStateMachine):
 
     def _marker(self):
         return f"m{next(self.counter)}x"
+
+    def _vacated(self, room):
+        """An empty room with no messages is forgotten: its name is free again."""
+        if room is not None and not self._members(room) and room not in self.chatty:
+            del self.room_keys[room]
 
     # -- rules ----------------------------------------------------------------
 
@@ -102,6 +113,7 @@ class HallMachine(RuleBasedStateMachine):
         assert self._got("has joined") == self._members(rkey) - {me}
         if old is not None:
             assert self._got("has left") == self._members(old)
+        self._vacated(old)
 
     @precondition(lambda self: self.where)
     @rule(data=st.data())
@@ -117,6 +129,7 @@ class HallMachine(RuleBasedStateMachine):
         assert old is not None
         self.where[me] = None
         assert self._got("has left") == self._members(old)
+        self._vacated(old)
 
     @precondition(lambda self: self.where)
     @rule(data=st.data(), new=NAMES)
@@ -152,6 +165,7 @@ class HallMachine(RuleBasedStateMachine):
             assert self.where[me] is None
             return
         assert self._got(marker) == self._members(self.where[me]) - {me}
+        self.chatty.add(self.where[me])
 
     @precondition(lambda self: self.where)
     @rule(data=st.data(), to=NAMES)
@@ -185,6 +199,7 @@ class HallMachine(RuleBasedStateMachine):
         del self.inboxes[me]
         if room is not None:
             assert self._got("has quit (bye)") == self._members(room)
+        self._vacated(room)
 
     # -- invariants -----------------------------------------------------------
 
@@ -195,6 +210,7 @@ class HallMachine(RuleBasedStateMachine):
         for key, room in self.where.items():
             user = self.hall.users[key]
             assert (user.room.key if user.room else None) == room
+        assert set(self.hall.rooms) == set(self.room_keys)
         for rkey, room in self.hall.rooms.items():
             assert {m.key for m in room.members} == self._members(rkey)
             assert room.locked == (self.room_keys[rkey] is not None)

@@ -30,7 +30,7 @@ def test_a_member_who_never_reads_is_dropped_and_the_reader_gets_everything(make
         for i in range(100):
             line = reader.expect(r"sender: \d+ |lazy has quit")
             if "lazy has quit" in line:
-                assert line.endswith("* lazy has quit (send queue exceeded)")
+                assert line.endswith("<-- lazy has quit (send queue exceeded)")
                 dropped = True
                 line = reader.expect(r"sender: \d+ ")
             assert re.search(rf"sender: {count + i} p+$", line)

@@ -34,7 +34,7 @@ def test_scripted_nc_session(server, nc):
     watcher.expect(EVENT + r"#general alice: hello from nc$")
     watcher.expect(EVENT + r"#general \* alice waves$")
     watcher.expect(EVENT + r"\(dm\) alice: psst$")
-    watcher.expect(EVENT + r"#general \* alice has quit \(done\)$")
+    watcher.expect(EVENT + r"#general <-- alice has quit \(done\)$")
 
 
 def test_nc_half_close_gets_its_answers(server, nc):
