@@ -4,7 +4,9 @@ Two front ends share the loop:
 
 * plain mode (``--plain``, or stdin not a terminal): stdin lines go to the
   server and server lines to stdout; at the end of stdin the client
-  half-closes and prints what the server still sends, then exits 0;
+  half-closes and prints what the server still sends, then exits 0. With
+  ``--name`` stdin waits until the server has accepted the name; a refused
+  name is status 1;
 * full-screen mode (a terminal): :class:`FullScreen` keeps the chat state
   (scrollback, name, room, members, the input line) and hands a plain
   description of the screen to :mod:`pychat.client_ui`, the only module
@@ -178,14 +180,27 @@ class ClientLoop:
 
 
 class PlainClient(ClientLoop):
-    """Lines in, lines out: for scripts, bots and pipes."""
+    """Lines in, lines out: for scripts, bots and pipes.
+
+    With ``--name`` no stdin line is read or sent until the server has
+    accepted the name: were the name refused, the server would take the
+    next line as the next try at a name, and a bot's first message would be
+    lost (or become someone's name). A refused name ends the client with
+    status 1 instead.
+    """
 
     def __init__(self, sock: socket.socket, settings: ClientSettings) -> None:
         super().__init__(sock)
         self.stdin_framer = LineBuffer(MAX_LINE)
         self.out = sys.stdout
+        self.name_pending = settings.name   # sent, not yet accepted by the server
+        self.name_error: str | None = None  # the server's `! ` answer to it, if any
         if settings.name is not None:
             self.send_line(settings.name)
+        else:
+            self._start_stdin()  # the first stdin line is the name
+
+    def _start_stdin(self) -> None:
         fd = sys.stdin.fileno()
         try:
             os.set_blocking(fd, False)
@@ -225,9 +240,34 @@ class PlainClient(ClientLoop):
             self.out.flush()
         except BrokenPipeError:
             self.done = True
+        for line in lines:
+            if self.name_pending is not None and not self.done:
+                self._await_name(line)
+
+    def _await_name(self, line: str) -> None:
+        """Follow the server's answer to ``--name``: a hello, or an error and the prompt again."""
+        name = self.name_pending
+        if line.startswith("* hello "):
+            self.name_pending = None
+            self._start_stdin()
+        elif line.startswith("! "):
+            self.name_error = line[2:]
+        elif line.startswith("* ") and self.name_error is not None:
+            # An error, then a question again (the name prompt): the name was refused.
+            self.name_pending = None
+            self.fail(f"the server refused the name {name}: {self.name_error}")
+
+    def fail(self, message: str) -> None:
+        """End the client with status 1 after one line on stderr."""
+        print(f"pychat-client: {message}", file=sys.stderr)
+        self.exit_status = 1
+        self.done = True
 
     def on_server_closed(self) -> None:
         self.done = True
+        if self.name_pending is not None:
+            reason = f": {self.name_error}" if self.name_error else ""
+            self.fail(f"the server closed the connection before accepting the name {self.name_pending}{reason}")
 
     def close(self) -> None:
         try:

@@ -39,6 +39,45 @@ def test_plain_mode_reads_a_file_on_stdin(server, tmp_path):
     assert "* #general: 1 user: filer" in result.stdout.decode().splitlines()
 
 
+@pytest.mark.parametrize("stdin", [b"first message\n", b"firstmessage\nsecond\n"])  # the second is a valid name
+def test_plain_mode_refused_name_sends_nothing_and_exits_1(server, stdin):
+    alice = server.client("alice")
+    result = subprocess.run([*CLIENT, "127.0.0.1", "--port", str(server.port), "--name", "alice"],
+                            input=stdin, capture_output=True, timeout=30)
+    assert result.returncode == 1, result
+    errors = result.stderr.decode().splitlines()
+    prefix = "pychat-client: the server refused the name alice: "
+    assert len(errors) == 1 and errors[0].startswith(prefix), errors
+    assert "alice" in errors[0][len(prefix):]  # the server's own reason follows
+    # The stdin line was never sent: not as a message, and not as a second try at a name.
+    seen = alice.sync()
+    assert not any("first" in line or "second" in line or "has joined" in line for line in seen), seen
+    assert server.log().count(" registered as ") == 1  # alice only
+
+
+def test_plain_mode_with_a_name_sends_a_file_on_stdin_once_the_name_is_accepted(server, tmp_path):
+    watcher = server.client("watcher")
+    script = tmp_path / "script.txt"
+    script.write_text("from a file\n/roominfo\n")
+    with open(script, "rb") as stdin:
+        result = subprocess.run([*CLIENT, "127.0.0.1", "--port", str(server.port), "--name", "filer"],
+                                stdin=stdin, capture_output=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert "* #general: 2 users: watcher, filer" in result.stdout.decode().splitlines()
+    watcher.expect(EVENT + r"#general filer: from a file$")
+
+
+def test_plain_mode_server_closing_before_the_name_is_accepted_is_status_1(make_server):
+    srv = make_server("--max-clients", "1")
+    holder = srv.client("only")  # the one place, held while the client tries
+    result = subprocess.run([*CLIENT, "127.0.0.1", "--port", str(srv.port), "--name", "bot"],
+                            input=b"never sent\n", capture_output=True, timeout=30)
+    assert result.returncode == 1
+    assert result.stderr.decode().splitlines() == [
+        "pychat-client: the server closed the connection before accepting the name bot: server full"]
+    holder.close()
+
+
 def test_bad_host_is_one_line_and_status_1():
     result = subprocess.run([*CLIENT, "no-such-host.invalid", "--plain"], capture_output=True,
                             text=True, timeout=30, stdin=subprocess.DEVNULL)
