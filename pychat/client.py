@@ -32,7 +32,7 @@ from pychat.config import ClientSettings, parse_client_args
 from pychat.editor import LineEditor
 from pychat.framing import Frame, LineBuffer
 from pychat.keys import KeyParser
-from pychat.screen import NICK_STYLES, ScreenLike, Segment, View
+from pychat.screen import NICK_STYLES, ScreenError, ScreenLike, Segment, View
 from pychat.textwidth import fit_input, wrap
 from pychat.timers import Timers
 
@@ -380,10 +380,15 @@ def wrap_segments(segments: list[Segment], width: int) -> list[list[Segment]]:
 class FullScreen(ClientLoop):
     """The chat UI: scrollback, status line and input line."""
 
-    def __init__(self, sock: socket.socket, settings: ClientSettings, screen: ScreenLike) -> None:
+    def __init__(self, sock: socket.socket, settings: ClientSettings, make_screen: Callable[[], ScreenLike],
+                 signals: tuple[int, ...] = ()) -> None:
         super().__init__(sock)
         self.settings = settings
-        self.screen = screen
+        # Signals are caught before the screen starts: a SIGWINCH while curses
+        # initialises is then queued for the loop, not lost (and ncurses, which
+        # installs its own handler only where none is set, leaves it to us).
+        self.install_signals(signals)
+        self.screen = make_screen()
         self.state = ChatState()
         self.keys = KeyParser()
         self.editor = LineEditor(self._complete)
@@ -394,9 +399,16 @@ class FullScreen(ClientLoop):
         self.paste_queue: deque[str] = deque()
         self.dirty = True
         self.quitting = False    # the user asked to leave
-        if settings.name is not None:
-            self.send_line(settings.name)
-        self.sel.register(sys.stdin.fileno(), selectors.EVENT_READ, self._on_stdin)
+        try:
+            # The size curses started with may already be stale: a resize before
+            # our handler was in place, or LINES/COLUMNS in the environment.
+            self.screen.resize()
+            if settings.name is not None:
+                self.send_line(settings.name)
+            self.sel.register(sys.stdin.fileno(), selectors.EVENT_READ, self._on_stdin)
+        except BaseException:
+            self.screen.close()
+            raise
 
     # -- input --------------------------------------------------------------------------
 
@@ -573,17 +585,20 @@ def run_plain(sock: socket.socket, settings: ClientSettings) -> int:
 def run_fullscreen(sock: socket.socket, settings: ClientSettings) -> int:
     from pychat.client_ui import CursesScreen
 
-    screen = CursesScreen()
     client: FullScreen | None = None
     try:
-        client = FullScreen(sock, settings, screen)
-        client.install_signals((signal.SIGINT, signal.SIGTERM, signal.SIGWINCH))
+        client = FullScreen(sock, settings, CursesScreen, (signal.SIGINT, signal.SIGTERM, signal.SIGWINCH))
         status = client.run()
         client._flush()  # a last /quit
         return status
+    except ScreenError as exc:
+        print(f"pychat-client: cannot use this terminal ({exc}); --plain works without one", file=sys.stderr)
+        return 1
     finally:
-        screen.close()  # the terminal is restored on every way out
-        if client is not None:
+        if client is None:
+            sock.close()
+        else:
+            client.screen.close()  # the terminal is restored on every way out
             if client.server_closed and not client.quitting:
                 print("pychat: the server closed the connection", file=sys.stderr)
             client.close()

@@ -147,9 +147,11 @@ class Tmux:
         subprocess.run(["tmux", "-L", self.sock, "kill-server"], capture_output=True)
 
 
-def client_command(port: int, *args: str) -> str:
-    """The client in a shell that reports whether the terminal was restored, and the exit status."""
-    return (f"sh -c 'before=$(stty -g); {sys.executable} {ROOT / 'pychat_client.py'} 127.0.0.1 "
+def client_command(port: int, *args: str, env: str = "") -> str:
+    """The client in a shell that reports whether the terminal was restored, and the exit status.
+
+    ENV is put before the client's command (``NAME=value ...``): it applies to the client only."""
+    return (f"sh -c 'before=$(stty -g); {env} {sys.executable} {ROOT / 'pychat_client.py'} 127.0.0.1 "
             f"--port {port} {' '.join(args)}; status=$?; after=$(stty -g); "
             f"[ \"$before\" = \"$after\" ] && echo TERMINAL-RESTORED; echo EXIT=$status; sleep 60'")
 
@@ -232,6 +234,41 @@ def test_server_going_away_restores_the_terminal(make_server, tmp_path):
         screen = wait_exit(term)
         assert "TERMINAL-RESTORED" in screen and "EXIT=0" in screen
         assert "pychat: the server closed the connection" in screen
+    finally:
+        term.kill()
+
+
+@pytest.mark.parametrize("start", ["resized-right-after-start", "stale-LINES-and-COLUMNS"])
+def test_the_client_uses_the_final_terminal_size_from_the_start(server, start):
+    """A terminal resized in the client's first milliseconds (tiling window managers, scripted
+    tmux) must not leave the client at its first size. A stale LINES/COLUMNS in the environment
+    (which curses prefers over asking the terminal) is the same state made certain: curses starts
+    with one size, the terminal has another, and no SIGWINCH comes to tell."""
+    watcher = server.client("watcher")
+    if start == "resized-right-after-start":
+        term = Tmux(60, 15, client_command(server.port, "--name", "kim"))
+        term.resize(100, 30)
+    else:
+        term = Tmux(100, 30, client_command(server.port, "--name", "kim", env="LINES=15 COLUMNS=60"))
+    try:
+        term.wait(lambda s: "kim | #general" in status_line(s), "the status line")
+        watcher.expect(r"kim has joined")
+        watcher.send("x" * 150)  # one word longer than the screen is wide: it fills whole rows
+        screen = term.wait(lambda s: any("x" * 10 in line for line in s), "the long line")
+        assert len(screen) == 30 and "kim | #general" in screen[28], screen
+        assert "x" * 100 in screen, screen
+    finally:
+        term.kill()
+
+
+def test_an_unusable_terminal_is_one_line_and_status_1(server):
+    term = Tmux(100, 20, client_command(server.port, "--name", "lou", env="TERM=no-such-terminal"))
+    try:
+        screen = wait_exit(term)
+        assert "EXIT=1" in screen and "TERMINAL-RESTORED" in screen
+        output = [line for line in screen if line and line not in ("EXIT=1", "TERMINAL-RESTORED")]
+        assert output[0].startswith("pychat-client: cannot use this terminal"), screen
+        assert not any("Traceback" in line for line in screen)
     finally:
         term.kill()
 
