@@ -40,6 +40,7 @@ READ_SIZE = 65536
 MAX_LINE = 1 << 16
 PASTE_INTERVAL = 0.15   # seconds between pasted lines: within the default flood budget
 SCROLLBACK = 5000
+LAST_WORDS_AGE = 2.0    # seconds: an older `* `/`! ` line is a reply, not the server's goodbye
 
 
 class ClientError(Exception):
@@ -399,6 +400,10 @@ class FullScreen(ClientLoop):
         self.paste_queue: deque[str] = deque()
         self.dirty = True
         self.quitting = False    # the user asked to leave
+        # The last line from the server if it was a `* `/`! ` line, and when it
+        # came: shown after the terminal is restored if the server hangs up.
+        self.last_info: tuple[float, str] | None = None
+        self.goodbye: str | None = None   # the server's last words, once it has hung up
         try:
             # The size curses started with may already be stale: a resize before
             # our handler was in place, or LINES/COLUMNS in the environment.
@@ -526,10 +531,23 @@ class FullScreen(ClientLoop):
             if self.state.observe(line):
                 self.send_line("/roominfo")  # learn the members, for Tab completion
             self.add_line(style_line(line, self.state.name))
+        last = lines[-1]
+        self.last_info = (time.monotonic(), last[2:]) if last.startswith(("* ", "! ")) else None
+
+    def last_words(self) -> str | None:
+        """What the server said just before it hung up (``server shutting down``), if anything.
+
+        Only a `* ` or `! ` line that was the very last line, and a recent one:
+        an answer to a command long ago would only mislead."""
+        if self.last_info is None:
+            return None
+        when, text = self.last_info
+        return text if time.monotonic() - when <= LAST_WORDS_AGE else None
 
     def on_server_closed(self) -> None:
         self.done = True
         self.exit_status = 0
+        self.goodbye = self.last_words()
 
     def add_line(self, segments: list[Segment]) -> None:
         self.lines.append(segments)
@@ -600,7 +618,9 @@ def run_fullscreen(sock: socket.socket, settings: ClientSettings) -> int:
         else:
             client.screen.close()  # the terminal is restored on every way out
             if client.server_closed and not client.quitting:
-                print("pychat: the server closed the connection", file=sys.stderr)
+                # The screen and what it showed are gone: repeat the server's goodbye.
+                words = f": {client.goodbye}" if client.goodbye else ""
+                print(f"pychat-client: the server closed the connection{words}", file=sys.stderr)
             client.close()
 
 

@@ -233,7 +233,24 @@ def test_server_going_away_restores_the_terminal(make_server, tmp_path):
         srv.stop()
         screen = wait_exit(term)
         assert "TERMINAL-RESTORED" in screen and "EXIT=0" in screen
-        assert "pychat: the server closed the connection" in screen
+        assert "pychat-client: the server closed the connection: server shutting down" in screen, screen
+        assert not any(line.startswith("pychat:") for line in screen)
+    finally:
+        term.kill()
+
+
+def test_server_killed_after_a_message_adds_no_stale_words(make_server):
+    srv = make_server()
+    term = Tmux(80, 20, client_command(srv.port, "--name", "hank"))
+    try:
+        term.wait(lambda s: "hank | #general" in status_line(s), "the status line")
+        watcher = srv.client("watcher")
+        watcher.send("the last thing said")
+        term.wait(lambda s: any(line.endswith("watcher: the last thing said") for line in s), "the message")
+        srv.kill()
+        screen = wait_exit(term)
+        assert "TERMINAL-RESTORED" in screen
+        assert "pychat-client: the server closed the connection" in screen, screen  # the whole line
     finally:
         term.kill()
 
