@@ -283,7 +283,11 @@ class PlainClient(ClientLoop):
 _EVENT = re.compile(r"^(\[[^\]]*\] )(#\S+|\(dm\)|\(dm to \S+\)|\(all\)) (.*)$")
 _JOINED = re.compile(r"^\* you joined #(\S+?)(?: \(locked\))?: (\d+) users? here")
 _ROOMINFO = re.compile(r"^\* #(\S+?)(?: \(locked\))?: \d+ users?: (.*)$")
-_NOTICE = re.compile(r"^\* (\S+) (has joined|has left|has quit|is now known as (\S+))")
+# A room notice (PROTOCOL.md section 3): an arrow or a double dash, then a name.
+# User text always follows "NAME: " or "* NAME ", so no user can write one.
+_NOTICE = re.compile(r"^(-->|<--|--) (\S+) (.*)$")
+_RENAMED = re.compile(r"^is now known as (\S+)$")
+_REPLAY = re.compile(r"^\* last \d+ messages? of #")
 
 
 def nick_style(name: str) -> str:
@@ -292,16 +296,27 @@ def nick_style(name: str) -> str:
 
 
 class ChatState:
-    """What the client knows about the chat, read from the server's lines."""
+    """What the client knows about the chat, read from the server's lines.
+
+    Room members are learnt from the answer to ``/roominfo`` and then
+    followed through the room's notices: ``-->`` someone came, ``<--``
+    someone went (left, quit or was kicked), ``-- NAME is now known as``.
+    Replayed history is the past: it changes nothing.
+    """
 
     def __init__(self) -> None:
         self.name: str | None = None
         self.room: str | None = None
         self.members: set[str] = set()
         self.count = 0
+        self.replaying = False  # inside a history replay (between its two `* ` lines)
 
     def observe(self, line: str) -> bool:
         """Update from one server line; True if the member list should be asked for."""
+        event = _EVENT.match(line)
+        if event is None:
+            # A replay is one run of event lines: any other line ends it.
+            self.replaying = bool(_REPLAY.match(line))
         if line.startswith("* hello ") and self.name is None:
             self.name = line[8:].split("!", 1)[0]
         elif line.startswith("* you are now known as "):
@@ -315,31 +330,33 @@ class ChatState:
         elif (m := _ROOMINFO.match(line)) and m.group(1) == self.room:
             self.members = set(m.group(2).split(", "))
             self.count = len(self.members)
-        elif (m := _EVENT.match(line)) and m.group(2) == f"#{self.room}":
-            self._room_event(m.group(3))
+        elif event is not None and event.group(2) == f"#{self.room}" and not self.replaying:
+            self._room_event(event.group(3))
         return False
 
     def _room_event(self, what: str) -> None:
         notice = _NOTICE.match(what)
         if notice is None:
-            sender = what.split(": ", 1)[0]
-            if not sender.startswith("* "):
-                self.members.add(sender)
-            return
-        who, verb, new = notice.group(1), notice.group(2), notice.group(3)
-        if verb == "has joined":
+            if not what.startswith("* ") and ": " in what:  # a message: its sender is here
+                self.members.add(what.split(": ", 1)[0])
+            return  # an action changes nothing, even one that reads "* bob has joined"
+        kind, who, rest = notice.groups()
+        if kind == "-->":
             self.members.add(who)
             self.count += 1
-        elif verb in ("has left", "has quit"):
+        elif kind == "<--":
             self.members.discard(who)
             self.count = max(0, self.count - 1)
-        elif new:
+        elif renamed := _RENAMED.match(rest):
             self.members.discard(who)
-            self.members.add(new)
+            self.members.add(renamed.group(1))
 
 
 def style_line(line: str, me: str | None) -> list[Segment]:
-    """Split a server line into styled segments for the screen."""
+    """Split a server line into styled segments for the screen.
+
+    Room notices are drawn like the server's information; an action is the
+    sender's, like a message, however much it reads like a notice."""
     if line.startswith("! "):
         return [(line, "error")]
     if line.startswith("* "):
@@ -349,10 +366,15 @@ def style_line(line: str, me: str | None) -> list[Segment]:
         return [(line, "normal")]
     stamp, where, what = m.groups()
     segments: list[Segment] = [(stamp, "time"), (where + " ", "where")]
-    if what.startswith("* "):
+    if _NOTICE.match(what):
         return segments + [(what, "info")]
-    sender, sep, text = what.partition(": ")
-    mention = bool(me) and me is not None and sender != me and me.casefold() in text.casefold()
+    if what.startswith("* "):
+        prefix, (sender, sep, text) = "* ", what[2:].partition(" ")
+    else:
+        prefix, (sender, sep, text) = "", what.partition(": ")
+    mention = bool(me and sender != me and me.casefold() in text.casefold())
+    if prefix:
+        segments.append((prefix, "normal"))
     segments.append((sender, "self" if sender == me else nick_style(sender)))
     segments.append((sep + text, "mention" if mention else "normal"))
     return segments
