@@ -79,11 +79,15 @@ class ClientLoop:
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
         self._signals: list[int] = []
+        self._signals_installed = False
         self.sel.register(sock, selectors.EVENT_READ, self._on_socket)
         self.sel.register(self._wake_r, selectors.EVENT_READ, self._on_wakeup)
 
     def install_signals(self, signums: tuple[int, ...]) -> None:
+        if not signums:
+            return
         signal.set_wakeup_fd(self._wake_w.fileno(), warn_on_full_buffer=False)
+        self._signals_installed = True
         for signum in signums:
             signal.signal(signum, lambda n, f: self._signals.append(n))
 
@@ -173,6 +177,8 @@ class ClientLoop:
         self.exit_status = 128 + signum
 
     def close(self) -> None:
+        if self._signals_installed:
+            signal.set_wakeup_fd(-1)  # the socket pair it writes to is closed below
         if not self.server_closed:
             self.sock.close()
         self.sel.close()
@@ -411,7 +417,11 @@ class FullScreen(ClientLoop):
         # initialises is then queued for the loop, not lost (and ncurses, which
         # installs its own handler only where none is set, leaves it to us).
         self.install_signals(signals)
-        self.screen = make_screen()
+        try:
+            self.screen = make_screen()
+        except BaseException:
+            self.close()
+            raise
         self.state = ChatState()
         self.keys = KeyParser()
         self.editor = LineEditor(self._complete)
@@ -435,6 +445,7 @@ class FullScreen(ClientLoop):
             self.sel.register(sys.stdin.fileno(), selectors.EVENT_READ, self._on_stdin)
         except BaseException:
             self.screen.close()
+            self.close()
             raise
 
     # -- input --------------------------------------------------------------------------
@@ -635,9 +646,7 @@ def run_fullscreen(sock: socket.socket, settings: ClientSettings) -> int:
         print(f"pychat-client: cannot use this terminal ({exc}); --plain works without one", file=sys.stderr)
         return 1
     finally:
-        if client is None:
-            sock.close()
-        else:
+        if client is not None:
             client.screen.close()  # the terminal is restored on every way out
             if client.server_closed and not client.quitting:
                 # The screen and what it showed are gone: repeat the server's goodbye.
