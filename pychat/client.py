@@ -4,7 +4,9 @@ Two front ends share the loop:
 
 * plain mode (``--plain``, or stdin not a terminal): stdin lines go to the
   server and server lines to stdout; at the end of stdin the client
-  half-closes and prints what the server still sends, then exits 0;
+  half-closes and prints what the server still sends, then exits 0. With
+  ``--name`` stdin waits until the server has accepted the name; a refused
+  name is status 1;
 * full-screen mode (a terminal): :class:`FullScreen` keeps the chat state
   (scrollback, name, room, members, the input line) and hands a plain
   description of the screen to :mod:`pychat.client_ui`, the only module
@@ -30,7 +32,7 @@ from pychat.config import ClientSettings, parse_client_args
 from pychat.editor import LineEditor
 from pychat.framing import Frame, LineBuffer
 from pychat.keys import KeyParser
-from pychat.screen import NICK_STYLES, ScreenLike, Segment, View
+from pychat.screen import NICK_STYLES, ScreenError, ScreenLike, Segment, View
 from pychat.textwidth import fit_input, wrap
 from pychat.timers import Timers
 
@@ -38,6 +40,7 @@ READ_SIZE = 65536
 MAX_LINE = 1 << 16
 PASTE_INTERVAL = 0.15   # seconds between pasted lines: within the default flood budget
 SCROLLBACK = 5000
+LAST_WORDS_AGE = 2.0    # seconds: an older `* `/`! ` line is a reply, not the server's goodbye
 
 
 class ClientError(Exception):
@@ -76,11 +79,15 @@ class ClientLoop:
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
         self._signals: list[int] = []
+        self._signals_installed = False
         self.sel.register(sock, selectors.EVENT_READ, self._on_socket)
         self.sel.register(self._wake_r, selectors.EVENT_READ, self._on_wakeup)
 
     def install_signals(self, signums: tuple[int, ...]) -> None:
+        if not signums:
+            return
         signal.set_wakeup_fd(self._wake_w.fileno(), warn_on_full_buffer=False)
+        self._signals_installed = True
         for signum in signums:
             signal.signal(signum, lambda n, f: self._signals.append(n))
 
@@ -170,6 +177,8 @@ class ClientLoop:
         self.exit_status = 128 + signum
 
     def close(self) -> None:
+        if self._signals_installed:
+            signal.set_wakeup_fd(-1)  # the socket pair it writes to is closed below
         if not self.server_closed:
             self.sock.close()
         self.sel.close()
@@ -178,14 +187,27 @@ class ClientLoop:
 
 
 class PlainClient(ClientLoop):
-    """Lines in, lines out: for scripts, bots and pipes."""
+    """Lines in, lines out: for scripts, bots and pipes.
+
+    With ``--name`` no stdin line is read or sent until the server has
+    accepted the name: were the name refused, the server would take the
+    next line as the next try at a name, and a bot's first message would be
+    lost (or become someone's name). A refused name ends the client with
+    status 1 instead.
+    """
 
     def __init__(self, sock: socket.socket, settings: ClientSettings) -> None:
         super().__init__(sock)
         self.stdin_framer = LineBuffer(MAX_LINE)
         self.out = sys.stdout
+        self.name_pending = settings.name   # sent, not yet accepted by the server
+        self.name_error: str | None = None  # the server's `! ` answer to it, if any
         if settings.name is not None:
             self.send_line(settings.name)
+        else:
+            self._start_stdin()  # the first stdin line is the name
+
+    def _start_stdin(self) -> None:
         fd = sys.stdin.fileno()
         try:
             os.set_blocking(fd, False)
@@ -225,9 +247,34 @@ class PlainClient(ClientLoop):
             self.out.flush()
         except BrokenPipeError:
             self.done = True
+        for line in lines:
+            if self.name_pending is not None and not self.done:
+                self._await_name(line)
+
+    def _await_name(self, line: str) -> None:
+        """Follow the server's answer to ``--name``: a hello, or an error and the prompt again."""
+        name = self.name_pending
+        if line.startswith("* hello "):
+            self.name_pending = None
+            self._start_stdin()
+        elif line.startswith("! "):
+            self.name_error = line[2:]
+        elif line.startswith("* ") and self.name_error is not None:
+            # An error, then a question again (the name prompt): the name was refused.
+            self.name_pending = None
+            self.fail(f"the server refused the name {name}: {self.name_error}")
+
+    def fail(self, message: str) -> None:
+        """End the client with status 1 after one line on stderr."""
+        print(f"pychat-client: {message}", file=sys.stderr)
+        self.exit_status = 1
+        self.done = True
 
     def on_server_closed(self) -> None:
         self.done = True
+        if self.name_pending is not None:
+            reason = f": {self.name_error}" if self.name_error else ""
+            self.fail(f"the server closed the connection before accepting the name {self.name_pending}{reason}")
 
     def close(self) -> None:
         try:
@@ -242,7 +289,11 @@ class PlainClient(ClientLoop):
 _EVENT = re.compile(r"^(\[[^\]]*\] )(#\S+|\(dm\)|\(dm to \S+\)|\(all\)) (.*)$")
 _JOINED = re.compile(r"^\* you joined #(\S+?)(?: \(locked\))?: (\d+) users? here")
 _ROOMINFO = re.compile(r"^\* #(\S+?)(?: \(locked\))?: \d+ users?: (.*)$")
-_NOTICE = re.compile(r"^\* (\S+) (has joined|has left|has quit|is now known as (\S+))")
+# A room notice (PROTOCOL.md section 3): an arrow or a double dash, then a name.
+# User text always follows "NAME: " or "* NAME ", so no user can write one.
+_NOTICE = re.compile(r"^(-->|<--|--) (\S+) (.*)$")
+_RENAMED = re.compile(r"^is now known as (\S+)$")
+_REPLAY = re.compile(r"^\* last \d+ messages? of #")
 
 
 def nick_style(name: str) -> str:
@@ -251,16 +302,27 @@ def nick_style(name: str) -> str:
 
 
 class ChatState:
-    """What the client knows about the chat, read from the server's lines."""
+    """What the client knows about the chat, read from the server's lines.
+
+    Room members are learnt from the answer to ``/roominfo`` and then
+    followed through the room's notices: ``-->`` someone came, ``<--``
+    someone went (left, quit or was kicked), ``-- NAME is now known as``.
+    Replayed history is the past: it changes nothing.
+    """
 
     def __init__(self) -> None:
         self.name: str | None = None
         self.room: str | None = None
         self.members: set[str] = set()
         self.count = 0
+        self.replaying = False  # inside a history replay (between its two `* ` lines)
 
     def observe(self, line: str) -> bool:
         """Update from one server line; True if the member list should be asked for."""
+        event = _EVENT.match(line)
+        if event is None:
+            # A replay is one run of event lines: any other line ends it.
+            self.replaying = bool(_REPLAY.match(line))
         if line.startswith("* hello ") and self.name is None:
             self.name = line[8:].split("!", 1)[0]
         elif line.startswith("* you are now known as "):
@@ -274,31 +336,33 @@ class ChatState:
         elif (m := _ROOMINFO.match(line)) and m.group(1) == self.room:
             self.members = set(m.group(2).split(", "))
             self.count = len(self.members)
-        elif (m := _EVENT.match(line)) and m.group(2) == f"#{self.room}":
-            self._room_event(m.group(3))
+        elif event is not None and event.group(2) == f"#{self.room}" and not self.replaying:
+            self._room_event(event.group(3))
         return False
 
     def _room_event(self, what: str) -> None:
         notice = _NOTICE.match(what)
         if notice is None:
-            sender = what.split(": ", 1)[0]
-            if not sender.startswith("* "):
-                self.members.add(sender)
-            return
-        who, verb, new = notice.group(1), notice.group(2), notice.group(3)
-        if verb == "has joined":
+            if not what.startswith("* ") and ": " in what:  # a message: its sender is here
+                self.members.add(what.split(": ", 1)[0])
+            return  # an action changes nothing, even one that reads "* bob has joined"
+        kind, who, rest = notice.groups()
+        if kind == "-->":
             self.members.add(who)
             self.count += 1
-        elif verb in ("has left", "has quit"):
+        elif kind == "<--":
             self.members.discard(who)
             self.count = max(0, self.count - 1)
-        elif new:
+        elif renamed := _RENAMED.match(rest):
             self.members.discard(who)
-            self.members.add(new)
+            self.members.add(renamed.group(1))
 
 
 def style_line(line: str, me: str | None) -> list[Segment]:
-    """Split a server line into styled segments for the screen."""
+    """Split a server line into styled segments for the screen.
+
+    Room notices are drawn like the server's information; an action is the
+    sender's, like a message, however much it reads like a notice."""
     if line.startswith("! "):
         return [(line, "error")]
     if line.startswith("* "):
@@ -308,10 +372,15 @@ def style_line(line: str, me: str | None) -> list[Segment]:
         return [(line, "normal")]
     stamp, where, what = m.groups()
     segments: list[Segment] = [(stamp, "time"), (where + " ", "where")]
-    if what.startswith("* "):
+    if _NOTICE.match(what):
         return segments + [(what, "info")]
-    sender, sep, text = what.partition(": ")
-    mention = bool(me) and me is not None and sender != me and me.casefold() in text.casefold()
+    if what.startswith("* "):
+        prefix, (sender, sep, text) = "* ", what[2:].partition(" ")
+    else:
+        prefix, (sender, sep, text) = "", what.partition(": ")
+    mention = bool(me and sender != me and me.casefold() in text.casefold())
+    if prefix:
+        segments.append((prefix, "normal"))
     segments.append((sender, "self" if sender == me else nick_style(sender)))
     segments.append((sep + text, "mention" if mention else "normal"))
     return segments
@@ -340,10 +409,19 @@ def wrap_segments(segments: list[Segment], width: int) -> list[list[Segment]]:
 class FullScreen(ClientLoop):
     """The chat UI: scrollback, status line and input line."""
 
-    def __init__(self, sock: socket.socket, settings: ClientSettings, screen: ScreenLike) -> None:
+    def __init__(self, sock: socket.socket, settings: ClientSettings, make_screen: Callable[[], ScreenLike],
+                 signals: tuple[int, ...] = ()) -> None:
         super().__init__(sock)
         self.settings = settings
-        self.screen = screen
+        # Signals are caught before the screen starts: a SIGWINCH while curses
+        # initialises is then queued for the loop, not lost (and ncurses, which
+        # installs its own handler only where none is set, leaves it to us).
+        self.install_signals(signals)
+        try:
+            self.screen = make_screen()
+        except BaseException:
+            self.close()
+            raise
         self.state = ChatState()
         self.keys = KeyParser()
         self.editor = LineEditor(self._complete)
@@ -354,9 +432,21 @@ class FullScreen(ClientLoop):
         self.paste_queue: deque[str] = deque()
         self.dirty = True
         self.quitting = False    # the user asked to leave
-        if settings.name is not None:
-            self.send_line(settings.name)
-        self.sel.register(sys.stdin.fileno(), selectors.EVENT_READ, self._on_stdin)
+        # The last line from the server if it was a `* `/`! ` line, and when it
+        # came: shown after the terminal is restored if the server hangs up.
+        self.last_info: tuple[float, str] | None = None
+        self.goodbye: str | None = None   # the server's last words, once it has hung up
+        try:
+            # The size curses started with may already be stale: a resize before
+            # our handler was in place, or LINES/COLUMNS in the environment.
+            self.screen.resize()
+            if settings.name is not None:
+                self.send_line(settings.name)
+            self.sel.register(sys.stdin.fileno(), selectors.EVENT_READ, self._on_stdin)
+        except BaseException:
+            self.screen.close()
+            self.close()
+            raise
 
     # -- input --------------------------------------------------------------------------
 
@@ -474,10 +564,23 @@ class FullScreen(ClientLoop):
             if self.state.observe(line):
                 self.send_line("/roominfo")  # learn the members, for Tab completion
             self.add_line(style_line(line, self.state.name))
+        last = lines[-1]
+        self.last_info = (time.monotonic(), last[2:]) if last.startswith(("* ", "! ")) else None
+
+    def last_words(self) -> str | None:
+        """What the server said just before it hung up (``server shutting down``), if anything.
+
+        Only a `* ` or `! ` line that was the very last line, and a recent one:
+        an answer to a command long ago would only mislead."""
+        if self.last_info is None:
+            return None
+        when, text = self.last_info
+        return text if time.monotonic() - when <= LAST_WORDS_AGE else None
 
     def on_server_closed(self) -> None:
         self.done = True
         self.exit_status = 0
+        self.goodbye = self.last_words()
 
     def add_line(self, segments: list[Segment]) -> None:
         self.lines.append(segments)
@@ -533,19 +636,22 @@ def run_plain(sock: socket.socket, settings: ClientSettings) -> int:
 def run_fullscreen(sock: socket.socket, settings: ClientSettings) -> int:
     from pychat.client_ui import CursesScreen
 
-    screen = CursesScreen()
     client: FullScreen | None = None
     try:
-        client = FullScreen(sock, settings, screen)
-        client.install_signals((signal.SIGINT, signal.SIGTERM, signal.SIGWINCH))
+        client = FullScreen(sock, settings, CursesScreen, (signal.SIGINT, signal.SIGTERM, signal.SIGWINCH))
         status = client.run()
         client._flush()  # a last /quit
         return status
+    except ScreenError as exc:
+        print(f"pychat-client: cannot use this terminal ({exc}); --plain works without one", file=sys.stderr)
+        return 1
     finally:
-        screen.close()  # the terminal is restored on every way out
         if client is not None:
+            client.screen.close()  # the terminal is restored on every way out
             if client.server_closed and not client.quitting:
-                print("pychat: the server closed the connection", file=sys.stderr)
+                # The screen and what it showed are gone: repeat the server's goodbye.
+                words = f": {client.goodbye}" if client.goodbye else ""
+                print(f"pychat-client: the server closed the connection{words}", file=sys.stderr)
             client.close()
 
 

@@ -11,7 +11,7 @@ import curses
 import os
 import sys
 
-from pychat.screen import NICK_STYLES, ScreenLike, View
+from pychat.screen import NICK_STYLES, ScreenError, ScreenLike, View
 from pychat.textwidth import char_width
 
 _BRACKETED_PASTE_ON = "\x1b[?2004h"
@@ -20,7 +20,10 @@ _BRACKETED_PASTE_OFF = "\x1b[?2004l"
 
 class CursesScreen(ScreenLike):
     def __init__(self) -> None:
-        self.win = curses.initscr()
+        try:
+            self.win = curses.initscr()
+        except curses.error as exc:  # e.g. no terminfo entry for $TERM
+            raise ScreenError(str(exc)) from None
         try:
             curses.raw()
             curses.noecho()
@@ -66,8 +69,18 @@ class CursesScreen(ScreenLike):
         return self.win.getmaxyx()
 
     def resize(self) -> None:
-        cols, rows = os.get_terminal_size(sys.stdout.fileno())
-        curses.resizeterm(rows, cols)
+        """Ask the terminal for its size and resize curses if its idea differs.
+
+        Called at start-up too: curses may have started with a size that was
+        already stale (a resize in the first milliseconds, or LINES/COLUMNS
+        in the environment, which curses prefers to asking the terminal).
+        """
+        try:
+            cols, rows = os.get_terminal_size(sys.stdout.fileno())
+        except OSError:
+            return
+        if (rows, cols) != self.win.getmaxyx():
+            curses.resizeterm(rows, cols)
         self.win.clear()
 
     def clear(self) -> None:

@@ -24,17 +24,27 @@ class View:
         self.more = more
 
 
+class ScreenError(Exception):
+    """The terminal cannot be used as a screen (an unknown TERM, for one)."""
+
+
 class ScreenLike:
     """The seam between the client and curses (implemented in client_ui)."""
 
     def size(self) -> tuple[int, int]:
+        """(rows, columns) of the screen as drawn."""
         raise NotImplementedError
 
     def resize(self) -> None:
+        """Match the terminal's real size: called at start-up and on every SIGWINCH."""
         raise NotImplementedError
 
     def clear(self) -> None:
         raise NotImplementedError
 
     def render(self, view: View) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Give the terminal back as it was; safe to call more than once."""
         raise NotImplementedError

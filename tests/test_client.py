@@ -39,6 +39,45 @@ def test_plain_mode_reads_a_file_on_stdin(server, tmp_path):
     assert "* #general: 1 user: filer" in result.stdout.decode().splitlines()
 
 
+@pytest.mark.parametrize("stdin", [b"first message\n", b"firstmessage\nsecond\n"])  # the second is a valid name
+def test_plain_mode_refused_name_sends_nothing_and_exits_1(server, stdin):
+    alice = server.client("alice")
+    result = subprocess.run([*CLIENT, "127.0.0.1", "--port", str(server.port), "--name", "alice"],
+                            input=stdin, capture_output=True, timeout=30)
+    assert result.returncode == 1, result
+    errors = result.stderr.decode().splitlines()
+    prefix = "pychat-client: the server refused the name alice: "
+    assert len(errors) == 1 and errors[0].startswith(prefix), errors
+    assert "alice" in errors[0][len(prefix):]  # the server's own reason follows
+    # The stdin line was never sent: not as a message, and not as a second try at a name.
+    seen = alice.sync()
+    assert not any("first" in line or "second" in line or "has joined" in line for line in seen), seen
+    assert server.log().count(" registered as ") == 1  # alice only
+
+
+def test_plain_mode_with_a_name_sends_a_file_on_stdin_once_the_name_is_accepted(server, tmp_path):
+    watcher = server.client("watcher")
+    script = tmp_path / "script.txt"
+    script.write_text("from a file\n/roominfo\n")
+    with open(script, "rb") as stdin:
+        result = subprocess.run([*CLIENT, "127.0.0.1", "--port", str(server.port), "--name", "filer"],
+                                stdin=stdin, capture_output=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert "* #general: 2 users: watcher, filer" in result.stdout.decode().splitlines()
+    watcher.expect(EVENT + r"#general filer: from a file$")
+
+
+def test_plain_mode_server_closing_before_the_name_is_accepted_is_status_1(make_server):
+    srv = make_server("--max-clients", "1")
+    holder = srv.client("only")  # the one place, held while the client tries
+    result = subprocess.run([*CLIENT, "127.0.0.1", "--port", str(srv.port), "--name", "bot"],
+                            input=b"never sent\n", capture_output=True, timeout=30)
+    assert result.returncode == 1
+    assert result.stderr.decode().splitlines() == [
+        "pychat-client: the server closed the connection before accepting the name bot: server full"]
+    holder.close()
+
+
 def test_bad_host_is_one_line_and_status_1():
     result = subprocess.run([*CLIENT, "no-such-host.invalid", "--plain"], capture_output=True,
                             text=True, timeout=30, stdin=subprocess.DEVNULL)
@@ -108,9 +147,11 @@ class Tmux:
         subprocess.run(["tmux", "-L", self.sock, "kill-server"], capture_output=True)
 
 
-def client_command(port: int, *args: str) -> str:
-    """The client in a shell that reports whether the terminal was restored, and the exit status."""
-    return (f"sh -c 'before=$(stty -g); {sys.executable} {ROOT / 'pychat_client.py'} 127.0.0.1 "
+def client_command(port: int, *args: str, env: str = "") -> str:
+    """The client in a shell that reports whether the terminal was restored, and the exit status.
+
+    ENV is put before the client's command (``NAME=value ...``): it applies to the client only."""
+    return (f"sh -c 'before=$(stty -g); {env} {sys.executable} {ROOT / 'pychat_client.py'} 127.0.0.1 "
             f"--port {port} {' '.join(args)}; status=$?; after=$(stty -g); "
             f"[ \"$before\" = \"$after\" ] && echo TERMINAL-RESTORED; echo EXIT=$status; sleep 60'")
 
@@ -192,7 +233,59 @@ def test_server_going_away_restores_the_terminal(make_server, tmp_path):
         srv.stop()
         screen = wait_exit(term)
         assert "TERMINAL-RESTORED" in screen and "EXIT=0" in screen
-        assert "pychat: the server closed the connection" in screen
+        assert "pychat-client: the server closed the connection: server shutting down" in screen, screen
+        assert not any(line.startswith("pychat:") for line in screen)
+    finally:
+        term.kill()
+
+
+def test_server_killed_after_a_message_adds_no_stale_words(make_server):
+    srv = make_server()
+    term = Tmux(80, 20, client_command(srv.port, "--name", "hank"))
+    try:
+        term.wait(lambda s: "hank | #general" in status_line(s), "the status line")
+        watcher = srv.client("watcher")
+        watcher.send("the last thing said")
+        term.wait(lambda s: any(line.endswith("watcher: the last thing said") for line in s), "the message")
+        srv.kill()
+        screen = wait_exit(term)
+        assert "TERMINAL-RESTORED" in screen
+        assert "pychat-client: the server closed the connection" in screen, screen  # the whole line
+    finally:
+        term.kill()
+
+
+@pytest.mark.parametrize("start", ["resized-right-after-start", "stale-LINES-and-COLUMNS"])
+def test_the_client_uses_the_final_terminal_size_from_the_start(server, start):
+    """A terminal resized in the client's first milliseconds (tiling window managers, scripted
+    tmux) must not leave the client at its first size. A stale LINES/COLUMNS in the environment
+    (which curses prefers over asking the terminal) is the same state made certain: curses starts
+    with one size, the terminal has another, and no SIGWINCH comes to tell."""
+    watcher = server.client("watcher")
+    if start == "resized-right-after-start":
+        term = Tmux(60, 15, client_command(server.port, "--name", "kim"))
+        term.resize(100, 30)
+    else:
+        term = Tmux(100, 30, client_command(server.port, "--name", "kim", env="LINES=15 COLUMNS=60"))
+    try:
+        term.wait(lambda s: "kim | #general" in status_line(s), "the status line")
+        watcher.expect(r"kim has joined")
+        watcher.send("x" * 150)  # one word longer than the screen is wide: it fills whole rows
+        screen = term.wait(lambda s: any("x" * 10 in line for line in s), "the long line")
+        assert len(screen) == 30 and "kim | #general" in screen[28], screen
+        assert "x" * 100 in screen, screen
+    finally:
+        term.kill()
+
+
+def test_an_unusable_terminal_is_one_line_and_status_1(server):
+    term = Tmux(100, 20, client_command(server.port, "--name", "lou", env="TERM=no-such-terminal"))
+    try:
+        screen = wait_exit(term)
+        assert "EXIT=1" in screen and "TERMINAL-RESTORED" in screen
+        output = [line for line in screen if line and line not in ("EXIT=1", "TERMINAL-RESTORED")]
+        assert output[0].startswith("pychat-client: cannot use this terminal"), screen
+        assert not any("Traceback" in line for line in screen)
     finally:
         term.kill()
 

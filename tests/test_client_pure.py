@@ -159,22 +159,59 @@ def test_fit_input_keeps_the_cursor_visible(text, data, width):
 
 # -- reading the server ------------------------------------------------------------------
 
-def test_chat_state_follows_the_server():
+TS = "[2026-11-21 10:00:00]"
+
+
+def joined_state(members=("ann", "bob", "cy")):
+    """A state as after logging in as ann and joining #general with MEMBERS."""
     s = ChatState()
     s.observe("* hello ann! /help lists the commands")
-    assert s.name == "ann"
-    assert s.observe("* you joined #general: 3 users here") is True
-    assert (s.room, s.count) == ("general", 3)
-    s.observe("* #general: 3 users: ann, bob, cy")
+    assert s.observe(f"* you joined #general: {len(members)} users here") is True  # ask for /roominfo
+    s.observe(f"* #general: {len(members)} users: {', '.join(members)}")
+    return s
+
+
+def test_chat_state_follows_the_server():
+    s = joined_state()
+    assert (s.name, s.room, s.count) == ("ann", "general", 3)
     assert s.members == {"ann", "bob", "cy"}
-    s.observe("[2026-11-21 10:00:00] #general * dee has joined")
-    s.observe("[2026-11-21 10:00:01] #general * bob has quit (bye)")
-    s.observe("[2026-11-21 10:00:02] #general * cy is now known as cyd")
-    s.observe("[2026-11-21 10:00:03] #other * zed has joined")
-    assert s.members == {"ann", "cyd", "dee"} and s.count == 3
     s.observe("* you are now known as anna")
     s.observe("* you left #general; you are in the hall (/list shows rooms)")
-    assert (s.name, s.room) == ("anna", None)
+    assert (s.name, s.room, s.members, s.count) == ("anna", None, set(), 0)
+
+
+def test_chat_state_follows_room_notices():
+    s = joined_state(("ann", "bob", "cy", "dan", "eve"))
+    s.observe(f"{TS} #general --> dee has joined")
+    s.observe(f"{TS} #general <-- bob has quit (bye)")
+    s.observe(f"{TS} #general <-- dan has left")
+    s.observe(f"{TS} #general <-- eve was kicked by ann (spam)")
+    s.observe(f"{TS} #general -- cy is now known as cyd")
+    s.observe(f"{TS} #general -- cyd set the topic: -- ann is now known as x")
+    s.observe(f"{TS} #other --> zed has joined")
+    s.observe(f"{TS} #other <-- cyd has left")
+    assert s.members == {"ann", "cyd", "dee"} and s.count == 3
+
+
+def test_actions_and_messages_that_look_like_notices_change_no_members():
+    s = joined_state()
+    for what in ("* dee has joined", "* bob has quit (bye)", "* bob has left", "* cy is now known as cyd",
+                 "* bob --> dee has joined", "bob: <-- cy has left", "bob: -- cy is now known as cyd"):
+        s.observe(f"{TS} #general {what}")
+    assert s.members == {"ann", "bob", "cy"} and s.count == 3
+
+
+def test_replayed_history_changes_no_members():
+    s = joined_state(("ann", "bob"))
+    s.observe("* last 4 messages of #general:")
+    s.observe(f"{TS} #general --> old has joined")
+    s.observe(f"{TS} #general old: from long ago")
+    s.observe(f"{TS} #general <-- bob has left")
+    s.observe(f"{TS} #general -- ann is now known as anne")
+    s.observe("* end of history of #general")
+    assert s.members == {"ann", "bob"} and s.count == 2
+    s.observe(f"{TS} #general --> new has joined")  # live again after the replay
+    assert s.members == {"ann", "bob", "new"} and s.count == 3
 
 
 def test_styles_for_line_kinds_and_mentions():
@@ -187,6 +224,20 @@ def test_styles_for_line_kinds_and_mentions():
     own = style_line("[2026-11-21 10:00:00] #general ann: mine", "ann")
     assert ("ann", "self") in own
     assert nick_style("Bob") == nick_style("bob")  # stable, case ignored
+
+
+def test_notices_are_styled_as_notices_and_actions_as_their_sender():
+    for what in ("--> bob has joined", "<-- bob has quit (bye)", "<-- bob was kicked by cy (x)",
+                 "-- bob is now known as rob", "-- cy set the topic: hi"):
+        segments = style_line(f"{TS} #general {what}", "ann")
+        assert segments[-1] == (what, "info"), segments
+    # An action that reads like a notice is still the action of its sender.
+    action = style_line(f"{TS} #general * alice has joined", "ann")
+    assert "".join(t for t, _ in action) == f"{TS} #general * alice has joined"
+    assert ("alice", nick_style("alice")) in action
+    assert not any(style == "info" for _, style in action)
+    assert style_line(f"{TS} #general * bob pokes Ann", "ann")[-1] == (" pokes Ann", "mention")
+    assert ("ann", "self") in style_line(f"{TS} #general * ann waves", "ann")
 
 
 def test_wrapped_segments_keep_their_styles():
