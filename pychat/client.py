@@ -293,7 +293,7 @@ _ROOMINFO = re.compile(r"^\* #(\S+?)(?: \(locked\))?: \d+ users?: (.*)$")
 # User text always follows "NAME: " or "* NAME ", so no user can write one.
 _NOTICE = re.compile(r"^(-->|<--|--) (\S+) (.*)$")
 _RENAMED = re.compile(r"^is now known as (\S+)$")
-_REPLAY = re.compile(r"^\* last \d+ messages? of #")
+_REPLAY = re.compile(r"^\* last (?:\d+ messages|message) of #")
 
 
 def nick_style(name: str) -> str:

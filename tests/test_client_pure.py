@@ -212,6 +212,10 @@ def test_replayed_history_changes_no_members():
     assert s.members == {"ann", "bob"} and s.count == 2
     s.observe(f"{TS} #general --> new has joined")  # live again after the replay
     assert s.members == {"ann", "bob", "new"} and s.count == 3
+    s.observe("* last message of #general:")  # the server's wording for a single one
+    s.observe(f"{TS} #general <-- new has left")
+    s.observe("* end of history of #general")
+    assert s.members == {"ann", "bob", "new"} and s.count == 3
 
 
 def test_styles_for_line_kinds_and_mentions():
