@@ -78,12 +78,17 @@ class LineClient:
     """A raw TCP client that reads the server's lines against deadlines."""
 
     def __init__(self, port: int, host: str = "127.0.0.1", timeout: float = DEFAULT_TIMEOUT,
-                 rcvbuf: int | None = None) -> None:
-        if rcvbuf is None:
+                 rcvbuf: int | None = None, source: str | None = None) -> None:
+        """RCVBUF sets a small receive window; SOURCE a local address to connect
+        from (any of 127/8 works on Linux), to stand for another client host."""
+        if rcvbuf is None and source is None:
             self.sock = socket.create_connection((host, port), timeout=timeout)
-        else:  # a small receive window: set before connecting so the kernel honours it
+        else:  # options set before connecting, so that the kernel honours them
             self.sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+            if rcvbuf is not None:
+                self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+            if source is not None:
+                self.sock.bind((source, 0))
             self.sock.settimeout(timeout)
             self.sock.connect((host, port))
         self.timeout = timeout

@@ -1,0 +1,540 @@
+"""Trust: nobody can freeze the server cheaply, fake what it says, pass for
+someone else, or read what is not theirs.
+
+Attackers connect from 127.0.0.1; bystanders from other loopback addresses
+(any of 127/8 reaches the server on Linux), as other hosts would.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import resource
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from helpers import EVENT, ROOT, LineClient, wait_for
+from pychat import roomkeys
+from pychat.history import HistoryStore
+from pychat.limits import HallLimits, Rate
+from pychat.model import ChatError, Hall, ListOutbox
+
+NOTICE = re.compile(EVENT + r"#\S+ (-->|<--|--) ")
+
+
+def rss(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+def round_trips(client: LineClient, seconds: float) -> list[float]:
+    """Time the client's one-line requests for SECONDS."""
+    times = []
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        start = time.monotonic()
+        client.sync()
+        times.append(time.monotonic() - start)
+    return times
+
+
+@pytest.fixture
+def cheap_keys(monkeypatch):
+    monkeypatch.setattr(roomkeys, "ITERATIONS", 10)
+
+
+def hall_with(**limits) -> Hall:
+    return Hall(HistoryStore(":memory:"), history_lines=5, limits=HallLimits(**limits))
+
+
+def user_in(hall: Hall, name: str, address: str = "10.0.0.1"):
+    return hall.register(name, ListOutbox(), address)
+
+
+# -- 1. slow work is budgeted per address and for the whole server ------------------------
+
+def test_key_guessing_from_one_address_does_not_freeze_anyone(make_server):
+    srv = make_server("--log-level", "info")  # the defaults: 10 lines/s, burst 20, 100 per address
+    owner = srv.client("owner", source="127.0.0.2")
+    owner.send("/create vault s3cret")
+    owner.expect("you joined #vault")
+    bystander = srv.client("bystander", source="127.0.0.3")
+    guessers = [srv.client(f"g{i}") for i in range(12)]
+    for i, g in enumerate(guessers):  # 480 guesses: about 10 s of hashing if all were checked
+        g.send_raw("".join(f"/join vault guess{i}x{n}\n" for n in range(40)).encode())
+    times = round_trips(bystander, 3.0)
+    assert max(times) < 1.0, f"a bystander waited {max(times):.2f} s"
+    told = guessers[-1].expect(r"^! (too many key checks from your address|the server is busy checking keys); "
+                               r"try again in \d+ s$")
+    assert told
+    owner.send("/leave")
+    owner.send("/join vault s3cret")  # the owner's address has its own budget
+    owner.expect("you joined #vault")
+
+
+def test_key_checks_have_a_per_address_and_a_server_wide_budget(cheap_keys):
+    hall = hall_with(checks_per_address=Rate(3, 0.5), checks_server=Rate(2, 8))
+    owner = user_in(hall, "owner", "10.0.0.9")
+    hall.create(owner, "vault", "right", 0.0)
+    guesser = user_in(hall, "guesser", "10.0.0.1")
+    now = 100.0
+    for n in range(3):
+        with pytest.raises(ChatError, match="wrong key"):
+            hall.join(guesser, "vault", f"guess{n}", now + n / 5)  # the server-wide budget keeps up
+    with pytest.raises(ChatError, match=r"^too many key checks from your address; try again in 2 s$"):
+        hall.join(guesser, "vault", "guess3", now + 0.4)
+    # Many addresses at the same moment: two checks, then the server says when.
+    others = [user_in(hall, f"u{i}", f"10.1.0.{i}") for i in range(3)]
+    for other in others[:2]:
+        with pytest.raises(ChatError, match="wrong key"):
+            hall.join(other, "vault", "nope", now + 10)
+    with pytest.raises(ChatError, match=r"^the server is busy checking keys; try again in 1 s$"):
+        hall.join(others[2], "vault", "right", now + 10)
+    hall.join(others[2], "vault", "right", now + 10.2)  # a moment later it is checked
+    assert others[2].room is hall.find_room("vault")
+    # The right key, once known, costs no check at all.
+    for i in range(20):
+        hall.leave(others[2], now + 11)
+        hall.join(others[2], "vault", "right", now + 11)
+
+
+def test_refused_checks_cost_no_hashing(cheap_keys, monkeypatch):
+    hall = hall_with(checks_per_address=Rate(1, 0.001))
+    owner = user_in(hall, "owner", "10.0.0.9")
+    hall.create(owner, "vault", "right", 0.0)
+    calls = []
+    real = roomkeys.verify_key
+    monkeypatch.setattr("pychat.model.verify_key", lambda k, h: calls.append(k) or real(k, h))
+    guesser = user_in(hall, "guesser")
+    for n in range(50):
+        with pytest.raises(ChatError):
+            hall.join(guesser, "vault", f"g{n}", 1.0)
+    assert calls == ["g0"]
+
+
+# -- 2. rooms: paced creation, a cap, idle rooms forgotten, bounded lists ----------------
+
+def test_room_creation_is_paced_per_user_and_per_address():
+    hall = hall_with(rooms_per_user=Rate(3, 1 / 10), rooms_per_address=Rate(10, 1 / 6))
+    alice = user_in(hall, "alice")
+    for n in range(3):
+        hall.create(alice, f"a{n}", None, 0.0)
+    with pytest.raises(ChatError, match=r"^you are creating rooms too fast; try again in 10 s$"):
+        hall.create(alice, "a3", None, 0.0)
+    hall.join(alice, "a3", None, 10.0)  # a join that creates counts the same; 10 s later it is allowed
+    # Other users from the same address share its budget of 10.
+    mates = [user_in(hall, f"m{i}") for i in range(3)]
+    made = 4
+    with pytest.raises(ChatError, match=r"^too many rooms created from your address; try again in \d+ s$"):
+        for mate in mates:
+            for n in range(3):
+                hall.create(mate, f"{mate.name}r{n}", None, 10.0)
+                made += 1
+    assert made == 10
+    outsider = user_in(hall, "outsider", "10.9.9.9")  # another address is not affected
+    hall.create(outsider, "elsewhere", None, 10.0)
+
+
+def test_max_rooms_and_per_address_off(make_server):
+    srv = make_server("--max-rooms", "2", "--max-per-ip", "0")
+    alice, bob = srv.client("alice"), srv.client("bob")
+    alice.send("kept by its history")
+    bob.send("/create second")
+    bob.expect("you joined #second")
+    bob.send("history here too")
+    bob.send("/create third")
+    assert bob.expect("^!") == "! the server holds its maximum of 2 rooms; join an existing one (/list shows them)"
+
+
+def test_idle_rooms_are_forgotten_rooms_with_history_are_kept(tmp_path, make_server):
+    db = str(tmp_path / "rooms.db")
+    srv = make_server(db=db)
+    alice, bob = srv.client("alice"), srv.client("bob")
+    alice.send("/create scratch k1")
+    alice.expect("you joined #scratch")
+    alice.send("/create talk")
+    alice.expect("you joined #talk")  # #scratch is empty and never had a message
+    alice.send("words keep a room")
+    alice.send("/leave")
+    alice.expect("you left #talk")
+    bob.send("/list")
+    listing = bob.lines_until(r"^\*\s+#talk")
+    assert not any("scratch" in line for line in listing)
+    bob.send("/create scratch k2")  # the name is free again, with another key
+    bob.expect(r"you joined #scratch \(locked\)")
+    srv.stop()
+    rooms = {row[0] for row in sqlite3.connect(db).execute("SELECT name FROM rooms")}
+    assert rooms == {"general", "talk"}  # the last #scratch was empty at shutdown too
+
+
+def test_greeting_and_list_are_bounded_busiest_first():
+    hall = hall_with(rooms_per_user=Rate(1e9, 1), rooms_per_address=Rate(1e9, 1))
+    maker = user_in(hall, "maker")
+    for n in range(60):
+        hall.join(maker, f"room{n:02}", None, 0.0)
+        hall.say(maker, "keep", 0.0)
+    crowd = [user_in(hall, f"c{i}") for i in range(5)]
+    for i, user in enumerate(crowd):
+        hall.join(user, "room07" if i < 3 else "room42", None, 1.0)
+    greeting = hall.room_list(limit=10)
+    assert greeting[0] == "60 rooms, busiest first:"
+    assert greeting[1:4] == ["  #room07: 3 users", "  #room42: 2 users", "  #room59: 1 user"]
+    assert len(greeting) == 12
+    assert greeting[-1] == "and 50 more: /list PATTERN shows the rooms whose name contains PATTERN"
+    full = hall.room_list()
+    assert len(full) == 52 and full[-1].startswith("and 10 more:")
+    assert hall.room_list("ROOM1") == ["10 rooms, busiest first:"] + [f"  #room1{n}: 0 users" for n in range(10)]
+    assert hall.room_list("room5?") == ["10 rooms, busiest first:"] + [
+        "  #room59: 1 user"] + [f"  #room5{n}: 0 users" for n in range(9)]
+    assert hall.room_list("nothing") == ["no room matches 'nothing'"]
+    hall.check_invariants()
+
+
+def test_list_pattern_and_greeting_over_the_wire(make_server):
+    srv = make_server("--max-per-ip", "0")
+    alice = srv.client("alice")
+    for name in ("dev", "devops", "design"):
+        alice.send(f"/join {name}")
+        alice.expect(f"you joined #{name}")
+        alice.send("hello")
+    alice.send("/list dev")
+    lines = alice.lines_until(r"^\*\s+#devops")
+    assert lines[-3:] == ["* 2 rooms, busiest first:", "*   #dev: 0 users", "*   #devops: 1 user"] or \
+        lines[-3:] == ["* 2 rooms, busiest first:", "*   #devops: 1 user", "*   #dev: 0 users"]
+    newcomer = LineClient(srv.port)
+    newcomer.give_name("newcomer")
+    greeting = newcomer.lines_until(r"^\* you joined")
+    assert "* 4 rooms, busiest first:" in greeting
+
+
+def test_no_empty_room_list_right_before_joining_the_default_room(server):
+    c = LineClient(server.port)
+    c.give_name("first")
+    lines = c.lines_until(r"^\* you joined #general")
+    assert not any("no rooms yet" in line for line in lines)
+
+
+# -- 3. a flooding client's waiting input stays compact ----------------------------------
+
+def test_a_flooding_clients_waiting_input_stays_compact(make_server):
+    srv = make_server("--default-room", "", "--max-per-ip", "0")
+    flooders = [srv.client(f"f{i}") for i in range(40)]
+    before = rss(srv.proc.pid)
+    chunk = b"ab\n" * 21845  # one 64 KiB read: 21,845 lines
+    for f in flooders:
+        f.sock.setblocking(False)
+        try:
+            f.sock.send(chunk * 4)
+        except BlockingIOError:
+            pass
+        f.sock.setblocking(True)
+    for f in flooders:  # each was read: its first lines were answered
+        f.expect(r"^! you are not in a room")
+    per_client = (rss(srv.proc.pid) - before) / len(flooders)
+    assert per_client < 400 * 1024, f"{per_client / 1024:.0f} KiB per flooding client"
+
+
+# -- 4. the log: never blocking, throttled, without what users say ----------------------
+
+def start_with_unread_stderr(tmp_path, *args: str) -> tuple[subprocess.Popen, int]:
+    proc = subprocess.Popen([sys.executable, str(ROOT / "pychat_server.py"), "127.0.0.1", "--port", "0",
+                             "--db", ":memory:", *args], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                            stdin=subprocess.DEVNULL, cwd=tmp_path)
+    assert proc.stderr is not None
+    for line in proc.stderr:  # read only up to the port; nobody reads stderr after that
+        match = re.search(rb"listening on \S+ port (\d+)", line)
+        if match:
+            return proc, int(match.group(1))
+    raise AssertionError("the server did not start")
+
+
+def test_an_unread_stderr_never_stops_the_server(tmp_path):
+    proc, port = start_with_unread_stderr(tmp_path, "--log-level", "debug", "--max-per-ip", "0")
+    try:
+        bystander = LineClient(port, source="127.0.0.250")
+        bystander.register("bystander")
+        # Log lines from 40 addresses: far more than a pipe holds (64 KiB).
+        for host in range(2, 42):
+            for n in range(8):
+                s = socket.socket()
+                s.settimeout(10)
+                s.bind((f"127.0.0.{host}", 0))
+                s.connect(("127.0.0.1", port))
+                s.sendall(f"h{host}n{n}\n/nick h{host}m{n}\n/quit\n".encode())
+                while s.recv(65536):
+                    pass
+                s.close()
+        times = round_trips(bystander, 0.5)
+        assert max(times) < 2.0
+        assert proc.poll() is None
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_the_log_sink_drops_and_counts_when_nobody_reads(tmp_path):
+    from pychat.logsink import NonBlockingStderr
+    read_end, write_end = os.pipe()
+    try:
+        sink = NonBlockingStderr(write_end)
+        line = "x" * 99 + "\n"
+        start = time.monotonic()
+        for _ in range(10_000):  # 1 MB into a 64 KiB pipe
+            sink.write(line)
+            sink.flush()
+        assert time.monotonic() - start < 5  # it never waited for a reader
+        assert sink.dropped > 0
+        os.set_blocking(read_end, False)
+        got = b""
+        while True:
+            sink.flush()
+            try:
+                chunk = os.read(read_end, 1 << 20)
+            except BlockingIOError:
+                if not sink.pending:
+                    break
+                continue
+            got += chunk
+        assert re.search(rb"WARNING \d+ log lines were dropped: stderr was not being read\n$", got)
+        sink.close()
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+
+
+def test_repeated_refusals_from_one_address_are_throttled_in_the_log(make_server):
+    srv = make_server("--max-per-ip", "1")
+    holder = srv.client("holder")  # noqa: F841  (the one connection allowed)
+    for _ in range(300):
+        c = LineClient(srv.port)
+        assert c.read_line().startswith("! too many")
+        c.close()
+    refusals = [line for line in srv.log().splitlines() if "refused 127.0.0.1" in line]
+    assert 10 <= len(refusals) <= 60
+
+    def suppressed_said():
+        c = LineClient(srv.port)
+        c.read_line()
+        c.close()
+        return re.search(r"refused .*\((\d+) more log lines from 127\.0\.0\.1 were suppressed\)", srv.log())
+
+    assert int(wait_for(suppressed_said, interval=0.2, what="the count of suppressed lines").group(1)) > 200
+
+
+def test_what_users_say_never_reaches_the_log(make_server):
+    srv = make_server("--log-level", "debug")
+    alice, bob = srv.client("alice"), srv.client("bob")
+    alice.send("/create vault s3cret-key")
+    alice.expect("you joined #vault")
+    alice.send("the vault code is 4711")
+    alice.send("/me hides 4712")
+    alice.send("/dm bob direct 4713")
+    bob.expect("direct 4713")
+    alice.send("/bc broadcast 4714")
+    bob.expect("broadcast 4714")
+    alice.send("/quit leaving 4715")
+    alice.wait_closed()
+    bob.sync()
+    log = srv.log()
+    assert "alice" in log and "vault" in log  # names and rooms are logged
+    for said in ("4711", "4712", "4713", "4714", "4715", "s3cret-key"):
+        assert said not in log
+
+
+# -- 5. a failed commit withholds its output and harms nothing stored before -------------
+
+def test_a_failed_commit_withholds_the_batch_and_mixes_no_rooms(tmp_path):
+    db = str(tmp_path / "chat.db")
+
+    def ignore_sigxfsz():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG
+
+    proc = subprocess.Popen([sys.executable, str(ROOT / "pychat_server.py"), "127.0.0.1", "--port", "0",
+                             "--db", db, "--flood-rate", "0"], stderr=subprocess.PIPE,
+                            stdout=subprocess.DEVNULL, stdin=subprocess.DEVNULL, cwd=tmp_path,
+                            preexec_fn=ignore_sigxfsz)
+    log_lines: list[str] = []
+    port_seen = threading.Event()
+
+    def read_log():  # a pipe: not subject to the file-size limit
+        for raw in proc.stderr:
+            log_lines.append(raw.decode(errors="replace"))
+            if "listening on" in log_lines[-1]:
+                port_seen.set()
+
+    threading.Thread(target=read_log, daemon=True).start()
+    try:
+        assert port_seen.wait(10)
+        port = int(re.search(r"port (\d+)", next(l for l in log_lines if "listening on" in l)).group(1))
+        alice, bob = LineClient(port), LineClient(port)
+        alice.register("alice")
+        bob.register("bob")
+        alice.send("stored one")
+        bob.expect("alice: stored one$")
+
+        _, hard = resource.prlimit(proc.pid, resource.RLIMIT_FSIZE)
+        resource.prlimit(proc.pid, resource.RLIMIT_FSIZE, (1, hard))  # no file can grow now
+        alice.send("lost one")
+        assert alice.expect("^!") == ("! your message could not be stored (the server cannot write its history), "
+                                      "so nobody received it; try again later")
+        carol = LineClient(port, source="127.0.0.2")
+        carol.register("carol")
+        carol.send("/create vault k")
+        carol.expect("you joined #vault")
+        carol.send("vault secret")
+        carol.expect("^! your message could not be stored")
+
+        resource.prlimit(proc.pid, resource.RLIMIT_FSIZE, (hard, hard))
+        carol.send("vault second")
+        carol.sync()
+        assert not any(line.startswith("!") for line in carol.sync())
+        dave = LineClient(port, source="127.0.0.3")
+        dave.register("dave")
+        dave.send("/create open")
+        dave.expect("you joined #open")
+        dave.send("open words")
+        dave.sync()
+        erin = LineClient(port, source="127.0.0.4")
+        erin.register("erin")
+        erin.send("/join open")
+        replay = erin.lines_until(r"^\* end of history")
+        assert any(line.endswith("dave: open words") for line in replay)
+        assert not any("vault" in line for line in replay)
+        alice.send("stored two")
+        bob.expect("alice: stored two$")
+        assert not any("lost one" in line for line in bob.seen)
+        assert any(re.search(r"history write failed, [1-9]\d* events not stored", line) for line in log_lines)
+    finally:
+        proc.kill()
+        proc.wait()
+    store = HistoryStore(db)
+    rooms = {r.name: r.id for r in store.rooms()}
+    assert set(rooms) == {"general", "vault", "open"} and len(set(rooms.values())) == 3
+    assert [e.text for e in store.recent(rooms["general"], 10)] == ["stored one", "stored two"]
+    assert [e.text for e in store.recent(rooms["vault"], 10)] == ["vault second"]
+    assert [e.text for e in store.recent(rooms["open"], 10)] == ["open words"]
+    store.close()
+
+
+# -- 6. nobody can fake a notice, pass for someone else, or see into a locked room ------
+
+def test_notices_cannot_be_imitated(make_server):
+    srv = make_server()
+    alice, bob = srv.client("alice"), srv.client("bob")
+    alice.send("/me has joined")
+    alice.send("--> mallory has joined")
+    alice.send("/me <-- bob has quit")
+    fakes = [bob.expect("has joined$"), bob.expect("mallory"), bob.expect("bob has quit")]
+    carol = srv.client("carol")
+    real = bob.expect("carol has joined")
+    assert NOTICE.match(real) and real.endswith("#general --> carol has joined")
+    for fake in fakes:
+        assert not NOTICE.match(fake), fake
+    for name in ("-->", "--", "<--", "-", ".", "..", "_x"):
+        c = LineClient(srv.port)
+        c.give_name(name)
+        assert c.read_line().startswith("! invalid name"), name
+    carol.sync()
+
+
+def test_a_locked_rooms_members_are_not_shown_to_outsiders(make_server):
+    srv = make_server()
+    alice, bob, carol = srv.client("alice"), srv.client("bob"), srv.client("carol")
+    alice.send("/create vault k")
+    alice.expect("you joined #vault")
+    bob.send("/join vault k")
+    bob.expect("you joined #vault")
+    carol.send("/users")
+    assert carol.lines_until(r"carol in")[-3:] == [
+        "*   alice in a private room", "*   bob in a private room", "*   carol in #general"]
+    bob.send("/users")
+    assert bob.lines_until(r"carol in")[-3:] == [
+        "*   alice in #vault", "*   bob in #vault", "*   carol in #general"]
+
+
+# -- 7. rough edges ---------------------------------------------------------------------
+
+def test_quit_and_help_work_at_the_name_prompt(server):
+    c = LineClient(server.port)
+    c.expect("what is your name")
+    c.send("/help")
+    c.lines_until(r"/help COMMAND shows")
+    c.expect("what is your name")
+    c.send("/join general")
+    assert c.read_line() == "! choose a name first (or /quit to leave, /help for the commands)"
+    c.expect("what is your name")
+    c.send("/quit")
+    assert c.read_line() == "* goodbye!"
+    assert c.wait_closed() == []
+    watcher = server.client("watcher")
+    watcher.send("/users")
+    assert watcher.expect(r"^\* \d+ users? online") == "* 1 user online:"  # no user called "/quit"
+
+
+def server_cli(*args: str, timeout: float = 20) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "pychat_server.py"), *args],
+                          capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+def test_a_bad_default_room_is_refused_at_start():
+    result = server_cli("127.0.0.1", "--port", "0", "--db", ":memory:", "--default-room", "bad room!")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == (
+        "pychat-server: error: argument --default-room: 'bad room!' is not a valid room name: "
+        "a room name may hold letters, digits, '_' and '-' only")
+
+
+def test_flag_errors_say_what_is_wrong():
+    result = server_cli("--port", "abc")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == \
+        "pychat-server: error: argument --port: not a port number (0-65535): 'abc'"
+    result = server_cli("--max-line", "lots")
+    assert result.stderr.strip().splitlines()[-1] == \
+        "pychat-server: error: argument --max-line: not a whole number: 'lots'"
+
+
+def test_a_port_in_use_is_one_plain_line(server):
+    result = server_cli("127.0.0.1", "--port", str(server.port), "--db", ":memory:")
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == \
+        f"pychat-server: cannot listen on 127.0.0.1 port {server.port}: Address already in use"
+
+
+def test_one_replayed_message_is_singular_and_long_ones_are_clipped(server):
+    alice = server.client("alice")
+    alice.send("w" * 4000)
+    alice.sync()
+    bob = LineClient(server.port)
+    bob.give_name("bob")
+    replay = bob.lines_until(r"^\* end of history")
+    assert "* last message of #general:" in replay
+    clipped = next(line for line in replay if "alice: w" in line)
+    assert clipped.endswith("alice: " + "w" * 400 + "... [3600 more characters: /history shows it whole]")
+    bob.send("/history")
+    whole = bob.lines_until(r"^\* end of history")
+    assert any(line.endswith("alice: " + "w" * 4000) for line in whole)
+
+
+def test_a_dropped_slow_reader_is_reset_not_trickled(make_server):
+    """The kernel's buffers for a reader that was dropped are thrown away at once."""
+    srv = make_server("--sendq", "65536", "--flood-rate", "0")
+    lazy = LineClient(srv.port, rcvbuf=4096)
+    lazy.register("lazy")
+    sender, watcher = srv.client("sender"), srv.client("watcher")
+    sender.send_raw(("x" * 3000 + "\n").encode() * 1000)
+    watcher.expect(r"<-- lazy has quit \(send queue exceeded\)$", timeout=30)
+    lazy.sock.settimeout(10)
+    with pytest.raises(ConnectionResetError):
+        while lazy.sock.recv(1 << 20):
+            pass
