@@ -2,17 +2,28 @@
 
 Everything a client sends is decoded and sanitized here before the core
 sees it, so the core only ever handles clean ``str`` that cannot drive
-another user's terminal.
+another user's terminal, reorder its line with bidi controls, or hide
+characters in it.
+
+User names are displayed in NFKC form and compared by ``name_key``: NFKC,
+case folding and a look-alike skeleton (pychat.confusables), so that no
+one can pass for another user with a name that looks the same. Accounts
+store these keys: changing the skeleton table, or how a key is made,
+changes keys, and stored keys must then be recomputed from stored names.
 """
 
 from __future__ import annotations
 
 import re
 import unicodedata
-from typing import Final
+from typing import Final, Iterable
+
+from pychat.confusables import skeleton_table
 
 MAX_NAME: Final = 20
 MAX_ROOM: Final = 32
+
+# -- decoding and sanitizing --------------------------------------------------
 
 # Telnet: IAC (255) starts a command. IAC IAC is a literal 255, IAC SB ... IAC
 # SE a subnegotiation, WILL/WONT/DO/DONT (251-254) take one option byte,
@@ -27,7 +38,52 @@ _ESCAPES = re.compile(
     r"|\x1b[ -/]*[0-~]?",
     re.S,
 )
-_CONTROLS = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
+
+# Invisible characters removed from all relayed text: every format character
+# (category Cf) but the joiners, the tags and the visible Arabic, Syriac and
+# Kaithi number signs (U+0600-U+0605, U+06DD, U+070F, U+0890-U+0891, U+08E2,
+# U+110BD, U+110CD), which are drawn over the digits that follow them. By
+# code point: soft hyphen; Arabic letter mark; Mongolian vowel separator;
+# zero width space; LRM and RLM; bidi embeddings and overrides; word joiner,
+# invisible operators, bidi isolates and the deprecated format characters
+# (with the unassigned U+2065); zero width no-break space (BOM); interlinear
+# annotation (with the unassigned U+FFF0-U+FFF8); Egyptian hieroglyph,
+# shorthand and musical format controls; the language tag, and the
+# unassigned code points of the tag and variation selector block, reserved
+# for invisible characters. Lone surrogates (never from decode_line) are
+# removed too: they cannot be sent as UTF-8.
+_INVISIBLE_BMP: Final = (
+    r"\u00ad\u061c\u180e\u200b\u200e\u200f\u202a-\u202e\u2060-\u206f\ufeff\ufff0-\ufffb\ud800-\udfff"
+)
+_INVISIBLE_ASTRAL: Final = (
+    r"\U00013430-\U0001343f\U0001bca0-\U0001bca3\U0001d173-\U0001d17a"
+    r"\U000e0000-\U000e001f\U000e0080-\U000e00ff\U000e01f0-\U000e0fff"
+)
+_INVISIBLE: Final = _INVISIBLE_BMP + _INVISIBLE_ASTRAL
+# Removed outright: C0 (but TAB, replaced before), DEL, C1, and the
+# invisibles. Split in two because re tests a class holding characters
+# beyond U+FFFF range by range, several times slower than a BMP-only class,
+# and most lines hold no character beyond U+FFFF at all.
+_DROP = re.compile(rf"[\x00-\x08\x0a-\x1f\x7f-\x9f{_INVISIBLE_BMP}]")
+_DROP_ASTRAL = re.compile(rf"[{_INVISIBLE_ASTRAL}]")
+_ASTRAL = re.compile(r"[\U00010000-\U0010ffff]")
+_ESCAPE_START = re.compile(r"[\x1b\x9b\x90\x98\x9d\x9e\x9f]")
+
+ZWNJ: Final = "\u200c"
+ZWJ: Final = "\u200d"
+_JOINERS = re.compile(r"[\u200c\u200d]")
+# An emoji tag sequence (black flag, tags, cancel tag: the flags of England,
+# Scotland, Wales) is kept whole; any other tag character is removed.
+_TAGS = re.compile(r"(\U0001f3f4[\U000e0020-\U000e007e]+\U000e007f)|[\U000e0020-\U000e007f]+")
+_TAG = re.compile(r"[\U000e0020-\U000e007f]")
+_EMOJI_MODIFIERS: Final = frozenset("\ufe0f\U0001f3fb\U0001f3fc\U0001f3fd\U0001f3fe\U0001f3ff")
+# Scripts whose spelling needs ZWNJ/ZWJ between two of their letters:
+# Persian and the other Arabic-script languages, Syriac, N'Ko and Mongolian
+# (joining forms), and the Indic scripts (half forms and conjuncts).
+_JOINING_SCRIPTS: Final = frozenset({
+    "ARABIC", "SYRIAC", "NKO", "MONGOLIAN", "DEVANAGARI", "BENGALI", "GURMUKHI", "GUJARATI",
+    "ORIYA", "TAMIL", "TELUGU", "KANNADA", "MALAYALAM", "SINHALA",
+})
 
 
 def strip_telnet(raw: bytes) -> bytes:
@@ -38,17 +94,20 @@ def strip_telnet(raw: bytes) -> bytes:
 
 
 def sanitize(text: str) -> str:
-    """Remove control characters and escape sequences; TAB becomes a space.
+    """Make TEXT safe to relay to other users' terminals.
 
-    The result contains no C0 (but TAB), DEL or C1 character, hence no
-    escape sequence can start in it, and sanitizing it again changes nothing.
+    Removes control characters (C0 but TAB, DEL, C1) with the escape
+    sequences they start, bidi controls and invisible format characters
+    (see _INVISIBLE). ZWJ survives only inside an emoji ZWJ sequence or
+    between two letters of a script that needs it (_JOINING_SCRIPTS), ZWNJ
+    only in the latter, tag characters only inside an emoji tag sequence.
+    TAB, U+2028 and U+2029 become spaces. Sanitizing again changes nothing.
     """
+    # Most lines hold no control, format or separator character at all, and
+    # isprintable() says so in one fast pass.
     if text.isprintable():
         return text
-    if "\x1b" in text or "\x9b" in text or any(c in text for c in "\x90\x98\x9d\x9e\x9f"):
-        text = _ESCAPES.sub("", text)
-    text = text.replace("\t", " ")
-    return _CONTROLS.sub("", text)
+    return _clean(text)
 
 
 def decode_line(raw: bytes) -> str:
@@ -56,37 +115,235 @@ def decode_line(raw: bytes) -> str:
     if b"\xff" in raw:
         raw = _TELNET.sub(b"", raw)
     text = raw.decode("utf-8", "replace")
-    return text if text.isprintable() else sanitize(text)
+    return text if text.isprintable() else _clean(text)
+
+
+def _clean(text: str) -> str:
+    """The slow path of sanitize(), for text that is not all printable."""
+    if _ESCAPE_START.search(text):
+        text = _ESCAPES.sub("", text)
+    text = text.replace("\t", " ").replace("\u2028", " ").replace("\u2029", " ")
+    text = _DROP.sub("", text)
+    if _ASTRAL.search(text):
+        text = _DROP_ASTRAL.sub("", text)
+        if _TAG.search(text):
+            text = _TAGS.sub(_keep_tag_sequence, text)
+    if ZWJ in text or ZWNJ in text:
+        # Joiners go last, so that their neighbours are what will be sent.
+        text = _JOINERS.sub(_keep_joiner, text)
+    return text
+
+
+def _keep_tag_sequence(match: re.Match[str]) -> str:
+    return match.group(1) or ""
+
+
+def _keep_joiner(match: re.Match[str]) -> str:
+    """The joiner if its neighbours need it, else nothing."""
+    text, i = match.string, match.start()
+    before = text[i - 1] if i else ""
+    after = text[i + 1:i + 2]
+    if not before or not after:
+        return ""
+    joiner = match.group()
+    if joiner == ZWJ and _is_pictograph(after):
+        # An emoji may carry a variation selector or a skin tone before the ZWJ.
+        base = text[i - 2] if before in _EMOJI_MODIFIERS and i >= 2 else before
+        if _is_pictograph(base):
+            return joiner
+    if _is_letter_or_mark(before) and _is_letter_or_mark(after):
+        script = script_of(before)
+        if script in _JOINING_SCRIPTS and script_of(after) == script:
+            return joiner
+    return ""
+
+
+def _is_pictograph(ch: str) -> bool:
+    """An emoji that may take part in a ZWJ sequence: a symbol (So) in the
+    arrows-to-miscellaneous-symbols blocks or the emoji planes' blocks."""
+    o = ord(ch)
+    return (0x2190 <= o <= 0x2BFF or o >= 0x1F000) and unicodedata.category(ch) == "So"
+
+
+def _is_letter_or_mark(ch: str) -> bool:
+    return unicodedata.category(ch)[0] in "LM"
+
+
+# -- scripts -------------------------------------------------------------------
+
+# unicodedata has no script property, but a letter's name starts with its
+# script: LATIN SMALL LETTER A, CYRILLIC SMALL LETTER A, CJK UNIFIED
+# IDEOGRAPH-540D. These are the first words that say it differently.
+_SCRIPT_WORDS: Final = {
+    "CJK": "HAN",
+    "IDEOGRAPHIC": "HAN",           # 々 iteration mark, 〆 closing mark
+    "KATAKANA-HIRAGANA": "KATAKANA",  # ー prolonged sound mark
+    "MASU": "KATAKANA",             # 〼
+    "HENTAIGANA": "HIRAGANA",
+    "TURNED": "LATIN",              # Ⅎ ⅎ
+    "ROMAN": "LATIN",               # Ↄ
+}
+# Scripts named by two words, whose first word alone is shared.
+_TWO_WORD_SCRIPTS: Final = frozenset({"OLD", "LINEAR", "TAI", "INSCRIPTIONAL"})
+# Letters that belong to no script: modifier letters (ʼ ˈ ː look like
+# punctuation), the caron and the vertical tilde.
+_NO_SCRIPT: Final = frozenset({"MODIFIER", "CARON", "VERTICAL"})
+_EXCEPTIONS: Final = {"\u303b": "HAN"}  # VERTICAL IDEOGRAPHIC ITERATION MARK
+# Scripts that may share one name: Japanese, Korean and Chinese with Bopomofo.
+_SCRIPT_MIXES: Final = (
+    frozenset({"HAN", "HIRAGANA", "KATAKANA"}),
+    frozenset({"HAN", "HANGUL"}),
+    frozenset({"HAN", "BOPOMOFO"}),
+)
+
+
+def script_of(ch: str) -> str | None:
+    """The script of a letter or combining mark, from its Unicode name.
+
+    "LATIN", "CYRILLIC", "HAN", "OLD ITALIC", ...; None for a character
+    whose name names no script. For a mark the result is the first word of
+    its name, so marks shared by all scripts give "COMBINING".
+    """
+    if ch.isascii():
+        return "LATIN" if ch.isalpha() else None
+    if ch in _EXCEPTIONS:
+        return _EXCEPTIONS[ch]
+    name = unicodedata.name(ch, "")
+    if not name:
+        # Tangut ideographs have no name in some Python versions.
+        return "TANGUT" if 0x17000 <= ord(ch) < 0x18D80 else None
+    words = name.split()
+    if words[0] in _TWO_WORD_SCRIPTS and len(words) > 1:
+        return f"{words[0]} {words[1]}"
+    if words[0] in _NO_SCRIPT:
+        return None
+    return _SCRIPT_WORDS.get(words[0], words[0])
+
+
+# -- user names ----------------------------------------------------------------
+
+_NAME_PUNCTUATION: Final = frozenset("_-.")
+# Letters and marks that draw nothing (Hangul fillers, Khmer inherent
+# vowels, Mongolian variation selectors): a name of them looks empty or
+# like another name.
+_INVISIBLE_LETTERS: Final = frozenset("\u115f\u1160\u3164\uffa0\u17b4\u17b5\u180b\u180c\u180d\u180f")
+# Marks a letter may carry in the scripts that write vowels and tones as
+# marks (Devanagari, Thai, Hebrew points, ...): enough for real spelling,
+# too few to stack marks over the line above or below.
+MAX_MARKS: Final = 3
+
+# Not part of a name's look: invisible characters, and the stretching
+# characters (Arabic tatweel, N'Ko lajanyalan) that only lengthen a stroke.
+_KEY_IGNORED = re.compile(
+    rf"[{_INVISIBLE}\u200c\u200d\U000e0020-\U000e007f\u034f\ufe00-\ufe0f\U000e0100-\U000e01ef"
+    r"\u115f\u1160\u3164\u17b4\u17b5\u180b-\u180f\u0640\u07fa]"
+)
+_SKELETON: Final = skeleton_table()
 
 
 def fold(name: str) -> str:
-    """The key under which names and rooms are compared: case ignored."""
+    """The key under which room names are compared: case ignored."""
     return name.casefold()
 
 
-def _name_char(ch: str) -> bool:
-    return ch.isalnum() or ch in "_-."
-
-
 def normalize_name(name: str) -> str:
-    """NFC form, so that visually equal names compare equal."""
-    return unicodedata.normalize("NFC", name)
+    """NAME in NFKC form: the form in which a user name is checked, stored
+    and displayed. Fullwidth, ligature, superscript and other compatibility
+    forms become their plain letters and digits (ａ -> a, ﬁ -> fi, ² -> 2)."""
+    return unicodedata.normalize("NFKC", name)
+
+
+def name_key(name: str) -> str:
+    """The key under which user names are compared.
+
+    NFKC, case folding, and a look-alike skeleton: characters that can be
+    taken for one another (Cyrillic а and Latin a, I and l and 1, O and 0,
+    katakana カ and the ideograph 力) map to one representative, after the
+    name is decomposed so that accents are kept (Cyrillic ё gives ë);
+    invisible characters and Arabic tatweel are dropped. Two names that
+    look alike get one key; so do some that merely could (bill, biil).
+    Deterministic, idempotent, and name_key(normalize_name(x)) equals
+    name_key(x). The key is for comparing only, never for display.
+    """
+    key = unicodedata.normalize("NFKC", name).casefold()
+    # NFKC again as NFKC_Casefold does, should folding ever yield a
+    # compatibility character (none does in Unicode 14); then NFD, as the
+    # skeleton works on letters with their marks split off.
+    key = unicodedata.normalize("NFD", unicodedata.normalize("NFKC", key))
+    key = _KEY_IGNORED.sub("", key).translate(_SKELETON)
+    return unicodedata.normalize("NFC", key)
 
 
 def name_problem(name: str) -> str | None:
-    """Why NAME is not a valid user name, or None if it is."""
+    """Why NAME (normalized) is not a valid user name, or None if it is.
+
+    A name is 1-MAX_NAME characters: letters of one script (Japanese may
+    mix Han, hiragana and katakana; Korean Han and Hangul; Chinese Han and
+    Bopomofo), the ASCII digits 0-9, '_', '-' and '.', starting with a
+    letter or digit. Other digits are refused: some imitate punctuation or
+    Latin letters (Arabic-Indic zero is a dot, five a circle). A combining
+    mark is allowed only where it spells its own script (Devanagari vowel
+    signs, Thai tones), at most MAX_MARKS on a letter; accents on Latin,
+    Greek or Cyrillic letters must compose into one character under NFKC.
+    """
     if not name:
         return "a name needs at least one character"
     if len(name) > MAX_NAME:
         return f"a name has at most {MAX_NAME} characters"
-    if not all(_name_char(c) for c in name):
-        return "a name may hold letters, digits, '_', '-' and '.' only"
+    scripts: list[str] = []
+    base: str | None = None  # script of the letter that marks may follow
+    marks: list[str] = []    # marks on that letter so far
+    for ch in name:
+        if ch in _NAME_PUNCTUATION or "0" <= ch <= "9":
+            base, marks = None, []
+        elif ch in _INVISIBLE_LETTERS:
+            return f"{_describe(ch)} is invisible and not allowed in a name"
+        elif ch.isalpha():
+            script = script_of(ch)
+            if script is None:
+                return f"{_describe(ch)} is not allowed in a name"
+            if script not in scripts:
+                scripts.append(script)
+            base, marks = script, []
+        elif unicodedata.category(ch) in ("Mn", "Mc"):
+            if ch in marks:
+                return f"{_describe(ch)} is repeated on one letter"
+            if base is None or script_of(ch) != base:
+                return f"{_describe(ch)} does not combine with the character before it"
+            if len(marks) == MAX_MARKS:
+                return f"a letter in a name carries at most {MAX_MARKS} marks"
+            marks.append(ch)
+        elif ch.isdigit():
+            return f"{_describe(ch)} is not allowed in a name: the digits are 0-9"
+        else:
+            return f"{_describe(ch)} is not allowed in a name (letters, digits, '_', '-' and '.' only)"
+    if name[0] in _NAME_PUNCTUATION:
+        return "a name must start with a letter or digit"
+    if len(scripts) > 1 and not any(s.issuperset(scripts) for s in _SCRIPT_MIXES):
+        return f"a name mixes scripts ({_and(s.title() for s in scripts)})"
     return None
 
 
+def _describe(ch: str) -> str:
+    """CH for an error line: quoted if it can be seen, else by code point."""
+    if (ch.isprintable() and not ch.isspace() and ch not in _INVISIBLE_LETTERS
+            and unicodedata.category(ch)[0] != "M"):
+        return f"'{ch}'"
+    return f"U+{ord(ch):04X} {unicodedata.name(ch, '')}".rstrip()
+
+
+def _and(items: Iterable[str]) -> str:
+    """'a', 'a and b', 'a, b and c'."""
+    words = list(items)
+    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} and {words[-1]}"
+
+
+# -- rooms -----------------------------------------------------------------------
+
+
 def room_name(raw: str) -> str:
-    """A room name as typed, without its optional leading '#'."""
-    raw = normalize_name(raw)
+    """A room name as typed, in NFC form, without its optional leading '#'."""
+    raw = unicodedata.normalize("NFC", raw)
     return raw[1:] if raw.startswith("#") else raw
 
 
