@@ -24,7 +24,7 @@ from pychat.history import ACTION, MESSAGE, NOTICE, HistoryStore
 from pychat.limits import HallLimits, KeyedBuckets, TokenBucket, seconds_text
 from pychat.ranking import Ranking
 from pychat.roomkeys import hash_key, verify_key
-from pychat.text import fold, name_problem, normalize_name, room_name, room_problem
+from pychat.text import fold, name_key, name_problem, normalize_name, room_name, room_problem
 
 Sink = Callable[[bytes], None]
 
@@ -80,7 +80,7 @@ class User:
 
     def __init__(self, name: str, outbox: Outbox, address: str = "") -> None:
         self.name = name
-        self.key = fold(name)
+        self.key = name_key(name)  # look-alike names share a key: one of them at a time
         self.room: Room | None = None
         self.outbox = outbox
         self.send: Sink = outbox.queue
@@ -119,8 +119,8 @@ def _busiest_first(room: Room) -> tuple[int, str]:
     return (-len(room.members), room.key)
 
 
-def _by_name(user: User) -> str:
-    return user.key
+def _by_name(user: User) -> tuple[str, str]:
+    return (fold(user.name), user.key)
 
 
 class Hall:
@@ -131,7 +131,7 @@ class Hall:
         self.history = history if history is not None else HistoryStore()
         self.history_lines = history_lines
         self.limits = limits if limits is not None else HallLimits()
-        self.users: dict[str, User] = {}  # folded name -> user
+        self.users: dict[str, User] = {}  # name key (pychat.text.name_key) -> user
         self.rooms: dict[str, Room] = {}  # folded name -> room
         self._ranked_rooms: Ranking[Room] = Ranking(_busiest_first)
         self._ranked_users: Ranking[User] = Ranking(_by_name)
@@ -160,7 +160,7 @@ class Hall:
         problem = name_problem(name)
         if problem:
             raise ChatError(f"invalid name {name!r}: {problem}")
-        holder = self.users.get(fold(name))
+        holder = self.users.get(name_key(name))
         if holder is not None and holder is not current:
             raise ChatError(f"the name {name} is taken; choose another")
         return name
@@ -176,7 +176,7 @@ class Hall:
     def guest_name(self) -> str:
         """A free generated name: guest1, guest2, ..."""
         n = len(self.users) + 1
-        while fold(f"guest{n}") in self.users:
+        while name_key(f"guest{n}") in self.users:
             n += 1
         return f"guest{n}"
 
@@ -187,7 +187,7 @@ class Hall:
             raise ChatError(f"you are already called {old}")
         del self.users[user.key]
         self._ranked_users.remove(user)
-        user.name, user.key = new_name, fold(new_name)
+        user.name, user.key = new_name, name_key(new_name)
         self.users[user.key] = user
         self._ranked_users.add(user)
         user.send(render.info(f"you are now known as {new_name}"))
@@ -420,7 +420,7 @@ class Hall:
 
     def direct(self, user: User, target_name: str, text: str, now: float) -> User:
         """A direct message; the sender gets an echo as confirmation."""
-        target = self.users.get(fold(normalize_name(target_name)))
+        target = self.users.get(name_key(target_name))
         if target is None:
             raise ChatError(f"no such user: {target_name}")
         target.send(render.event(now, "(dm)", render.message(user.name, text)))
@@ -468,7 +468,7 @@ class Hall:
         """
         if pattern:
             match = _matcher(pattern)
-            users = [user for user in self._ranked_users if match(user.key)]
+            users = [user for user in self._ranked_users if match(fold(user.name))]
             total = len(users)
             if not users:
                 return [f"nobody online matches {pattern!r}"]
@@ -501,7 +501,7 @@ class Hall:
     def check_invariants(self) -> None:
         """Raise AssertionError if the hall's maps disagree (tests call this)."""
         for key, user in self.users.items():
-            assert key == user.key == fold(user.name), (key, user)
+            assert key == user.key == name_key(user.name), (key, user)
             if user.room is not None:
                 assert self.rooms.get(user.room.key) is user.room, user
                 assert user in user.room.members, user

@@ -16,9 +16,12 @@ from pychat import roomkeys
 from pychat.history import HistoryStore
 from pychat.limits import HallLimits, Rate
 from pychat.model import ChatError, Hall, ListOutbox
-from pychat.text import fold
+from pychat.text import fold, name_key
 
-NAMES = st.sampled_from(["ann", "Ann", "bob", "cy", "dee", "Eve", "bad name", ""])
+# "\u0412\u041e\u0412" is Cyrillic BOB, a look-alike of bob; "b\u043eb" mixes in a Cyrillic o (invalid).
+LOOKALIKE_BOB, MIXED = "\u0412\u041e\u0412", "b\u043eb"
+INVALID = ("bad name", "", MIXED)
+NAMES = st.sampled_from(["ann", "Ann", "bob", LOOKALIKE_BOB, "cy", "dee", "Eve", *INVALID])
 ROOMS = st.sampled_from(["r1", "R1", "#r2", "r3", "bad.room"])
 KEYS = st.sampled_from([None, None, "k1", "k2"])
 
@@ -31,8 +34,8 @@ class HallMachine(RuleBasedStateMachine):
         self.hall = Hall(HistoryStore(":memory:"), history_lines=5,
                          limits=HallLimits(rooms_per_user=unlimited, rooms_per_address=unlimited,
                                            checks_per_address=unlimited, checks_server=unlimited))
-        self.inboxes: dict[str, list[bytes]] = {}   # folded name -> received bytes
-        self.where: dict[str, str | None] = {}      # model: folded user -> folded room
+        self.inboxes: dict[str, list[bytes]] = {}   # name key -> received bytes
+        self.where: dict[str, str | None] = {}      # model: user's name key -> folded room
         self.room_keys: dict[str, str | None] = {}  # model: folded room -> key
         self.chatty: set[str] = set()               # model: rooms with messages (never forgotten)
         self.counter = itertools.count()
@@ -73,7 +76,7 @@ class HallMachine(RuleBasedStateMachine):
 
     @rule(name=NAMES)
     def register(self, name):
-        valid = name not in ("bad name", "") and fold(name) not in self.where
+        valid = name not in INVALID and name_key(name) not in self.where
         outbox = ListOutbox()
         box = outbox.out
         try:
@@ -137,8 +140,8 @@ class HallMachine(RuleBasedStateMachine):
         me = self._pick(data)
         user = self._user(me)
         old_name = user.name
-        new_key = fold(new)
-        ok = (new not in ("bad name", "") and (new_key not in self.where or new_key == me)
+        new_key = name_key(new)
+        ok = (new not in INVALID and (new_key not in self.where or new_key == me)
               and new != old_name)
         self._clear()
         try:
@@ -176,9 +179,9 @@ class HallMachine(RuleBasedStateMachine):
         try:
             self.hall.direct(self._user(me), to, marker, 0.0)
         except ChatError:
-            assert fold(to) not in self.where
+            assert name_key(to) not in self.where
             return
-        assert self._got(marker) == {me, fold(to)}
+        assert self._got(marker) == {me, name_key(to)}
 
     @precondition(lambda self: self.where)
     @rule(data=st.data())
