@@ -71,7 +71,6 @@ _ESCAPE_START = re.compile(r"[\x1b\x9b\x90\x98\x9d\x9e\x9f]")
 
 ZWNJ: Final = "\u200c"
 ZWJ: Final = "\u200d"
-_JOINERS = re.compile(r"[\u200c\u200d]")
 # An emoji tag sequence (black flag, tags, cancel tag: the flags of England,
 # Scotland, Wales) is kept whole; any other tag character is removed.
 _TAGS = re.compile(r"(\U0001f3f4[\U000e0020-\U000e007e]+\U000e007f)|[\U000e0020-\U000e007f]+")
@@ -124,49 +123,23 @@ def _clean(text: str) -> str:
         text = _ESCAPES.sub("", text)
     text = text.replace("\t", " ").replace("\u2028", " ").replace("\u2029", " ")
     text = _DROP.sub("", text)
-    if _ASTRAL.search(text):
+    astral = _ASTRAL.search(text) is not None
+    if astral:
         text = _DROP_ASTRAL.sub("", text)
         if _TAG.search(text):
             text = _TAGS.sub(_keep_tag_sequence, text)
     if ZWJ in text or ZWNJ in text:
         # Joiners go last, so that their neighbours are what will be sent.
-        text = _JOINERS.sub(_keep_joiner, text)
+        stray, near_bmp, near_astral = _stray_joiners()
+        if near_bmp.search(text) or (astral and near_astral.search(text)):
+            text = stray.sub("", text)
+        else:  # no character that could need a joiner: all of them go
+            text = text.replace(ZWJ, "").replace(ZWNJ, "")
     return text
 
 
 def _keep_tag_sequence(match: re.Match[str]) -> str:
     return match.group(1) or ""
-
-
-def _keep_joiner(match: re.Match[str]) -> str:
-    """The joiner if its neighbours need it, else nothing."""
-    text, i = match.string, match.start()
-    before = text[i - 1] if i else ""
-    after = text[i + 1:i + 2]
-    if not before or not after:
-        return ""
-    joiner = match.group()
-    if joiner == ZWJ and _is_pictograph(after):
-        # An emoji may carry a variation selector or a skin tone before the ZWJ.
-        base = text[i - 2] if before in _EMOJI_MODIFIERS and i >= 2 else before
-        if _is_pictograph(base):
-            return joiner
-    if _is_letter_or_mark(before) and _is_letter_or_mark(after):
-        script = script_of(before)
-        if script in _JOINING_SCRIPTS and script_of(after) == script:
-            return joiner
-    return ""
-
-
-def _is_pictograph(ch: str) -> bool:
-    """An emoji that may take part in a ZWJ sequence: a symbol (So) in the
-    arrows-to-miscellaneous-symbols blocks or the emoji planes' blocks."""
-    o = ord(ch)
-    return (0x2190 <= o <= 0x2BFF or o >= 0x1F000) and unicodedata.category(ch) == "So"
-
-
-def _is_letter_or_mark(ch: str) -> bool:
-    return unicodedata.category(ch)[0] in "LM"
 
 
 # -- scripts -------------------------------------------------------------------
@@ -363,3 +336,71 @@ def unquote(text: str) -> str:
     if len(text) >= 2 and text[0] == '"' and text[-1] == '"':
         return text[1:-1]
     return text
+
+
+# -- joiners ---------------------------------------------------------------------
+
+def _char_class(chars: list[str]) -> str:
+    """A regex character class matching exactly CHARS, as ranges."""
+    points = sorted(ord(c) for c in chars)
+    parts, start = [], 0
+    while start < len(points):
+        end = start
+        while end + 1 < len(points) and points[end + 1] == points[end] + 1:
+            end += 1
+        lo, hi = points[start], points[end]
+        parts.append(re.escape(chr(lo)) if lo == hi else f"{re.escape(chr(lo))}-{re.escape(chr(hi))}")
+        start = end + 1
+    return "[" + "".join(parts) + "]"
+
+
+def _ranges(blocks: list[tuple[int, int]]) -> str:
+    return "[" + "".join(f"{re.escape(chr(lo))}-{re.escape(chr(hi))}" for lo, hi in blocks) + "]"
+
+
+# Where the letters of the joining scripts and the emoji that take part in
+# ZWJ sequences live (a superset; each character is then tested exactly).
+_JOINING_BLOCKS: Final = ((0x0600, 0x0DFF), (0x1800, 0x18AF), (0xA8E0, 0xA8FF), (0xFB50, 0xFDFF),
+                          (0xFE70, 0xFEFE), (0x10E60, 0x10E7F), (0x1EE00, 0x1EEFF))
+_PICTOGRAPH_BLOCKS: Final = ((0x2190, 0x2BFF), (0x1F000, 0x1FAFF))
+_stray_joiner_re: tuple[re.Pattern[str], re.Pattern[str], re.Pattern[str]] | None = None
+
+
+def _stray_joiners() -> tuple[re.Pattern[str], re.Pattern[str], re.Pattern[str]]:
+    """The joiners to remove (all but those whose neighbours need them), and
+    the characters that can need one (in the BMP, and beyond): without
+    those, every joiner goes.
+
+    A joiner stays between two letters or marks of the same joining script,
+    and a ZWJ between two emoji (the first may carry U+FE0F or a skin tone).
+    The decision is one regex, run in C: a line full of joiners costs about
+    what any other line of its length does. Built on first use (about 20 ms:
+    it reads the Unicode properties of the blocks concerned).
+    """
+    global _stray_joiner_re
+    if _stray_joiner_re is None:
+        by_script: dict[str, list[str]] = {}
+        for lo, hi in _JOINING_BLOCKS:
+            for point in range(lo, hi + 1):
+                ch = chr(point)
+                if unicodedata.category(ch)[0] in "LM":
+                    script = script_of(ch)
+                    if script in _JOINING_SCRIPTS:
+                        by_script.setdefault(script, []).append(ch)
+        emoji = _char_class([chr(p) for lo, hi in _PICTOGRAPH_BLOCKS for p in range(lo, hi + 1)
+                             if unicodedata.category(chr(p)) == "So"])
+        modifiers = _char_class(sorted(_EMOJI_MODIFIERS))
+        keep = [f"(?<={_char_class(chars)})[{ZWNJ}{ZWJ}](?={_char_class(chars)})" for chars in by_script.values()]
+        keep.append(f"(?<={emoji}){ZWJ}(?={emoji})")
+        keep.append(f"(?<={emoji}{modifiers}){ZWJ}(?={emoji})")
+        # A cheap test first: a character outside every block concerned (most
+        # of them) settles it before the exact classes are tried.
+        blocks = [(lo, hi) for lo, hi in _JOINING_BLOCKS + _PICTOGRAPH_BLOCKS]
+        blocks += [(ord(c), ord(c)) for c in _EMOJI_MODIFIERS]
+        near = _ranges(blocks)
+        # Split for the search: a class of BMP characters only is a bitmap.
+        near_bmp = _ranges([b for b in blocks if b[1] <= 0xFFFF])
+        near_astral = _ranges([b for b in blocks if b[1] > 0xFFFF])
+        _stray_joiner_re = (re.compile(f"(?!(?<={near})(?:{'|'.join(keep)}))[{ZWNJ}{ZWJ}]"),
+                            re.compile(near_bmp), re.compile(near_astral))
+    return _stray_joiner_re
