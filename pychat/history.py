@@ -192,6 +192,9 @@ class HistoryStore:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             migrate(self._db)
+            # Another process holding the write lock must not stall the loop
+            # for the default 5 s: a commit that cannot go ahead fails fast.
+            self._db.execute("PRAGMA busy_timeout = 100")
             self._load_positions()
         except (sqlite3.Error, OSError) as exc:
             raise HistoryError(f"cannot open history database {path}: {exc}") from exc
@@ -249,7 +252,10 @@ class HistoryStore:
         self._pending.append((event_id, room_id, prev, ts, kind, sender, text))
 
     def recent(self, room_id: int, limit: int) -> list[StoredEvent]:
-        """The last LIMIT messages and actions of a room, oldest first."""
+        """The last LIMIT messages and actions of a room, oldest first.
+
+        Raises HistoryError if they cannot be read.
+        """
         last = self._last.get(room_id)
         if last is None or limit <= 0:
             return []
@@ -259,7 +265,7 @@ class HistoryStore:
         except sqlite3.Error as exc:
             self._broken = True  # the commit will roll back and report the batch lost
             log.error("history read failed: %s", exc)
-            return []
+            raise HistoryError(str(exc)) from exc
         return [StoredEvent(*row) for row in rows]
 
     def _flush_pending(self) -> None:
@@ -271,7 +277,13 @@ class HistoryStore:
             ops, self._room_ops = self._room_ops, []
             self._txn_room_ops.extend(ops)
             for sql, args in ops:
-                db.execute(sql, args)
+                try:
+                    db.execute(sql, args)
+                except sqlite3.IntegrityError as exc:
+                    # A row the database will never take would fail every
+                    # commit from now on if it were retried: it is dropped.
+                    log.error("room change not stored (%s): %s %r", exc, sql.split()[0], args[:3])
+                    self._txn_room_ops.remove((sql, args))
         if self._pending:
             rows, self._pending = self._pending, []
             self._txn_events += len(rows)

@@ -51,6 +51,16 @@ class TokenBucket:
             return True
         return False
 
+    def available(self, now: float) -> float:
+        """The units there are now."""
+        self._refill(now)
+        return self.tokens
+
+    def charge(self, cost: float, floor: float) -> None:
+        """Spend COST units whether or not they are there, down to FLOOR at most:
+        a penalty that makes the next wait longer."""
+        self.tokens = max(floor, self.tokens - cost)
+
     def wait(self, now: float, cost: float = 1.0) -> float:
         """Seconds until COST units are there (0 if they are now)."""
         self._refill(now)
@@ -127,10 +137,14 @@ class HallLimits:
 
     The slow check is a key (or, later, password) hash: about 20 ms of the
     single thread each. Per address, five at once and then one every two
-    seconds: an honest typo costs nothing, guessing goes nowhere. For the
-    whole server at most two at once and eight a second (under a fifth of
-    one core), so no number of addresses can stall the loop for long: a
-    bystander waits at most two checks' time.
+    seconds, and each wrong key in a row costs twice the one before (up to
+    SUSPECT_PENALTY_MAX): an honest typo costs nothing, guessing goes
+    nowhere. For the whole server two shares: addresses that gave a wrong
+    key within SUSPECT_SECONDS draw from CHECKS_SUSPECT, all others (and
+    new keys) from CHECKS_SERVER, so guessers from many addresses cannot
+    lock out someone who knows the key. Together at most eight checks a
+    second (under a fifth of one core) and three at once: a bystander
+    never waits longer than that.
     """
 
     max_rooms: int = 10_000
@@ -138,4 +152,9 @@ class HallLimits:
     rooms_per_user: Rate = Rate(3, 1 / 10)
     rooms_per_address: Rate = Rate(10, 1 / 6)
     checks_per_address: Rate = Rate(5, 0.5)
-    checks_server: Rate = Rate(2, 8)
+    checks_server: Rate = Rate(2, 6)
+    checks_suspect: Rate = Rate(1, 2)
+
+
+SUSPECT_SECONDS: Final = 600.0
+SUSPECT_PENALTY_MAX: Final = 64.0

@@ -17,21 +17,26 @@ from __future__ import annotations
 
 import fnmatch
 import hmac
-from typing import Callable, Protocol
+import logging
+import re
+from typing import Callable, Iterable, Protocol
 
 from pychat import render
-from pychat.history import ACTION, MESSAGE, NOTICE, HistoryStore
-from pychat.limits import HallLimits, KeyedBuckets, TokenBucket, seconds_text
+from pychat.history import ACTION, MESSAGE, NOTICE, HistoryError, HistoryStore
+from pychat.limits import SUSPECT_PENALTY_MAX, SUSPECT_SECONDS, HallLimits, KeyedBuckets, TokenBucket, seconds_text
 from pychat.ranking import Ranking
 from pychat.roomkeys import hash_key, verify_key
-from pychat.text import fold, name_key, name_problem, normalize_name, room_name, room_problem
+from pychat.text import (MAX_ROOM, MAX_TYPED, clip, fold, name_key, name_problem, normalize_name, room_key, room_name,
+                         room_problem)
 
 Sink = Callable[[bytes], None]
+log = logging.getLogger("pychat.model")
 
 LIST_LIMIT = 50        # rooms in one /list answer
 GREETING_ROOMS = 10    # rooms in the greeting
 USERS_LIMIT = 100      # users in one /users answer
 REPLAY_CLIP = 400      # characters of one message replayed on join (/history shows it whole)
+REPLAY_BYTES = 64 * 1024  # at most this much history in one answer
 
 
 class ChatError(Exception):
@@ -52,6 +57,10 @@ class Outbox(Protocol):
 
     def wake(self) -> None: ...
 
+    @property
+    def unsent(self) -> int:
+        """Bytes queued and not yet taken by the peer."""
+
 
 class ListOutbox:
     """An outbox that only collects (tests, and anything without a socket)."""
@@ -66,6 +75,10 @@ class ListOutbox:
 
     def wake(self) -> None:
         pass
+
+    @property
+    def unsent(self) -> int:
+        return sum(map(len, self.out))
 
 
 class User:
@@ -98,7 +111,7 @@ class Room:
 
     def __init__(self, name: str, room_id: int, key_hash: str | None) -> None:
         self.name = name
-        self.key = fold(name)
+        self.key = room_key(name)
         self.id = room_id
         self.key_hash = key_hash
         # Each member with the bare append of its outbox list, for fan-out.
@@ -127,23 +140,33 @@ class Hall:
     """Owns rooms and users and routes every command between them."""
 
     def __init__(self, history: HistoryStore | None = None, history_lines: int = 20,
-                 limits: HallLimits | None = None) -> None:
+                 limits: HallLimits | None = None, default_room: str = "") -> None:
         self.history = history if history is not None else HistoryStore()
         self.history_lines = history_lines
         self.limits = limits if limits is not None else HallLimits()
+        # Where everyone lands: never locked, never forgotten, so that nobody
+        # can take it over while it happens to be empty.
+        self.default_room = room_key(room_name(default_room)) if default_room else ""
         self.users: dict[str, User] = {}  # name key (pychat.text.name_key) -> user
-        self.rooms: dict[str, Room] = {}  # folded name -> room
+        self.rooms: dict[str, Room] = {}  # room key (pychat.text.room_key) -> room
+        self._lookalikes: dict[str, Room] = {}  # name_key of a room's name -> room
         self._ranked_rooms: Ranking[Room] = Ranking(_busiest_first)
         self._ranked_users: Ranking[User] = Ranking(_by_name)
         self._rooms_by_address = KeyedBuckets(self.limits.rooms_per_address)
         self._checks_by_address = KeyedBuckets(self.limits.checks_per_address)
         self._checks = TokenBucket(self.limits.checks_server, 0.0)
+        self._suspect_checks = TokenBucket(self.limits.checks_suspect, 0.0)
+        # Addresses that gave a wrong key: (wrong keys in a row, when the last).
+        self._suspects: dict[str, tuple[int, float]] = {}
         for stored in self.history.rooms():
             room = Room(stored.name, stored.id, stored.key_hash)
-            if self.history.has_chat(room.id):
-                self._add_room(room)
-            else:
+            if not self.history.has_chat(room.id) and room.key != self.default_room:
                 self.history.forget_room(room.id)  # nothing to keep: the name is free again
+            elif room.key in self.rooms:
+                log.warning("room %r (id %d) has the same name as another once normalized; it is not loaded",
+                            room.name, room.id)
+            else:
+                self._add_room(room)
         # Room events (and replays) written since the last commit, with the
         # sender of each message or action: if the commit fails, the shell
         # withholds these bytes and tells the senders.
@@ -156,10 +179,12 @@ class Hall:
 
     def check_name(self, name: str, current: User | None = None) -> str:
         """Return NAME normalized, or raise ChatError if invalid or taken."""
+        if len(name) > MAX_TYPED:  # before NFKC, which can make a character 18
+            raise ChatError(f"invalid name {clip(name)!r}: a name has at most 20 characters")
         name = normalize_name(name)
         problem = name_problem(name)
         if problem:
-            raise ChatError(f"invalid name {name!r}: {problem}")
+            raise ChatError(f"invalid name {clip(name)!r}: {problem}")
         holder = self.users.get(name_key(name))
         if holder is not None and holder is not current:
             raise ChatError(f"the name {name} is taken; choose another")
@@ -210,25 +235,41 @@ class Hall:
     # -- rooms ------------------------------------------------------------
 
     def find_room(self, raw: str) -> Room | None:
-        return self.rooms.get(fold(room_name(raw)))
+        if len(raw) > MAX_TYPED:
+            return None
+        return self.rooms.get(room_key(room_name(raw)))
 
     def _add_room(self, room: Room) -> None:
         self.rooms[room.key] = room
         self._ranked_rooms.add(room)
+        self._lookalikes.setdefault(name_key(room.name), room)
 
     def _forget_if_idle(self, room: Room) -> None:
         """Forget an empty room that has no messages: nothing of it is worth keeping."""
-        if not room.members and not self.history.has_chat(room.id) and self.rooms.get(room.key) is room:
+        if (not room.members and not self.history.has_chat(room.id) and room.key != self.default_room
+                and self.rooms.get(room.key) is room):
             del self.rooms[room.key]
             self._ranked_rooms.remove(room)
+            if self._lookalikes.get(name_key(room.name)) is room:
+                del self._lookalikes[name_key(room.name)]
             self.history.forget_room(room.id)
+
+    def forget_idle(self, rooms: Iterable[Room]) -> None:
+        """Forget those of ROOMS left idle (after a failed commit took their messages back)."""
+        for room in list(rooms):
+            self._forget_if_idle(room)
 
     def _new_room(self, user: User, raw: str, key: str | None, now: float, *, limited: bool = True) -> Room:
         """Create a room for USER, within the room cap and creation budgets."""
-        name = room_name(raw)
+        name = room_name(raw) if len(raw) <= MAX_TYPED else raw
         problem = room_problem(name)
         if problem:
-            raise ChatError(f"invalid room name {raw!r}: {problem}")
+            raise ChatError(f"invalid room name {clip(raw)!r}: {problem}")
+        twin = self._lookalikes.get(name_key(name))
+        if twin is not None:
+            raise ChatError(f"#{name} looks too much like #{twin.name}: /join {twin.name}, or choose another name")
+        if key and room_key(name) == self.default_room:
+            raise ChatError(f"#{name} is where everyone lands; it cannot be locked")
         if limited:
             self._check_room_budgets(user, now)
         if key:
@@ -236,7 +277,7 @@ class Hall:
         if limited:
             self._spend_room_budgets(user, now)
         key_hash = hash_key(key) if key else None
-        room = Room(name, self.history.add_room(fold(name), name, key_hash, now), key_hash)
+        room = Room(name, self.history.add_room(room_key(name), name, key_hash, now), key_hash)
         if key:
             room.good_key = key
         self._add_room(room)
@@ -272,12 +313,32 @@ class Hall:
             wait = self._checks_by_address.wait(user.address, now)
             if wait > 0:
                 raise ChatError(f"too many key checks from your address; try again in {seconds_text(wait)}")
-        wait = self._checks.wait(now)
+        shared = self._suspect_checks if self._is_suspect(user.address, now) else self._checks
+        wait = shared.wait(now)
         if wait > 0:
             raise ChatError(f"the server is busy checking keys; try again in {seconds_text(wait)}")
-        self._checks.take(now)
+        shared.take(now)
         if self.limits.per_address:
             self._checks_by_address.take(user.address, now)
+
+    def _is_suspect(self, address: str, now: float) -> bool:
+        entry = self._suspects.get(address)
+        return entry is not None and now - entry[1] < SUSPECT_SECONDS
+
+    def _wrong_key(self, user: User, now: float) -> None:
+        """Remember a wrong key from USER's address; each one in a row costs double."""
+        suspects = self._suspects
+        if len(suspects) >= 10_000:  # bounded: the oldest are forgotten first
+            for address in [a for a, (_, when) in suspects.items() if now - when >= SUSPECT_SECONDS]:
+                del suspects[address]
+            if len(suspects) >= 10_000:
+                suspects.clear()
+        count = suspects[user.address][0] + 1 if self._is_suspect(user.address, now) else 1
+        suspects[user.address] = (count, now)
+        if self.limits.per_address and count > 1:
+            penalty = min(SUSPECT_PENALTY_MAX, 2.0 ** (count - 1)) - 1
+            bucket = self._checks_by_address.bucket(user.address, now)
+            bucket.charge(penalty, floor=-SUSPECT_PENALTY_MAX)
 
     def _check_key(self, user: User, room: Room, key: str, now: float) -> None:
         assert room.key_hash is not None
@@ -285,6 +346,7 @@ class Hall:
             return
         self._spend_slow_check(user, now)
         if not verify_key(key, room.key_hash):
+            self._wrong_key(user, now)
             raise ChatError(f"wrong key for #{room.name}")
         room.good_key = key
 
@@ -354,30 +416,44 @@ class Hall:
             raise ChatError("you are not in a room: /join ROOM joins one, /list shows rooms")
         return user.room
 
-    def replay(self, user: User, room: Room, limit: int, clip: int | None = None) -> None:
+    def replay(self, user: User, room: Room, limit: int, clip: int | None = None,
+               max_bytes: int = REPLAY_BYTES) -> None:
         """Send USER the last LIMIT messages of ROOM between two info lines.
 
         With CLIP, a longer message is cut to that many characters: one
-        long line must not fill the screen of everyone who joins later.
+        long line must not fill the screen of everyone who joins later. The
+        answer holds at most MAX_BYTES of messages (the newest that fit), so
+        that asking for history cannot make the server hold megabytes.
         """
         if limit <= 0:
             return
-        events = self.history.recent(room.id, limit)
+        try:
+            events = self.history.recent(room.id, limit)
+        except HistoryError:
+            user.send(render.error(f"the history of #{room.name} cannot be read right now"))
+            return
         if not events:
             user.send(render.info(f"no messages in #{room.name} yet"))
             return
         where = render.room_where(room.name)
-        count = len(events)
-        out = [render.info(f"last {count} messages of #{room.name}:" if count > 1
-                           else f"last message of #{room.name}:")]
-        for ev in events:
+        lines: list[bytes] = []
+        size = 0
+        for ev in reversed(events):
             text = ev.text
             if clip is not None and len(text) > clip:
                 text = f"{text[:clip]}... [{len(text) - clip} more characters: /history shows it whole]"
             what = render.message(ev.sender, text) if ev.kind == MESSAGE else render.action(ev.sender, text)
-            out.append(render.event(ev.ts, where, what))
-        out.append(render.info(f"end of history of #{room.name}"))
-        data = b"".join(out)
+            line = render.event(ev.ts, where, what)
+            size += len(line)
+            if size > max_bytes and lines:
+                break
+            lines.append(line)
+        lines.reverse()
+        count = len(lines)
+        head = f"last {count} messages of #{room.name}" if count > 1 else f"last message of #{room.name}"
+        if count < len(events):
+            head += " (older ones do not fit in one answer)"
+        data = b"".join([render.info(head + ":"), *lines, render.info(f"end of history of #{room.name}")])
         self.uncommitted.append((data, None))  # it may show rows of this batch
         user.send(data)
 
@@ -420,9 +496,9 @@ class Hall:
 
     def direct(self, user: User, target_name: str, text: str, now: float) -> User:
         """A direct message; the sender gets an echo as confirmation."""
-        target = self.users.get(name_key(target_name))
+        target = self.users.get(name_key(target_name)) if len(target_name) <= MAX_TYPED else None
         if target is None:
-            raise ChatError(f"no such user: {target_name}")
+            raise ChatError(f"no such user: {clip(target_name)}")
         target.send(render.event(now, "(dm)", render.message(user.name, text)))
         user.send(render.event(now, f"(dm to {target.name})", render.message(user.name, text)))
         return target
@@ -468,7 +544,7 @@ class Hall:
         """
         if pattern:
             match = _matcher(pattern)
-            users = [user for user in self._ranked_users if match(fold(user.name))]
+            users = [user for (folded, _), user in self._ranked_users.keyed() if match(folded)]
             total = len(users)
             if not users:
                 return [f"nobody online matches {pattern!r}"]
@@ -507,7 +583,8 @@ class Hall:
                 assert user in user.room.members, user
         for key, room in self.rooms.items():
             assert key == room.key, (key, room)
-            assert room.members or self.history.has_chat(room.id), f"{room} is idle and was not forgotten"
+            assert room.members or self.history.has_chat(room.id) or key == self.default_room, \
+                f"{room} is idle and was not forgotten"
             for member in room.members:
                 assert member.room is room, (member, room)
                 assert self.users.get(member.key) is member, member
@@ -516,10 +593,16 @@ class Hall:
 
 
 def _matcher(pattern: str) -> Callable[[str], bool]:
-    """Case-insensitive substring test, or a glob if PATTERN has * or ?."""
+    """Case-insensitive substring test, or a whole-name wildcard match if
+    PATTERN has * or ?. Patterns are as short as names; fnmatch.translate
+    gives a regex that cannot backtrack without bound, compiled here rather
+    than through fnmatch's cache, which would keep every pattern ever sent."""
     folded = fold(pattern.lstrip("#"))
-    if "*" in folded or "?" in folded:
-        return lambda key: fnmatch.fnmatchcase(key, folded)
+    if len(folded) > MAX_ROOM:
+        raise ChatError(f"a pattern has at most {MAX_ROOM} characters")
+    if "*" in folded or "?" in folded or "[" in folded:
+        regex = re.compile(fnmatch.translate(folded))
+        return lambda key: regex.match(key) is not None
     return lambda key: folded in key
 
 

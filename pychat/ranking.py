@@ -35,6 +35,10 @@ class Ranking(Generic[T]):
     def __iter__(self) -> Iterator[T]:
         return iter(self._items)
 
+    def keyed(self) -> Iterator[tuple[Any, T]]:
+        """(key, item) pairs in order: the keys are computed already."""
+        return zip(self._keys, self._items)
+
     def first(self, count: int) -> list[T]:
         return self._items[:count]
 

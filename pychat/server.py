@@ -50,6 +50,9 @@ GATHER_ROUNDS = 3  # select() passes whose input is flushed together
 # New connections one address may open: --max-per-ip at once (a whole office
 # behind one address reconnecting after a restart), then this many a second.
 CONNECTS_PER_SECOND = 10.0
+# What the connections from one address may send together: this many times
+# one connection's flood budget (--flood-rate, --flood-burst).
+ADDRESS_LINES_FACTOR = 10
 UNSTORED = ("your message could not be stored (the server cannot write its history), "
             "so nobody received it; try again later")
 _ABORT = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() resets the connection
@@ -79,7 +82,7 @@ class Server:
         self.history = history if history is not None else HistoryStore(settings.db)
         per_address = settings.max_per_ip > 0
         self.hall = Hall(self.history, settings.history_lines,
-                         HallLimits(max_rooms=settings.max_rooms, per_address=per_address))
+                         HallLimits(max_rooms=settings.max_rooms, per_address=per_address), settings.default_room)
         self.sel = selectors.DefaultSelector()
         self.timers = Timers()
         self.listeners: list[socket.socket] = []
@@ -87,8 +90,16 @@ class Server:
         self.per_ip: collections.Counter[str] = collections.Counter()
         self._connects = (KeyedBuckets(Rate(settings.max_per_ip, CONNECTS_PER_SECOND))
                           if per_address else None)
+        self._lines_by_address = (
+            KeyedBuckets(Rate(settings.flood_burst * ADDRESS_LINES_FACTOR, settings.flood_rate * ADDRESS_LINES_FACTOR))
+            if per_address and settings.flood_rate > 0 else None)
         self.log_sink = log_sink
         self._log_watched = False
+        # Connections that failed while output was being written: dropped
+        # after the batch, since dropping tells their rooms, and those notices
+        # must be committed before anyone is sent them.
+        self._flushing = False
+        self._drop_after_flush: list[tuple[Connection, str, bool]] = []
         self._dirty: list[Connection] = []
         self._signals: list[int] = []
         self._wake_r, self._wake_w = socket.socketpair()
@@ -251,12 +262,17 @@ class Server:
                 return
             batch = dirty[:]
             dirty.clear()
+            self._flushing = True
             for conn in batch:
                 conn.dirty = False
                 if conn.closed:
                     conn.out.clear()
                 else:
                     self._flush(conn)
+            self._flushing = False
+            failed, self._drop_after_flush = self._drop_after_flush, []
+            for conn, reason, abort in failed:
+                self._drop(conn, reason, abort)
 
     def _withhold_unstored(self) -> None:
         """Take this batch's room events out of every outbox, and tell their senders.
@@ -278,6 +294,8 @@ class Server:
         for sender in senders:
             if self.hall.users.get(sender.key) is sender:
                 sender.send(render.error(UNSTORED))
+        # A room whose only messages were taken back may be idle now.
+        self.hall.forget_idle(self.hall.touched)
 
     def _write_log(self) -> None:
         """Write waiting log lines without blocking; watch the descriptor while some wait."""
@@ -299,13 +317,13 @@ class Server:
         try:
             conn.flush()
         except OSError:
-            self._drop(conn, "connection lost")
+            self._drop_soon(conn, "connection lost")
             return
         if len(conn.wbuf) > self.settings.sendq:
             log.warning("%s: send queue exceeded (%d bytes unsent)", conn.peer, len(conn.wbuf),
                         extra={"addr": conn.addr})
             conn.wbuf.clear()
-            self._drop(conn, "send queue exceeded", abort=True)
+            self._drop_soon(conn, "send queue exceeded", abort=True)
             return
         if not conn.wbuf and conn.session is not None and conn.session.closing:
             self._close(conn)
@@ -455,15 +473,27 @@ class Server:
             self._close_after_flush(conn)
 
     def _drain(self, conn: Connection) -> None:
-        """Handle waiting lines while the flood budget allows; pause reading otherwise."""
+        """Handle waiting lines while the flood budget allows; pause reading otherwise.
+
+        The budget is the connection's own, and its address's share
+        (ADDRESS_LINES_FACTOR): 100 connections from one address get no more
+        than ten would.
+        """
         rate = self.settings.flood_rate
         conn.tokens = min(float(self.settings.flood_burst),
                           conn.tokens + (self.mono - conn.token_time) * rate)
         conn.token_time = self.mono
         framer = conn.framer
-        while framer.waiting and conn.tokens >= 1.0 and not conn.closed:
-            frames = framer.pop(int(conn.tokens))
+        lines_by_address = self._lines_by_address
+        shared = lines_by_address.bucket(conn.addr, self.mono) if lines_by_address is not None else None
+        while framer.waiting and not conn.closed:
+            allowed = int(conn.tokens) if shared is None else int(min(conn.tokens, shared.available(self.mono)))
+            if allowed < 1:
+                break
+            frames = framer.pop(allowed)
             conn.tokens -= len(frames)
+            if shared is not None:
+                shared.tokens -= len(frames)
             for frame in frames:
                 self._handle_frame(conn, frame)
         if conn.closed:
@@ -477,7 +507,12 @@ class Server:
         was_paused = conn.paused
         conn.paused = framer.waiting
         if conn.paused:
-            self.timers.call_at(self.mono + (1.0 - conn.tokens) / rate, lambda: self._resume(conn))
+            wait = max(0.0, (1.0 - conn.tokens) / rate)
+            if shared is not None:
+                # Woken when the address can send a burst, not a line at a
+                # time: its paused connections then do not all wake per line.
+                wait = max(wait, shared.wait(self.mono, min(float(self.settings.flood_burst), shared.rate.burst)))
+            self.timers.call_at(self.mono + wait, lambda: self._resume(conn))
         if conn.paused != was_paused:
             self._update_interest(conn)
 
@@ -523,6 +558,13 @@ class Server:
             self._close(conn)
         else:
             self._update_interest(conn)
+
+    def _drop_soon(self, conn: Connection, reason: str, abort: bool = False) -> None:
+        """Drop CONN now, or after the output batch being written (see _flushing)."""
+        if self._flushing:
+            self._drop_after_flush.append((conn, reason, abort))
+        else:
+            self._drop(conn, reason, abort)
 
     def _drop(self, conn: Connection, reason: str, abort: bool = False) -> None:
         """Close at once: the peer is gone or misbehaved. The room is told why.

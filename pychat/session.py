@@ -20,6 +20,7 @@ log = logging.getLogger("pychat.session")
 NAME_PROMPT = "what is your name? (press Enter for a guest name)"
 HISTORY_DEFAULT = 20
 HISTORY_MAX = 500
+HISTORY_OWED = 256 * 1024  # unread output beyond which /history waits
 
 Handler = Callable[["Session", list[str], float], None]
 _HANDLERS: dict[str, Handler] = {}
@@ -239,6 +240,9 @@ class Session:
         if user.room is None:
             self._not_in_room()
             return
+        if self.outbox.unsent > HISTORY_OWED:
+            # Asked again and again without reading: the answers would pile up here.
+            raise ChatError("your earlier answers are still on their way; ask for history again in a moment")
         self.hall.replay(user, user.room, count)
 
     @_handles("quit")

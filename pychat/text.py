@@ -196,6 +196,10 @@ def script_of(ch: str) -> str | None:
 # -- user names ----------------------------------------------------------------
 
 _NAME_PUNCTUATION: Final = frozenset("_-.")
+_ROOM_PUNCTUATION: Final = frozenset("_-")
+# Typed text longer than this cannot be a name or room however it
+# normalizes; it is refused before the (costlier) normalization.
+MAX_TYPED: Final = 4 * MAX_ROOM
 # Letters and marks that draw nothing (Hangul fillers, Khmer inherent
 # vowels, Mongolian variation selectors): a name of them looks empty or
 # like another name.
@@ -259,22 +263,36 @@ def name_problem(name: str) -> str | None:
     signs, Thai tones), at most MAX_MARKS on a letter; accents on Latin,
     Greek or Cyrillic letters must compose into one character under NFKC.
     """
+    return _label_problem(name, "name", MAX_NAME, _NAME_PUNCTUATION)
+
+
+def room_problem(name: str) -> str | None:
+    """Why NAME (from room_name(), without '#') is not a valid room name, or None.
+
+    The rules of user names, but up to MAX_ROOM characters, with '_' and
+    '-' (no '.'), and any of those first.
+    """
+    return _label_problem(name, "room name", MAX_ROOM, _ROOM_PUNCTUATION)
+
+
+def _label_problem(name: str, what: str, longest: int, punctuation: frozenset[str]) -> str | None:
+    """The rules shared by user and room names (see name_problem)."""
     if not name:
-        return "a name needs at least one character"
-    if len(name) > MAX_NAME:
-        return f"a name has at most {MAX_NAME} characters"
+        return f"a {what} needs at least one character"
+    if len(name) > longest:
+        return f"a {what} has at most {longest} characters"
     scripts: list[str] = []
     base: str | None = None  # script of the letter that marks may follow
     marks: list[str] = []    # marks on that letter so far
     for ch in name:
-        if ch in _NAME_PUNCTUATION or "0" <= ch <= "9":
+        if ch in punctuation or "0" <= ch <= "9":
             base, marks = None, []
         elif ch in _INVISIBLE_LETTERS:
-            return f"{_describe(ch)} is invisible and not allowed in a name"
+            return f"{_describe(ch)} is invisible and not allowed in a {what}"
         elif ch.isalpha():
             script = script_of(ch)
             if script is None:
-                return f"{_describe(ch)} is not allowed in a name"
+                return f"{_describe(ch)} is not allowed in a {what}"
             if script not in scripts:
                 scripts.append(script)
             base, marks = script, []
@@ -284,17 +302,23 @@ def name_problem(name: str) -> str | None:
             if base is None or script_of(ch) != base:
                 return f"{_describe(ch)} does not combine with the character before it"
             if len(marks) == MAX_MARKS:
-                return f"a letter in a name carries at most {MAX_MARKS} marks"
+                return f"a letter in a {what} carries at most {MAX_MARKS} marks"
             marks.append(ch)
         elif ch.isdigit():
-            return f"{_describe(ch)} is not allowed in a name: the digits are 0-9"
+            return f"{_describe(ch)} is not allowed in a {what}: the digits are 0-9"
         else:
-            return f"{_describe(ch)} is not allowed in a name (letters, digits, '_', '-' and '.' only)"
-    if name[0] in _NAME_PUNCTUATION:
+            allowed = _and(f"'{c}'" for c in sorted(punctuation, key="_-.".index))
+            return f"{_describe(ch)} is not allowed in a {what} (letters, digits, {allowed} only)"
+    if name[0] in _NAME_PUNCTUATION and punctuation is _NAME_PUNCTUATION:
         return "a name must start with a letter or digit"
     if len(scripts) > 1 and not any(s.issuperset(scripts) for s in _SCRIPT_MIXES):
-        return f"a name mixes scripts ({_and(s.title() for s in scripts)})"
+        return f"a {what} mixes scripts ({_and(sc.title() for sc in scripts)})"
     return None
+
+
+def clip(text: str, limit: int = 40) -> str:
+    """TEXT as an error message may quote it: at most LIMIT characters."""
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _describe(ch: str) -> str:
@@ -315,20 +339,14 @@ def _and(items: Iterable[str]) -> str:
 
 
 def room_name(raw: str) -> str:
-    """A room name as typed, in NFC form, without its optional leading '#'."""
-    raw = unicodedata.normalize("NFC", raw)
+    """A room name as typed, in NFKC form, without its optional leading '#'."""
+    raw = unicodedata.normalize("NFKC", raw)
     return raw[1:] if raw.startswith("#") else raw
 
 
-def room_problem(name: str) -> str | None:
-    """Why NAME (without '#') is not a valid room name, or None if it is."""
-    if not name:
-        return "a room name needs at least one character"
-    if len(name) > MAX_ROOM:
-        return f"a room name has at most {MAX_ROOM} characters"
-    if not all(c.isalnum() or c in "_-" for c in name):
-        return "a room name may hold letters, digits, '_' and '-' only"
-    return None
+def room_key(name: str) -> str:
+    """The key under which rooms are found and stored: case ignored."""
+    return name.casefold()
 
 
 def unquote(text: str) -> str:

@@ -33,7 +33,8 @@ class HallMachine(RuleBasedStateMachine):
         unlimited = Rate(1e9, 1e9)
         self.hall = Hall(HistoryStore(":memory:"), history_lines=5,
                          limits=HallLimits(rooms_per_user=unlimited, rooms_per_address=unlimited,
-                                           checks_per_address=unlimited, checks_server=unlimited))
+                                           checks_per_address=unlimited, checks_server=unlimited,
+                                           checks_suspect=unlimited))
         self.inboxes: dict[str, list[bytes]] = {}   # name key -> received bytes
         self.where: dict[str, str | None] = {}      # model: user's name key -> folded room
         self.room_keys: dict[str, str | None] = {}  # model: folded room -> key
