@@ -212,8 +212,9 @@ def ratios(results: dict, base: str = "pychat", others: tuple[str, ...] = ("mini
                 continue
             busy = ", ".join(f"{srv} {st['median']:.0f}%" for srv in (base, other)
                              if (st := summarize(per_server.get(srv, []), "server_busy_pct")))
-            lines.append(f"{scen}: {base}/{other} CPU per delivery = {a['median'] / b['median']:.2f} "
-                         f"({a['median'] / b['median'] - 1:+.1%}; server busy: {busy})")
+            ratio = a["median"] / b["median"]
+            lines.append(f"{scen}: {base}/{other} CPU per delivery = {ratio:.2f} "
+                         f"({base} {ratio - 1:+.1%} against {other}; server busy: {busy})")
     return lines
 
 

@@ -122,7 +122,7 @@ def test_tiny_benchmark_side_by_side_with_a_base_checkout_loses_nothing(tmp_path
     markdown = (tmp_path / "BENCHMARKS.md").read_text()
     assert "| A | pychat-base |" in markdown
     assert "| scenario | server |" in result.stdout
-    assert "A: pychat/pychat-base CPU per delivery" in result.stdout
+    assert "A: pychat/pychat-base CPU per delivery = " in result.stdout
 
 
 def test_tiny_attack_measures_every_attack_and_loses_no_reply(tmp_path):
