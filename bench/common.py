@@ -25,11 +25,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+# The CPUs this process may use, before it pins itself anywhere: a
+# controller pins itself to core 1 and must still pin its server to core 0.
+_CPUS = sorted(os.sched_getaffinity(0))
+
+
 def pin(pid: int, cpu: int) -> None:
-    """Pin PID to CPU when there are two or more (server on 0, load on 1)."""
-    if len(os.sched_getaffinity(0)) >= 2:
+    """Pin PID to the CPU-th CPU we may use, when there are two or more
+    (server on 0, load and controller on 1)."""
+    if len(_CPUS) >= 2:
         try:
-            os.sched_setaffinity(pid, {cpu})
+            os.sched_setaffinity(pid, {_CPUS[cpu % len(_CPUS)]})
         except OSError:
             pass
 

@@ -1,10 +1,10 @@
 """Load generator for chat servers: pychat's line protocol or IRC.
 
 Runs in its own process, one selectors loop. Every client has a
-fixed-width name (``u00012``) and sends fixed-size payloads
-``SENDER:SEQ:MONOTONIC_NS:xxx...`` in its room (bench/seqcheck.py), so
-every delivery of every scenario is checked by sequence number for loss,
-duplicates and order. To stay cheaper than the server it measures, each
+fixed-width name (``u00012``) and sends fixed-size payloads (its number
+and a sequence number, 8 digits each, then the monotonic send time, then
+padding: bench/seqcheck.py) in its room, so every delivery of every
+scenario is checked by sequence number for loss, duplicates and order. To stay cheaper than the server it measures, each
 receiver reads straight into a preallocated buffer that is checked in
 large batches with numpy; only one "probe" client per room parses its
 lines as they come, for latency.

@@ -2,7 +2,7 @@
 
     python3 -m bench.run --tiny      # a few seconds: checks that everything runs
     python3 -m bench.run --quick     # a couple of minutes
-    python3 -m bench.run             # the full run, 10-15 minutes
+    python3 -m bench.run             # the full run, about ten minutes
     python3 -m bench.run --base ../pychat-old --servers pychat --scenarios A,B
 
 Each scenario starts every server fresh, pinned to core 0 with the load
@@ -292,7 +292,7 @@ def write_markdown(path: Path, rows: list[str], ratio_lines: list[str],
         f"Machine: {data['machine']}. Server pinned to core 0, load generator to core 1.",
         "",
         "Rerun: `python3 -m pip install -e '.[bench]'` then `python3 -m bench.run` "
-        "(full, 10-15 minutes; writes docs/) or `python3 -m bench.run --quick` "
+        "(full, about ten minutes; writes docs/) or `python3 -m bench.run --quick` "
         "(a couple of minutes; writes bench/results/).",
         "",
         "Scenarios: A = 1 room x 50 members, 10 senders, 100-byte payloads, flat out; "

@@ -2,6 +2,7 @@
 runs against pychat (timing is not tested, only that nothing was lost)."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -84,6 +85,22 @@ def test_checker_flags_a_message_from_the_wrong_sender():
     feed_in_pieces(checker, 1, b"".join(data), 1 << 16)
     result = checker.finish({0: 50})
     assert result["bad_records"] == 1 and result["lost"] == 0 and result["deliveries"] == 50
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs")
+def test_a_controller_on_core_1_still_pins_its_server_to_core_0():
+    # In a child process: pinning the test process itself would outlive the test.
+    script = ("import os, subprocess, sys\n"
+              "from bench.common import pin\n"
+              "pin(os.getpid(), 1)\n"
+              "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(30)'])\n"
+              "pin(child.pid, 0)\n"
+              "print(sorted(os.sched_getaffinity(0)), sorted(os.sched_getaffinity(child.pid)))\n"
+              "child.kill()\n")
+    out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    cpus = sorted(os.sched_getaffinity(0))
+    assert out.stdout.split("] [") == [f"[{cpus[1]}", f"{cpus[0]}]\n"]
 
 
 def test_quick_and_tiny_runs_do_not_write_docs():
