@@ -671,7 +671,10 @@ def section(data: dict) -> str:
         "and discard everything and reconnect whenever they are closed or refused. Attacks: "
         "key-guess = `/join vault guessN` as fast as the server reads them (#vault has a key); "
         "room-spam = `/create spamN`; line-flood = `ab` lines as fast as the sockets take them, "
-        "all in #flood; churn = connect, name, `/quit`, wait for the close, again.",
+        "all in #flood; churn = connect, name, `/quit`, wait for the close, again. Attack lines sent = "
+        "lines the attackers' sockets took: when the server reads slowly most of them still wait in "
+        "socket buffers. Harness CPU % shows that the attackers and bystanders (on core 1) were not "
+        "the limit.",
         "",
         f"Target: bystander p99 <= {data['target_p99_ms']:g} ms with every reply once and in order, and "
         f"(line-flood) at most {data['flood_rss_target_kib']} KiB of server RSS per flooding connection "

@@ -314,7 +314,10 @@ class LoadGen:
         cpu1 = server_cpu(pid) if pid else 0.0
         own1 = time.process_time()
         elapsed = end - start
-        check = self._finish_checking()  # after the clock stopped: only the rest is checked here
+        # After the clock stopped: take any stragglers (the byte count that
+        # ended the drain would also count a stray line), then check the rest.
+        self._quiet(0.05)
+        check = self._finish_checking()
         delivered = check["deliveries"]
         lat = sorted(self.latencies)
 
@@ -387,6 +390,7 @@ class LoadGen:
                 break  # the check below says how many never got it
             self._poll(0.01)
         fanout = time.monotonic() - start
+        self._quiet(0.05)
         return {"fanout_s": fanout, **self._finish_checking()}
 
 
