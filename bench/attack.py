@@ -650,6 +650,11 @@ def answers(data: dict) -> list[str]:
     return out
 
 
+def priorities(data: dict) -> set[str]:
+    return {row["bystander_priority"] for per_server in data["results"].values()
+            for row in per_server.values() if "bystander_priority" in row} or {"unknown"}
+
+
 def section(data: dict) -> str:
     """The markdown section for BENCHMARKS.md."""
     s = data["settings"]
@@ -676,6 +681,7 @@ def section(data: dict) -> str:
         "socket buffers. Harness CPU % shows that the attackers and bystanders (on core 1) were not "
         "the limit.",
         "",
+        "Bystanders ran with " + ", ".join(sorted(priorities(data))) + " scheduling. "
         f"Target: bystander p99 <= {data['target_p99_ms']:g} ms with every reply once and in order, and "
         f"(line-flood) at most {data['flood_rss_target_kib']} KiB of server RSS per flooding connection "
         "(peak RSS during the attack minus RSS before it, over the attack connections).",

@@ -165,3 +165,20 @@ def test_tiny_attack_measures_every_attack_and_loses_no_reply(tmp_path):
     markdown = (tmp_path / "BENCHMARKS.md").read_text()
     assert "<!-- attack:begin -->" in markdown and "`python3 -m bench.attack --tiny" in markdown
     assert "| key-guess | pychat |" in markdown
+
+
+def test_attackers_keep_reconnecting_when_refused(make_server):
+    # Two connections per address: the other three attackers are refused
+    # with a "! " line and closed, again and again.
+    server = make_server("--max-per-ip", "2")
+    result = subprocess.run([sys.executable, "-m", "bench.attack", "--worker", "attackers", "--kind", "key-guess",
+                             "--port", str(server.port), "--conns", "5", "--seconds", "1"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    go, report = result.stdout.splitlines()
+    assert go == "go"
+    stats = json.loads(report)
+    assert stats["refused"] > 3
+    assert stats["connections"] >= 5 + stats["refused"] - 2
+    assert any("too many connections" in text for text in stats["errors"]), stats["errors"]
+    assert stats["lines_sent"] > 0
