@@ -13,8 +13,9 @@ setup(
     py_modules=["pychat_server", "pychat_client"],
     install_requires=[],
     extras_require={
-        "test": ["pytest>=7", "hypothesis>=6"],
-        "bench": ["matplotlib>=3.5", "miniircd"],
+        # numpy: the benchmark's sequence checker, which tests/test_bench.py runs.
+        "test": ["pytest>=7", "hypothesis>=6", "numpy>=1.22"],
+        "bench": ["numpy>=1.22", "matplotlib>=3.5", "miniircd"],
     },
     entry_points={
         "console_scripts": [

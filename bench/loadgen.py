@@ -1,10 +1,13 @@
 """Load generator for chat servers: pychat's line protocol or IRC.
 
-Runs in its own process, one selectors loop. Every client sends payloads
-``<sender>:<seq>:<monotonic_ns>:`` padded to a fixed size, in its room. To
-stay cheaper than the server it measures, it counts deliveries with
-``bytes.count(b"\\n")`` on large reads; only one "probe" client per room
-parses its lines, for latency.
+Runs in its own process, one selectors loop. Every client has a
+fixed-width name (``u00012``) and sends fixed-size payloads (its number
+and a sequence number, 8 digits each, then the monotonic send time, then
+padding: bench/seqcheck.py) in its room, so every delivery of every
+scenario is checked by sequence number for loss, duplicates and order. To stay cheaper than the server it measures, each
+receiver reads straight into a preallocated buffer that is checked in
+large batches with numpy; only one "probe" client per room parses its
+lines as they come, for latency.
 
 Prints one JSON object on stdout. Run ``python3 -m bench.loadgen --help``.
 """
@@ -13,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import selectors
 import socket
@@ -21,24 +23,11 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-READ_SIZE = 1 << 18
-CLK_TCK = os.sysconf("SC_CLK_TCK")
+from bench import seqcheck
+from bench.common import server_cpu, server_rss
 
-
-def server_cpu(pid: int) -> float:
-    """User + system CPU seconds of process PID."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
-def server_rss(pid: int) -> int:
-    """Resident set size of PID in bytes."""
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    return 0
+SCRATCH_SIZE = 1 << 18   # setup reads: one buffer, reused (a fresh 256 KiB bytes per read is costly)
+CHECK_MEMORY = 256 << 20  # bytes of check buffers for all receivers together
 
 
 @dataclass
@@ -46,8 +35,15 @@ class Room:
     name: str
     members: list["Client"] = field(default_factory=list)
     senders: list["Client"] = field(default_factory=list)
-    sent: int = 0            # messages sent into the room
-    delivered: int = 0       # lines received by its members while measuring
+    sent: int = 0              # messages sent into the room
+    delivered_bytes: int = 0   # bytes its members read while measuring
+    checker: seqcheck.RoomChecker | None = None
+
+    @property
+    def delivered(self) -> int:
+        """Lines received by its members while measuring (every line of a room
+        has the same length; the checker counts what each one really was)."""
+        return self.checker.records_received(self.delivered_bytes) if self.checker else 0
 
     @property
     def in_flight(self) -> int:
@@ -55,17 +51,18 @@ class Room:
 
 
 class Client:
-    __slots__ = ("sock", "name", "room", "ready", "probe", "buf", "seq", "lines", "out")
+    __slots__ = ("sock", "index", "member", "name", "room", "ready", "probe", "buf", "seq", "out")
 
-    def __init__(self, sock: socket.socket, name: str, room: Room) -> None:
+    def __init__(self, sock: socket.socket, index: int, prefix: str, room: Room) -> None:
         self.sock = sock
-        self.name = name
+        self.index = index                # the number in its name and payloads
+        self.member = len(room.members)   # its position in the room
+        self.name = seqcheck.name(index, prefix)
         self.room = room
         self.ready = False
         self.probe = False
         self.buf = b""
         self.seq = 0
-        self.lines = 0
         self.out = b""
 
 
@@ -122,8 +119,9 @@ class LoadGen:
         self.clients: list[Client] = []
         self.measuring = False
         self.latencies: list[int] = []
-        self.setup_bytes = 0
         self.pending_out: set[Client] = set()
+        self.scratch = bytearray(SCRATCH_SIZE)
+        self.time_at = seqcheck.time_field(args.size, 1)  # lines end in CR once split on LF
 
     # -- setup ------------------------------------------------------------
 
@@ -151,7 +149,7 @@ class LoadGen:
                 raise SystemExit(f"loadgen: connection {index + 1} failed: {exc}") from None
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             sock.setblocking(False)
-            client = Client(sock, f"{args.name_prefix}{index}", room)
+            client = Client(sock, index, args.name_prefix, room)
             room.members.append(client)
             if m < args.senders:
                 room.senders.append(client)
@@ -214,55 +212,81 @@ class LoadGen:
             if mask & selectors.EVENT_WRITE:
                 self._flush_pending(client)
             if mask & selectors.EVENT_READ:
+                checker = client.room.checker
                 try:
-                    data = client.sock.recv(READ_SIZE)
+                    if checker is None:
+                        n = client.sock.recv_into(self.scratch)
+                    else:
+                        view = checker.buffer(client.member)
+                        n = client.sock.recv_into(view)
                 except (BlockingIOError, InterruptedError):
                     continue
-                if not data:
+                if not n:
                     raise SystemExit(f"loadgen: server closed {client.name} with {len(self.clients)} clients connected")
-                total += len(data)
-                self._received(client, data)
+                total += n
+                if checker is None:
+                    self._setup_received(client, n)
+                    continue
+                client.room.delivered_bytes += n
+                if client.probe:
+                    self._probe(client, bytes(view[:n]))  # before the checker may move them
+                checker.received(client.member, n)
         return total
 
-    def _received(self, client: Client, data: bytes) -> None:
-        if self.measuring:
-            n = data.count(b"\n")
-            client.lines += n
-            client.room.delivered += n
-            if client.probe:
-                self._probe(client, data)
-        elif not client.ready:
-            # Search the new bytes plus the tail of the old: a marker may be
-            # split across reads, and many bytes may follow it in one read.
-            marker = self.proto.ready_marker
-            if marker in client.buf + data:
-                client.ready = True
-                client.buf = b""
-            else:
-                client.buf = (client.buf + data)[-len(marker):]
+    def _setup_received(self, client: Client, n: int) -> None:
+        """Look for the login's end in the N bytes just read into the scratch buffer."""
+        if client.ready:
+            return
+        # Search the new bytes and, for a marker split across reads, the
+        # tail of the old ones joined to the head of the new.
+        marker = self.proto.ready_marker
+        keep = len(marker) - 1
+        if (self.scratch.find(marker, 0, n) >= 0
+                or marker in client.buf + bytes(self.scratch[:min(n, keep)])):
+            client.ready = True
+            client.buf = b""
+        else:
+            client.buf = (client.buf + bytes(self.scratch[max(0, n - keep):n]))[-keep:]
 
     def _probe(self, client: Client, data: bytes) -> None:
         now = time.monotonic_ns()
-        buf = client.buf + data
-        lines = buf.split(b"\n")
+        lines = (client.buf + data).split(b"\n")
         client.buf = lines.pop()
+        at = self.time_at
+        append = self.latencies.append
         for line in lines:
-            payload = line.rstrip(b"\r").rsplit(b" ", 1)[-1].lstrip(b":")
-            parts = payload.split(b":", 3)
-            if len(parts) == 4:
-                self.latencies.append(now - int(parts[2]))
+            try:
+                append(now - int(line[at]))
+            except ValueError:
+                pass  # not a message (the checker counts those)
+
+    def _start_checking(self) -> None:
+        """From now on every read goes to its room's sequence checker."""
+        # Large batches keep numpy's per-call cost small; the buffers are
+        # mappings, so a receiver that gets one line (CONNS) touches one page.
+        receivers = sum(len(r.members) for r in self.rooms)
+        size = self.args.check_buffer or max(64 << 10, min(1 << 20, CHECK_MEMORY // max(1, receivers)))
+        for room in self.rooms:
+            room.checker = seqcheck.RoomChecker([c.index for c in room.members],
+                                                [c.index for c in room.senders], self.args.size, size)
+            for c in room.members:
+                c.buf = b""
+        self.measuring = True
+
+    def _finish_checking(self) -> dict:
+        return seqcheck.merge([r.checker.finish({c.index: c.seq for c in r.senders})
+                               for r in self.rooms if r.checker])
 
     # -- load ---------------------------------------------------------------
 
-    def _payload(self, client: Client) -> bytes:
-        client.seq += 1
-        head = f"{client.name}:{client.seq}:{time.monotonic_ns()}:".encode()
-        return head + b"x" * max(0, self.args.size - len(head))
-
     def _send_batch(self, client: Client, count: int) -> None:
-        say = self.proto.say
+        """COUNT messages in one send(); they share a send time."""
         room = client.room
-        data = b"".join(say(room.name, self._payload(client)) for _ in range(count))
+        now = time.monotonic_ns()
+        first = client.seq + 1
+        client.seq += count
+        make, say, size, index = seqcheck.make_payload, self.proto.say, self.args.size, client.index
+        data = b"".join([say(room.name, make(index, seq, now, size)) for seq in range(first, first + count)])
         room.sent += count
         self._send(client, data)
 
@@ -270,9 +294,8 @@ class LoadGen:
         args = self.args
         pid = args.server_pid
         cpu0 = server_cpu(pid) if pid else 0.0
-        self.measuring = True
-        for c in self.clients:
-            c.buf = b""
+        own0 = time.process_time()
+        self._start_checking()
         self._set_lowat(args.rcvlowat)
         start = time.monotonic()
         stop_sending = start + args.duration
@@ -282,17 +305,20 @@ class LoadGen:
             self._flat_out(stop_sending)
         self._set_lowat(1)  # the last deliveries must not wait for a full chunk
         sent_messages = sum(r.sent for r in self.rooms)
-        expected = sum(r.sent * (len(r.members) - 1) for r in self.rooms)
         deadline = time.monotonic() + args.drain_timeout
-        delivered = 0
         while time.monotonic() < deadline:
-            delivered = sum(r.delivered for r in self.rooms)
-            if delivered >= expected:
+            if all(r.delivered >= r.sent * (len(r.members) - 1) for r in self.rooms):
                 break
             self._poll(0.05)
         end = time.monotonic()
         cpu1 = server_cpu(pid) if pid else 0.0
+        own1 = time.process_time()
         elapsed = end - start
+        # After the clock stopped: take any stragglers (the byte count that
+        # ended the drain would also count a stray line), then check the rest.
+        self._quiet(0.05)
+        check = self._finish_checking()
+        delivered = check["deliveries"]
         lat = sorted(self.latencies)
 
         def pct(p: float) -> float | None:
@@ -300,13 +326,14 @@ class LoadGen:
 
         return {
             "messages": sent_messages,
-            "deliveries": delivered,
-            "expected": expected,
-            "lost": expected - delivered,
+            **check,
             "seconds": elapsed,
             "deliveries_per_s": delivered / elapsed if elapsed else 0.0,
             "messages_per_s": sent_messages / elapsed if elapsed else 0.0,
             "server_cpu_s": cpu1 - cpu0,
+            "server_busy_pct": (cpu1 - cpu0) / elapsed * 100 if elapsed else None,
+            "loadgen_cpu_s": own1 - own0,
+            "loadgen_busy_pct": (own1 - own0) / elapsed * 100 if elapsed else None,
             "cpu_us_per_delivery": (cpu1 - cpu0) / delivered * 1e6 if delivered else None,
             "latency_ms": {"p50": pct(0.50), "p90": pct(0.90), "p99": pct(0.99),
                            "max": lat[-1] / 1e6 if lat else None, "samples": len(lat)},
@@ -348,20 +375,23 @@ class LoadGen:
                     self._send_batch(s, count)
             self._poll(0.0005)
 
-    def single_message_fanout(self) -> float:
-        """Seconds for one message to reach every other member of room 0."""
+    def single_message_fanout(self) -> dict:
+        """Seconds for one message to reach every other member of room 0, and
+        the check that each got it exactly once."""
         room = self.rooms[0]
-        self.measuring = True
-        before = room.delivered
+        room.senders = [room.members[0]]
+        self._start_checking()
         start = time.monotonic()
         self._send_batch(room.members[0], 1)
-        target = before + len(room.members) - 1
+        target = len(room.members) - 1
         deadline = start + self.args.drain_timeout
         while room.delivered < target:
             if time.monotonic() > deadline:
-                raise SystemExit("loadgen: the message did not reach everyone in time")
+                break  # the check below says how many never got it
             self._poll(0.01)
-        return time.monotonic() - start
+        fanout = time.monotonic() - start
+        self._quiet(0.05)
+        return {"fanout_s": fanout, **self._finish_checking()}
 
 
 def raise_nofile() -> None:
@@ -379,7 +409,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--rooms", type=int, default=1)
     p.add_argument("--members", type=int, default=50, help="members per room")
     p.add_argument("--senders", type=int, default=10, help="senders per room")
-    p.add_argument("--size", type=int, default=100, help="payload bytes")
+    p.add_argument("--size", type=int, default=100, help=f"payload bytes (at least {seqcheck.HEAD_SIZE})")
     p.add_argument("--duration", type=float, default=5.0, help="seconds of sending")
     p.add_argument("--rate", type=float, default=0.0, help="messages/s in all; 0 = flat out")
     p.add_argument("--window", type=int, default=20, help="flat out: messages in flight per sender")
@@ -390,11 +420,13 @@ def main(argv: list[str] | None = None) -> None:
                    help="seconds to pause between reads (setup and flat out), so that reads are larger")
     p.add_argument("--mode", choices=["load", "conns", "idle"], default="load",
                    help="load: send messages; conns: one message to a big room; idle: only log in")
-    p.add_argument("--connect-window", type=int, default=32, help="setup: logins under way at once")
+    p.add_argument("--connect-window", type=int, default=5, help="setup: logins under way at once")
     p.add_argument("--setup-timeout", type=float, default=300.0)
     p.add_argument("--drain-timeout", type=float, default=30.0)
     p.add_argument("--quiet", type=float, default=0.3, help="setup: seconds of silence before measuring")
     p.add_argument("--name-prefix", default="u")
+    p.add_argument("--check-buffer", type=int, default=0,
+                   help="bytes each receiver reads before its sequence check runs (0 = by the number of receivers)")
     args = p.parse_args(argv)
     raise_nofile()
     gen = LoadGen(args)
@@ -406,7 +438,7 @@ def main(argv: list[str] | None = None) -> None:
         result.update(rss_before=rss0, rss_after=rss1,
                       rss_per_client=(rss1 - rss0) / len(gen.clients))
     if args.mode == "conns":
-        result["fanout_s"] = gen.single_message_fanout()
+        result.update(gen.single_message_fanout())
     elif args.mode == "idle":
         pass  # setup time and RSS are the figures
     else:

@@ -1,12 +1,17 @@
 """Run pychat's benchmark: pychat and miniircd side by side.
 
-    python3 -m bench.run --quick     # about a minute
-    python3 -m bench.run             # the full run, a few minutes
+    python3 -m bench.run --tiny      # a few seconds: checks that everything runs
+    python3 -m bench.run --quick     # a couple of minutes
+    python3 -m bench.run             # the full run, about ten minutes
+    python3 -m bench.run --base ../pychat-old --servers pychat --scenarios A,B
 
 Each scenario starts every server fresh, pinned to core 0 with the load
 generator (bench/loadgen.py, its own process) on core 1 when there are two,
-and alternates the servers run by run. Writes a table on stdout, a JSON
-file, PNG charts and docs/BENCHMARKS.md.
+and alternates the servers run by run. Every delivery is checked by
+sequence number (lost, duplicated, reordered; bench/seqcheck.py). The
+ATTACK scenario is bench/attack.py. Writes a table on stdout, a JSON
+file, PNG charts and BENCHMARKS.md: into docs/ for a full run, into
+bench/results/ (not committed) for --quick and --tiny.
 """
 
 from __future__ import annotations
@@ -14,9 +19,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
+import shlex
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -25,13 +29,14 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from bench import attack
+from bench.common import ROOT, checkout, default_out, free_port, machine, pin, stop, wait_listening
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+# Logins under way at once, for every server. miniircd listens with a
+# backlog of 5 and a login under way holds at most one connection not yet
+# accepted, so 5 never overflows it (an overflow drops the SYN: a 1 s
+# retransmit per connection); pychat's backlog (4096) takes any number.
+CONNECT_WINDOW = 5
 
 
 @dataclass
@@ -41,7 +46,7 @@ class ServerKind:
     name: str
     protocol: str
     extra: list[str] = field(default_factory=list)
-    connect_window: int = 32
+    root: Path = ROOT  # the pychat checkout whose pychat_server.py runs
 
     def command(self, port: int, workdir: Path) -> list[str]:
         if self.protocol == "irc":
@@ -52,7 +57,7 @@ class ServerKind:
             if os.geteuid() == 0:
                 cmd += ["--setuid", "root"]  # miniircd refuses to run as root otherwise
             return cmd
-        return [sys.executable, str(ROOT / "pychat_server.py"), "127.0.0.1", "--port", str(port),
+        return [sys.executable, str(self.root / "pychat_server.py"), "127.0.0.1", "--port", str(port),
                 "--flood-rate", "0", "--max-per-ip", "0", *self.extra]
 
 
@@ -61,8 +66,16 @@ PYCHAT_MEMORY = ServerKind("pychat-mem", "pychat", ["--db", ":memory:"])
 PYCHAT_FLOODCHECK = ServerKind("pychat-bucket", "pychat", ["--flood-rate", "1e9", "--flood-burst", "1000000000"])
 PYCHAT_LIMITS_OFF = ServerKind("pychat-limits-off", "pychat", ["--sendq", "1000000000000", "--max-clients",
                                                               "1000000", "--registration-timeout", "0"])
-MINIIRCD = ServerKind("miniircd", "irc", connect_window=4)
+MINIIRCD = ServerKind("miniircd", "irc")
 KINDS = {k.name: k for k in (PYCHAT_FILE, PYCHAT_MEMORY, PYCHAT_FLOODCHECK, PYCHAT_LIMITS_OFF, MINIIRCD)}
+
+
+def base_kind(base: str) -> ServerKind:
+    """``pychat-base``: another checkout of pychat, run with exactly pychat's flags."""
+    root = Path(base).resolve()
+    if not (root / "pychat_server.py").exists():
+        raise SystemExit(f"bench: no pychat_server.py in {root}")
+    return ServerKind("pychat-base", "pychat", list(PYCHAT_FILE.extra), root=root)
 
 
 @dataclass
@@ -101,14 +114,6 @@ def scenarios(quick: bool, tiny: bool) -> list[Scenario]:
     return out
 
 
-def pin(pid: int, cpu: int) -> None:
-    if len(os.sched_getaffinity(0)) >= 2:
-        try:
-            os.sched_setaffinity(pid, {cpu})
-        except OSError:
-            pass
-
-
 def run_once(kind: ServerKind, scenario: Scenario, workdir: Path) -> dict:
     port = free_port()
     env = dict(os.environ, XDG_DATA_HOME=str(workdir / "xdg"))
@@ -117,17 +122,10 @@ def run_once(kind: ServerKind, scenario: Scenario, workdir: Path) -> dict:
                               stdin=subprocess.DEVNULL)
     try:
         pin(server.pid, 0)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    return {"error": "server did not start"}
-                time.sleep(0.05)
+        if not wait_listening(port, server):
+            return {"error": "server did not start"}
         cmd = [sys.executable, "-m", "bench.loadgen", "--protocol", kind.protocol, "--port", str(port),
-               "--server-pid", str(server.pid), "--connect-window", str(kind.connect_window),
+               "--server-pid", str(server.pid), "--connect-window", str(CONNECT_WINDOW),
                *scenario.loadgen]
         gen = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         pin(gen.pid, 1)
@@ -142,12 +140,7 @@ def run_once(kind: ServerKind, scenario: Scenario, workdir: Path) -> dict:
             return {"error": (err.strip().splitlines() or ["failed"])[-1] + ("" if alive else " (server died)")}
         return json.loads(out)
     finally:
-        server.terminate()
-        try:
-            server.wait(10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        stop(server)
 
 
 def summarize(runs: list[dict], key: str, sub: str | None = None) -> dict | None:
@@ -173,48 +166,55 @@ def fmt(stat: dict | None, scale: float = 1.0, digits: int = 3) -> str:
     return f"{m:.{digits}f} ±{spread:.{digits}f}" if stat["n"] > 1 else f"{m:.{digits}f}"
 
 
-def machine() -> str:
-    model = platform.processor() or "unknown CPU"
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{model}, {os.cpu_count()} cores, Linux {platform.release()}, Python {platform.python_version()}"
+CHECKS = ("lost", "duplicates", "out_of_order", "bad_records")
+
+
+def check_totals(runs: list[dict]) -> str:
+    """lost / duplicated / reordered / malformed deliveries, added up over the runs."""
+    ok = [r for r in runs if "error" not in r and "lost" in r]
+    if not ok:
+        return "-"
+    return " / ".join(str(sum(r.get(k, 0) for r in ok)) for k in CHECKS)
 
 
 def table(results: dict) -> list[str]:
-    rows = ["| scenario | server | thousand deliveries/s | lost | server CPU per delivery (us) | "
-            "latency p50 / p90 / p99 / max (ms) | setup (s) | RSS per client (KiB) | fan-out to all (ms) |",
-            "|---|---|---|---|---|---|---|---|---|"]
+    rows = ["| scenario | server | thousand deliveries/s | server CPU per delivery (us) | server busy % | "
+            "generator busy % | lost / dup / reordered / bad | latency p50 / p90 / p99 / max (ms) | setup (s) | "
+            "RSS per client (KiB) | fan-out to all (ms) |",
+            "|---|---|---|---|---|---|---|---|---|---|---|"]
     for scen, per_server in results.items():
         for server, runs in per_server.items():
             errors = [r["error"] for r in runs if "error" in r]
             if errors and len(errors) == len(runs):
-                rows.append(f"| {scen} | {server} | failed: {errors[0]} | | | | | | |")
+                rows.append(f"| {scen} | {server} | failed: {errors[0]} |" + " |" * 8)
                 continue
             lat = "/".join(fmt(summarize(runs, "latency_ms", p), digits=2).split(" ")[0]
                            for p in ("p50", "p90", "p99", "max"))
-            lost = summarize(runs, "lost")
             rows.append(
                 f"| {scen} | {server} | {fmt(summarize(runs, 'deliveries_per_s'), 1e-3, 0)} | "
-                f"{int(lost['max']) if lost else '-'} | {fmt(summarize(runs, 'cpu_us_per_delivery'))} | "
+                f"{fmt(summarize(runs, 'cpu_us_per_delivery'))} | "
+                f"{fmt(summarize(runs, 'server_busy_pct'), digits=0)} | "
+                f"{fmt(summarize(runs, 'loadgen_busy_pct'), digits=0)} | {check_totals(runs)} | "
                 f"{lat if 'conns' not in scen.lower() else '-'} | {fmt(summarize(runs, 'setup_s'), digits=2)} | "
                 f"{fmt(summarize(runs, 'rss_per_client'), 1 / 1024, 2)} | "
                 f"{fmt(summarize(runs, 'fanout_s'), 1e3, 1)} |")
     return rows
 
 
-def ratios(results: dict, base: str = "pychat", other: str = "miniircd") -> list[str]:
+def ratios(results: dict, base: str = "pychat", others: tuple[str, ...] = ("miniircd", "pychat-base")) -> list[str]:
+    """CPU per delivery of BASE against each of OTHERS, with how busy each server was."""
     lines = []
     for scen, per_server in results.items():
         a = summarize(per_server.get(base, []), "cpu_us_per_delivery")
-        b = summarize(per_server.get(other, []), "cpu_us_per_delivery")
-        if a and b:
-            lines.append(f"{scen}: {base}/{other} CPU per delivery = {a['median'] / b['median']:.2f} "
-                         f"({other} costs {b['median'] / a['median']:.1f}x as much)")
+        for other in others:
+            b = summarize(per_server.get(other, []), "cpu_us_per_delivery")
+            if not (a and b):
+                continue
+            busy = ", ".join(f"{srv} {st['median']:.0f}%" for srv in (base, other)
+                             if (st := summarize(per_server.get(srv, []), "server_busy_pct")))
+            ratio = a["median"] / b["median"]
+            lines.append(f"{scen}: {base}/{other} CPU per delivery = {ratio:.2f} "
+                         f"({base} {ratio - 1:+.1%} against {other}; server busy: {busy})")
     return lines
 
 
@@ -281,28 +281,40 @@ def charts(results: dict, outdir: Path) -> list[Path]:
 
 
 def write_markdown(path: Path, rows: list[str], ratio_lines: list[str],
-                   pngs: list[Path], args: argparse.Namespace, date: str) -> None:
-    mode = "quick" if args.quick else ("tiny" if args.tiny else "full")
+                   pngs: list[Path], data: dict) -> None:
+    servers = ", ".join(f"`{name}` at {commit}" for name, commit in data.get("checkouts", {}).items())
     text = [
         "# pychat benchmarks",
         "",
-        f"Latest {mode} run: {date}, {args.runs} run(s) per server and "
-        f"scenario (median ± half the spread).",
-        f"Machine: {machine()}. Server pinned to core 0, load generator to core 1.",
+        f"Latest {data['mode']} run: {data['date']}, `{data.get('command', 'python3 -m bench.run')}`, "
+        f"{data['runs']} run(s) per server and scenario (median ± half the spread)"
+        + (f"; {servers}" if servers else "") + ".",
+        f"Machine: {data['machine']}. Server pinned to core 0, load generator to core 1.",
         "",
         "Rerun: `python3 -m pip install -e '.[bench]'` then `python3 -m bench.run` "
-        "(full, a few minutes) or `python3 -m bench.run --quick` (about a minute).",
+        "(full, about ten minutes; writes docs/) or `python3 -m bench.run --quick` "
+        "(a couple of minutes; writes bench/results/).",
         "",
         "Scenarios: A = 1 room x 50 members, 10 senders, 100-byte payloads, flat out; "
         "B = 100 rooms x 10 members, every member sends, flat out; LAT = A at a fixed offered rate "
         "of 11,000 messages/s; CONNS-N = N clients registered in one room (setup time includes "
-        "every join being announced to the room, N squared deliveries), then one message to all.",
+        "every join being announced to the room, N squared deliveries), then one message to all. "
+        f"Every server gets the same login window: {data.get('connect_window', CONNECT_WINDOW)} logins "
+        "under way at once (miniircd listens with a backlog of 5; more would drop connections).",
         "",
         "Servers: `pychat` as shipped (history in an SQLite file, log at info) with `--flood-rate 0 "
         "--max-per-ip 0`; `pychat-mem` the same with `--db :memory:`; `pychat-bucket` with flood "
         "control on at a rate it never reaches (the token bucket runs for every line); "
         "`pychat-limits-off` with the send queue, client and registration limits set out of reach; "
+        "`pychat-base` another checkout of pychat (`--base DIR`) with exactly `pychat`'s flags; "
         "`miniircd` from PyPI.",
+        "",
+        "Every delivery is checked by sequence number: each sender numbers its messages and every "
+        "receiver must get each one exactly once and in order; lost / dup / reordered / bad count "
+        "the exceptions over all runs (bad = malformed or unexpected lines). Server busy % = the "
+        "server's CPU seconds / wall seconds while measuring; generator busy % the same for the "
+        "load generator. A server well below 100% busy was not saturated: the clients, not the "
+        "server, set the pace, and its CPU per delivery includes the cost of waking up for less work.",
         "",
         *rows,
         "",
@@ -311,70 +323,117 @@ def write_markdown(path: Path, rows: list[str], ratio_lines: list[str],
         *(f"![{p.stem}]({p.name})" for p in pngs),
         "",
     ]
+    attack_json = path.parent / "attack.json"
+    if attack_json.exists():
+        text.append(attack.section(json.loads(attack_json.read_text())))
     path.write_text("\n".join(text))
 
 
 def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
     p = argparse.ArgumentParser(description="pychat benchmark: pychat vs miniircd")
-    p.add_argument("--quick", action="store_true", help="one run per scenario, shorter; about a minute")
+    p.add_argument("--quick", action="store_true", help="one run per scenario, shorter; a couple of minutes")
     p.add_argument("--tiny", action="store_true", help="a few seconds; only checks that everything runs")
     p.add_argument("--runs", type=int, default=None, help="runs per server and scenario (default 3, quick 1)")
     p.add_argument("--servers", default="pychat,pychat-mem,miniircd",
-                   help=f"comma-separated, from {', '.join(KINDS)}")
-    p.add_argument("--scenarios", default=None, help="comma-separated names (default: all)")
-    p.add_argument("--out", default=str(ROOT / "docs"), help="where the JSON, charts and BENCHMARKS.md go")
+                   help=f"comma-separated, from {', '.join(KINDS)}, pychat-base")
+    p.add_argument("--base", metavar="DIR",
+                   help="another pychat checkout, run as pychat-base with exactly pychat's flags "
+                        "(added after pychat unless --servers names it); ATTACK attacks it too")
+    p.add_argument("--scenarios", default=None,
+                   help="comma-separated names: A, B, LAT, CONNS (or CONNS-N), ATTACK (default: all)")
+    p.add_argument("--out", default=None,
+                   help="where the JSON, charts and BENCHMARKS.md go (default: docs/ for a full run, "
+                        "bench/results/ for --quick and --tiny)")
     p.add_argument("--render", metavar="JSON", help="only rebuild the table, charts and BENCHMARKS.md from a JSON file")
     args = p.parse_args(argv)
+    outdir = Path(args.out) if args.out else default_out(args.quick, args.tiny)
     if args.render:
         data = json.loads(Path(args.render).read_text())
-        args.runs, args.quick, args.tiny = data["runs"], data["mode"] == "quick", data["mode"] == "tiny"
-        report(data["results"], Path(args.out), args, data["date"])
+        report(data, Path(args.out) if args.out else Path(args.render).parent)
         return
     if args.runs is None:
         args.runs = 1 if (args.quick or args.tiny) else 3
-    kinds = [KINDS[name] for name in args.servers.split(",")]
+    kinds = choose_kinds(args)
     chosen = scenarios(args.quick, args.tiny)
-    if args.scenarios:
-        wanted = set(args.scenarios.split(","))
+    wanted = set(args.scenarios.split(",")) if args.scenarios else None
+    if wanted:
         chosen = [s for s in chosen if s.name in wanted or s.name.split("-")[0] in wanted]
-    outdir = Path(args.out)
     outdir.mkdir(parents=True, exist_ok=True)
+    pin(os.getpid(), 1)
+    command = "python3 -m bench.run" + "".join(" " + shlex.quote(a) for a in argv)
     results: dict = {}
     with tempfile.TemporaryDirectory(prefix="pychat-bench-") as tmp:
         for scenario in chosen:
-            results[scenario.name] = {k.name: [] for k in kinds}
-            # One run for CONNS: its setup alone grows with N squared.
-            runs = 1 if scenario.name.startswith("CONNS") else args.runs
-            for run in range(runs):
-                order = kinds if run % 2 == 0 else list(reversed(kinds))
-                for kind in order:
-                    if scenario.name.startswith("CONNS") and kind.name not in ("pychat", "miniircd"):
-                        continue  # the variants differ only on the message path
-                    workdir = Path(tmp) / f"{scenario.name}-{kind.name}-{run}"
-                    workdir.mkdir()
-                    result = run_once(kind, scenario, workdir)
-                    results[scenario.name][kind.name].append(result)
-                    brief = result.get("error") or (
-                        f"{result.get('cpu_us_per_delivery') or 0:.3f} us/delivery, lost {result.get('lost', 0)}"
-                        if "fanout_s" not in result else f"setup {result['setup_s']:.1f} s")
-                    print(f"  {scenario.name} {kind.name} run {run + 1}: {brief}", file=sys.stderr)
-                    shutil.rmtree(workdir, ignore_errors=True)
-            results[scenario.name] = {k: v for k, v in results[scenario.name].items() if v}
+            results[scenario.name] = run_scenario(scenario, kinds, args.runs, Path(tmp))
+    if wanted is None or "ATTACK" in wanted:
+        attack_args = argparse.Namespace(tiny=args.tiny, quick=args.quick, base=args.base, attacks=None)
+        attack.run_and_report(attack_args, outdir, command)
     data = {"date": time.strftime("%Y-%m-%d %H:%M %Z"), "machine": machine(), "runs": args.runs,
-            "mode": "quick" if args.quick else ("tiny" if args.tiny else "full"), "results": results}
-    json_path = outdir / "benchmarks.json"
-    json_path.write_text(json.dumps(data, indent=1))
-    report(results, outdir, args, data["date"])
+            "mode": "quick" if args.quick else ("tiny" if args.tiny else "full"), "command": command,
+            "connect_window": CONNECT_WINDOW,
+            "checkouts": {k.name: checkout(k.root) for k in kinds if k.protocol == "pychat"},
+            "results": results}
+    if results:
+        (outdir / "benchmarks.json").write_text(json.dumps(data, indent=1))
+        report(data, outdir)
 
 
-def report(results: dict, outdir: Path, args: argparse.Namespace, date: str) -> None:
+def choose_kinds(args: argparse.Namespace) -> list[ServerKind]:
+    names = args.servers.split(",")
+    kinds = dict(KINDS)
+    if args.base:
+        kinds["pychat-base"] = base_kind(args.base)
+        if "pychat-base" not in names:
+            # Right after pychat, so the two alternate run by run.
+            names.insert(names.index("pychat") + 1 if "pychat" in names else len(names), "pychat-base")
+    unknown = [n for n in names if n not in kinds]
+    if unknown:
+        raise SystemExit(f"bench: unknown server {', '.join(unknown)}"
+                         + ("; pychat-base needs --base DIR" if "pychat-base" in unknown else ""))
+    return [kinds[n] for n in names]
+
+
+def run_scenario(scenario: Scenario, kinds: list[ServerKind], runs: int, tmp: Path) -> dict:
+    """Every server RUNS times (CONNS once), alternating their order run by run."""
+    results: dict = {k.name: [] for k in kinds}
+    # One run for CONNS: its setup alone grows with N squared.
+    runs = 1 if scenario.name.startswith("CONNS") else runs
+    for run in range(runs):
+        order = kinds if run % 2 == 0 else list(reversed(kinds))
+        for kind in order:
+            if scenario.name.startswith("CONNS") and kind.name not in ("pychat", "pychat-base", "miniircd"):
+                continue  # the variants differ only on the message path
+            workdir = tmp / f"{scenario.name}-{kind.name}-{run}"
+            workdir.mkdir()
+            result = run_once(kind, scenario, workdir)
+            results[kind.name].append(result)
+            print(f"  {scenario.name} {kind.name} run {run + 1}: {brief(result)}", file=sys.stderr)
+            shutil.rmtree(workdir, ignore_errors=True)
+    return {k: v for k, v in results.items() if v}
+
+
+def brief(result: dict) -> str:
+    if "error" in result:
+        return result["error"]
+    checks = ", ".join(f"{k} {result.get(k, 0)}" for k in CHECKS)
+    if "fanout_s" in result:
+        return f"setup {result['setup_s']:.1f} s, {checks}"
+    return (f"{result.get('cpu_us_per_delivery') or 0:.3f} us/delivery, server busy "
+            f"{result.get('server_busy_pct') or 0:.0f}%, generator busy {result.get('loadgen_busy_pct') or 0:.0f}%, "
+            f"{checks}")
+
+
+def report(data: dict, outdir: Path) -> None:
     """Print the table and write the charts and BENCHMARKS.md."""
+    results = data["results"]
+    outdir.mkdir(parents=True, exist_ok=True)
     rows = table(results)
     ratio_lines = ratios(results)
     print("\n".join(rows))
     print("\n".join(ratio_lines))
     pngs = charts(results, outdir)
-    write_markdown(outdir / "BENCHMARKS.md", rows, ratio_lines, pngs, args, date)
+    write_markdown(outdir / "BENCHMARKS.md", rows, ratio_lines, pngs, data)
     print(f"wrote {outdir / 'BENCHMARKS.md'} and {len(pngs)} chart(s) in {outdir}", file=sys.stderr)
 
 

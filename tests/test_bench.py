@@ -1,27 +1,184 @@
-"""The benchmark's code runs: a tiny scenario against pychat (timing is not tested)."""
+"""The benchmark's code: the sequence checker on made-up streams, and tiny real
+runs against pychat (timing is not tested, only that nothing was lost)."""
 
 import json
+import os
 import subprocess
 import sys
 
+import pytest
+
 from helpers import ROOT
 
+from bench import run, seqcheck
 
-def test_tiny_benchmark_runs_and_loses_nothing(tmp_path):
+PAYLOAD = 60
+
+
+def pychat_line(sender: int, seq: int) -> bytes:
+    name = seqcheck.name(sender).encode()
+    return (b"[2026-11-21 15:00:05] #general " + name + b": "
+            + seqcheck.make_payload(sender, seq, 1234567890, PAYLOAD) + b"\r\n")
+
+
+def irc_line(sender: int, seq: int) -> bytes:
+    name = seqcheck.name(sender).encode()
+    return (b":" + name + b"!" + name + b"@127.0.0.1 PRIVMSG #r12 :"
+            + seqcheck.make_payload(sender, seq, 1234567890, PAYLOAD) + b"\r\n")
+
+
+def feed_in_pieces(checker: seqcheck.RoomChecker, receiver: int, data: bytes, piece: int) -> None:
+    """As a socket would: arbitrary cuts, records split across reads."""
+    for i in range(0, len(data), piece):
+        checker.feed(receiver, data[i:i + piece])
+
+
+@pytest.mark.parametrize("line", [pychat_line, irc_line], ids=["pychat", "irc"])
+@pytest.mark.parametrize("buffer_size", [2048, 1 << 20], ids=["many-batches", "one-batch"])
+def test_checker_reports_a_lost_a_duplicated_and_a_reordered_message(line, buffer_size):
+    # Members 0, 1, 2; senders 0 and 1, 100 messages each.
+    checker = seqcheck.RoomChecker([0, 1, 2], [0, 1], PAYLOAD, buffer_size)
+    # Receiver 0 gets everything sender 1 sent, in order.
+    feed_in_pieces(checker, 0, b"".join(line(1, q) for q in range(1, 101)), 777)
+    # Receiver 1, from sender 0: 10 never comes, 50 comes twice, 71 after 72.
+    seqs = [q for q in range(1, 101) if q != 10]
+    seqs.insert(seqs.index(50) + 1, 50)
+    i = seqs.index(71)
+    seqs[i], seqs[i + 1] = seqs[i + 1], seqs[i]
+    feed_in_pieces(checker, 1, b"".join(line(0, q) for q in seqs), 500)
+    # Receiver 2 gets both senders interleaved, with a server notice between two messages.
+    mixed = [line(s, q) for q in range(1, 101) for s in (0, 1)]
+    mixed.insert(37, b"* a notice from the server\r\n")
+    feed_in_pieces(checker, 2, b"".join(mixed), 1000)
+    result = checker.finish({0: 100, 1: 100})
+    assert result["lost"] == 1
+    assert result["duplicates"] == 1
+    assert result["out_of_order"] == 1
+    assert result["bad_records"] == 0
+    assert result["other_lines"] == 1
+    assert result["expected"] == 400
+    assert result["deliveries"] == 399
+    assert result["records"] == 400  # 399 distinct + the duplicate
+
+
+@pytest.mark.parametrize("line", [pychat_line, irc_line], ids=["pychat", "irc"])
+def test_checker_passes_a_clean_stream_and_flags_a_malformed_line(line):
+    checker = seqcheck.RoomChecker([5, 6], [5], PAYLOAD, 4096)
+    feed_in_pieces(checker, 1, b"".join(line(5, q) for q in range(1, 301)), 333)
+    clean = checker.finish({5: 300})
+    assert clean == {"expected": 300, "deliveries": 300, "records": 300, "lost": 0, "duplicates": 0,
+                     "out_of_order": 0, "bad_records": 0, "other_lines": 0}
+
+    checker = seqcheck.RoomChecker([5, 6], [5], PAYLOAD, 4096)
+    good = [line(5, q) for q in range(1, 301)]
+    good[100] = good[100][:-10] + b"\r\n"  # a message cut short
+    feed_in_pieces(checker, 1, b"".join(good), 333)
+    result = checker.finish({5: 300})
+    assert result["bad_records"] == 1 and result["lost"] == 1
+    assert result["duplicates"] == 0 and result["out_of_order"] == 0
+
+
+def test_checker_flags_a_message_from_the_wrong_sender():
+    checker = seqcheck.RoomChecker([0, 1], [0], PAYLOAD, 4096)
+    data = [pychat_line(0, q) for q in range(1, 51)]
+    data.insert(20, pychat_line(7, 1))  # client 7 is not in this room
+    feed_in_pieces(checker, 1, b"".join(data), 1 << 16)
+    result = checker.finish({0: 50})
+    assert result["bad_records"] == 1 and result["lost"] == 0 and result["deliveries"] == 50
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs")
+def test_a_controller_on_core_1_still_pins_its_server_to_core_0():
+    # In a child process: pinning the test process itself would outlive the test.
+    script = ("import os, subprocess, sys\n"
+              "from bench.common import pin\n"
+              "pin(os.getpid(), 1)\n"
+              "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(30)'])\n"
+              "pin(child.pid, 0)\n"
+              "print(sorted(os.sched_getaffinity(0)), sorted(os.sched_getaffinity(child.pid)))\n"
+              "child.kill()\n")
+    out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    cpus = sorted(os.sched_getaffinity(0))
+    assert out.stdout.split("] [") == [f"[{cpus[1]}", f"{cpus[0]}]\n"]
+
+
+def test_quick_and_tiny_runs_do_not_write_docs():
+    assert run.default_out(quick=True, tiny=False) == ROOT / "bench" / "results"
+    assert run.default_out(quick=False, tiny=True) == ROOT / "bench" / "results"
+    assert run.default_out(quick=False, tiny=False) == ROOT / "docs"
+
+
+def assert_nothing_lost(name: str, run_result: dict) -> None:
+    assert "error" not in run_result, (name, run_result)
+    assert run_result["deliveries"] == run_result["expected"] > 0, (name, run_result)
+    for key in ("lost", "duplicates", "out_of_order", "bad_records"):
+        assert run_result[key] == 0, (name, key, run_result)
+
+
+def test_tiny_benchmark_side_by_side_with_a_base_checkout_loses_nothing(tmp_path):
+    # The worktree itself as the "other" checkout: pychat-base runs the same code with the same flags.
     result = subprocess.run([sys.executable, "-m", "bench.run", "--tiny", "--servers", "pychat",
-                             "--out", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+                             "--base", str(ROOT), "--scenarios", "A,B,LAT,CONNS", "--out", str(tmp_path)],
+                            cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     data = json.loads((tmp_path / "benchmarks.json").read_text())
+    assert data["connect_window"] == run.CONNECT_WINDOW
     scenarios = data["results"]
-    assert {"A", "B", "LAT", "CONNS-20"} <= set(scenarios)
+    assert {"A", "B", "LAT", "CONNS-20"} == set(scenarios)
     for name, per_server in scenarios.items():
-        (run,) = per_server["pychat"]
-        assert "error" not in run, (name, run)
-        if name.startswith("CONNS"):
-            assert run["clients"] == 20 and run["fanout_s"] > 0
-        else:
-            assert run["deliveries"] > 0 and run["lost"] == 0, (name, run)
-            assert run["latency_ms"]["samples"] > 0
+        assert set(per_server) == {"pychat", "pychat-base"}
+        for server, runs in per_server.items():
+            (one,) = runs
+            assert_nothing_lost(f"{name} {server}", one)
+            if name.startswith("CONNS"):
+                assert one["clients"] == 20 and one["fanout_s"] > 0 and one["deliveries"] == 19
+            else:
+                assert one["latency_ms"]["samples"] > 0
+                assert 0 < one["server_busy_pct"] and 0 < one["loadgen_busy_pct"]
     markdown = (tmp_path / "BENCHMARKS.md").read_text()
-    assert "| A | pychat |" in markdown
+    assert "| A | pychat-base |" in markdown
     assert "| scenario | server |" in result.stdout
+    assert "A: pychat/pychat-base CPU per delivery = " in result.stdout
+
+
+def test_tiny_attack_measures_every_attack_and_loses_no_reply(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "bench.attack", "--tiny", "--out", str(tmp_path)],
+                            cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    data = json.loads((tmp_path / "attack.json").read_text())
+    rows = {attack: per_server["pychat"] for attack, per_server in data["results"].items()}
+    assert list(rows) == ["none", "key-guess", "room-spam", "line-flood", "churn"]
+    conns = data["settings"]["conns"]
+    for attack, row in rows.items():
+        assert "error" not in row, (attack, row)
+        by = row["bystander"]
+        assert by["samples"] > 0 and by["p99_ms"] is not None, (attack, by)
+        for key in ("lost", "duplicates", "out_of_order", "bad", "closed"):
+            assert by[key] == 0, (attack, key, by)
+        if attack != "none":
+            assert row["attackers"]["connections"] >= conns, (attack, row["attackers"])
+            assert row["attackers"]["lines_sent"] > 0
+            assert row["rss_per_conn_kib"] is not None
+    # Churn keeps reconnecting: many more connections than loops.
+    assert rows["churn"]["attackers"]["connections"] > 2 * conns
+    markdown = (tmp_path / "BENCHMARKS.md").read_text()
+    assert "<!-- attack:begin -->" in markdown and "`python3 -m bench.attack --tiny" in markdown
+    assert "| key-guess | pychat |" in markdown
+
+
+def test_attackers_keep_reconnecting_when_refused(make_server):
+    # Two connections per address: the other three attackers are refused
+    # with a "! " line and closed, again and again.
+    server = make_server("--max-per-ip", "2")
+    result = subprocess.run([sys.executable, "-m", "bench.attack", "--worker", "attackers", "--kind", "key-guess",
+                             "--port", str(server.port), "--conns", "5", "--seconds", "1"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    go, report = result.stdout.splitlines()
+    assert go == "go"
+    stats = json.loads(report)
+    assert stats["refused"] > 3
+    assert stats["connections"] >= 5 + stats["refused"] - 2
+    assert any("too many connections" in text for text in stats["errors"]), stats["errors"]
+    assert stats["lines_sent"] > 0

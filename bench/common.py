@@ -1,0 +1,110 @@
+"""Helpers shared by the benchmark's parts: ports, CPU pinning, /proc figures."""
+
+from __future__ import annotations
+
+import os
+import platform
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"  # git-ignored: where quick and tiny runs write
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def default_out(quick: bool, tiny: bool) -> Path:
+    """Only a full run replaces the committed figures in docs/."""
+    return RESULTS if (quick or tiny) else ROOT / "docs"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# The CPUs this process may use, before it pins itself anywhere: a
+# controller pins itself to core 1 and must still pin its server to core 0.
+_CPUS = sorted(os.sched_getaffinity(0))
+
+
+def pin(pid: int, cpu: int) -> None:
+    """Pin PID to the CPU-th CPU we may use, when there are two or more
+    (server on 0, load and controller on 1)."""
+    if len(_CPUS) >= 2:
+        try:
+            os.sched_setaffinity(pid, {_CPUS[cpu % len(_CPUS)]})
+        except OSError:
+            pass
+
+
+def server_cpu(pid: int) -> float:
+    """User + system CPU seconds of process PID."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def server_rss(pid: int) -> int:
+    """Resident set size of PID in bytes."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def wait_listening(port: int, proc: subprocess.Popen, timeout: float = 10.0,
+                   source: str | None = None) -> bool:
+    """Wait until something accepts on 127.0.0.1:PORT (False if PROC exited or time ran out).
+    SOURCE: the local address to connect from, so the check is not counted
+    against another address's connection limit."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1,
+                                     source_address=(source, 0) if source else None).close()
+            return True
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                return False
+            time.sleep(0.05)
+
+
+def stop(proc: subprocess.Popen, grace: float = 10.0) -> None:
+    """SIGTERM, then SIGKILL after GRACE seconds."""
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def machine() -> str:
+    model = platform.processor() or "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return f"{model}, {os.cpu_count()} cores, Linux {platform.release()}, Python {platform.python_version()}"
+
+
+def checkout(root: Path) -> str:
+    """The commit of the checkout at ROOT (``abc1234``, ``+`` if it has changes), or ``?``."""
+    try:
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
+                              capture_output=True, text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "?"
+    return (head or "?") + ("+" if dirty else "")
