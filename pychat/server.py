@@ -47,6 +47,7 @@ LISTEN_BACKLOG = 4096
 _ACCEPT_PAUSE_ERRORS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 ACCEPT_PAUSE = 0.1
 GATHER_ROUNDS = 3  # select() passes whose input is flushed together
+ACCEPTS_PER_PASS = 64  # connections accepted from one listener per select() pass
 # New connections one address may open: --max-per-ip at once (a whole office
 # behind one address reconnecting after a restart), then this many a second.
 CONNECTS_PER_SECOND = 10.0
@@ -350,9 +351,11 @@ class Server:
     # -- accepting ----------------------------------------------------------------
 
     def _accept(self, lsock: socket.socket) -> None:
-        """Accept until the listener would block."""
+        """Accept until the listener would block, or ACCEPTS_PER_PASS connections:
+        under a storm of connections the listener never runs dry, and the
+        clients already connected must still be served."""
         settings = self.settings
-        while True:
+        for _ in range(ACCEPTS_PER_PASS):
             try:
                 sock, addr = lsock.accept()
             except (BlockingIOError, InterruptedError):
