@@ -52,7 +52,7 @@ COMMANDS: Final[tuple[Command, ...]] = (
     Command("list", ("rooms",), (Param("PATTERN", optional=True),),
             "rooms with member counts, busiest first, locked ones marked; PATTERN filters",
             "Shows at most 50 rooms and how many more there are. PATTERN keeps the rooms whose name "
-            "contains it, ignoring case; * and ? make it a wildcard pattern (/list dev*)."),
+            "contains it, ignoring case; with * or ? it is a wildcard pattern for the whole name (/list dev*)."),
     Command("join", (), (Param("ROOM"), Param("KEY", optional=True)),
             "join, creating if missing; switches from your current room",
             "A locked room needs its KEY. Joining a missing room with a KEY creates it locked."),
