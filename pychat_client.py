@@ -1,4 +1,4 @@
 """Run the pychat client: python3 pychat_client.py HOST [flags]."""
-from pychat.client import main
+from pychat.client.app import main
 
 main()

@@ -1,4 +1,4 @@
 """Run the pychat server: python3 pychat_server.py [HOST] [flags]."""
-from pychat.server import main
+from pychat.server.loop import main
 
 main()

@@ -19,8 +19,8 @@ setup(
     },
     entry_points={
         "console_scripts": [
-            "pychat-server=pychat.server:main",
-            "pychat-client=pychat.client:main",
+            "pychat-server=pychat.server.loop:main",
+            "pychat-client=pychat.client.app:main",
         ],
     },
 )

@@ -1,5 +1,5 @@
 """`python3 -m pychat` runs the server."""
 
-from pychat.server import main
+from pychat.server.loop import main
 
 main()

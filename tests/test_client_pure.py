@@ -3,10 +3,10 @@
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pychat.client import ChatState, nick_style, style_line, wrap_segments
-from pychat.editor import LineEditor
-from pychat.keys import Key, KeyParser
-from pychat.textwidth import char_width, fit_input, text_width, wrap
+from pychat.client.app import ChatState, nick_style, style_line, wrap_segments
+from pychat.client.editor import LineEditor
+from pychat.client.keys import Key, KeyParser
+from pychat.client.textwidth import char_width, fit_input, text_width, wrap
 
 # -- keys ----------------------------------------------------------------------------
 

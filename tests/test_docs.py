@@ -3,7 +3,7 @@
 import re
 from pathlib import Path
 
-from pychat.commands import COMMANDS, help_lines, lookup
+from pychat.protocols.line.commands import COMMANDS, help_lines, lookup
 
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
 
@@ -38,7 +38,7 @@ def test_every_alias_resolves_to_its_command():
 
 
 def test_readme_flags_match_the_parser():
-    from pychat.config import server_parser
+    from pychat.server.config import server_parser
     flags = {a.option_strings[0] for a in server_parser()._actions
              if a.option_strings and a.option_strings[0] not in ("-h", "--version")}
     documented = set(re.findall(r"^\| `(--[a-z-]+)", README, re.M))

@@ -3,7 +3,7 @@
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pychat.framing import LINE_TOO_LONG, LineBuffer
+from pychat.protocols.framing import LINE_TOO_LONG, LineBuffer
 
 
 def frame_all(chunks, max_line=4096):

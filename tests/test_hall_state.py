@@ -12,11 +12,11 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from pychat import roomkeys
-from pychat.history import HistoryStore
-from pychat.limits import HallLimits, Rate
-from pychat.model import ChatError, Hall, ListOutbox
-from pychat.text import fold, name_key
+from pychat.core import roomkeys
+from pychat.core.history import HistoryStore
+from pychat.core.limits import HallLimits, Rate
+from pychat.core.model import ChatError, Hall, ListOutbox
+from pychat.core.text import fold, name_key
 
 # "\u0412\u041e\u0412" is Cyrillic BOB, a look-alike of bob; "b\u043eb" mixes in a Cyrillic o (invalid).
 LOOKALIKE_BOB, MIXED = "\u0412\u041e\u0412", "b\u043eb"

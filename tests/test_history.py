@@ -10,8 +10,8 @@ import sys
 import pytest
 
 from helpers import EVENT, ROOT, LineClient, ServerProcess
-from pychat import history as history_module
-from pychat.history import MESSAGE, NOTICE, SCHEMA_VERSION, HistoryError, HistoryStore, migrate
+from pychat.core import history as history_module
+from pychat.core.history import MESSAGE, NOTICE, SCHEMA_VERSION, HistoryError, HistoryStore, migrate
 
 
 def test_restart_keeps_history_in_order(tmp_path):
@@ -212,7 +212,7 @@ def test_write_error_is_logged_and_the_store_goes_on(tmp_path, caplog):
     store._db.execute(f"PRAGMA max_page_count = {pages}")  # the database cannot grow: "disk full"
     for i in range(2000):
         store.append(room_id, 2.0, MESSAGE, "alice", f"message {i} " + "x" * 100)
-    with caplog.at_level(logging.ERROR, logger="pychat.history"):
+    with caplog.at_level(logging.ERROR, logger="pychat.core.history"):
         store.commit()
     assert "history write failed" in caplog.text
     store._db.execute("PRAGMA max_page_count = 1000000")

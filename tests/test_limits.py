@@ -11,8 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from helpers import EVENT, LineClient, wait_for
-from pychat.config import ServerSettings
-from pychat.server import Server
+from pychat.server.config import ServerSettings
+from pychat.server.loop import Server
 
 
 def test_a_member_who_never_reads_is_dropped_and_the_reader_gets_everything(make_server):

@@ -6,8 +6,8 @@ import unicodedata
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pychat.confusables import LOOKALIKES
-from pychat.text import (MAX_NAME, decode_line, fold, name_key, name_problem, normalize_name, room_name,
+from pychat.core.confusables import LOOKALIKES
+from pychat.core.text import (MAX_NAME, decode_line, fold, name_key, name_problem, normalize_name, room_name,
                          room_problem, sanitize, script_of, strip_telnet, unquote)
 
 ZWJ, ZWNJ = "\u200d", "\u200c"

@@ -22,10 +22,10 @@ import time
 import pytest
 
 from helpers import EVENT, ROOT, LineClient, wait_for
-from pychat import roomkeys
-from pychat.history import HistoryStore
-from pychat.limits import HallLimits, Rate
-from pychat.model import ChatError, Hall, ListOutbox
+from pychat.core import roomkeys
+from pychat.core.history import HistoryStore
+from pychat.core.limits import HallLimits, Rate
+from pychat.core.model import ChatError, Hall, ListOutbox
 
 NOTICE = re.compile(EVENT + r"#\S+ (-->|<--|--) ")
 
@@ -127,7 +127,7 @@ def test_refused_checks_cost_no_hashing(cheap_keys, monkeypatch):
     hall.create(owner, "vault", "right", 0.0)
     calls = []
     real = roomkeys.verify_key
-    monkeypatch.setattr("pychat.model.verify_key", lambda k, h: calls.append(k) or real(k, h))
+    monkeypatch.setattr("pychat.core.model.verify_key", lambda k, h: calls.append(k) or real(k, h))
     guesser = user_in(hall, "guesser")
     for n in range(50):
         with pytest.raises(ChatError):
@@ -193,9 +193,9 @@ def test_a_client_dropped_during_the_flush_is_announced_only_once_stored(tmp_pat
                 return False
             return super().commit()
 
-    from pychat.config import ServerSettings
-    from pychat.history import NOTICE as NOTICE_KIND
-    from pychat.server import Server
+    from pychat.server.config import ServerSettings
+    from pychat.core.history import NOTICE as NOTICE_KIND
+    from pychat.server.loop import Server
     started: dict = {}
     ready = threading.Event()
 
@@ -455,7 +455,7 @@ def test_an_unread_stderr_never_stops_the_server(tmp_path):
 
 
 def test_the_log_sink_drops_and_counts_when_nobody_reads(tmp_path):
-    from pychat.logsink import NonBlockingStderr
+    from pychat.server.logsink import NonBlockingStderr
     read_end, write_end = os.pipe()
     try:
         sink = NonBlockingStderr(write_end)

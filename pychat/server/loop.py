@@ -26,19 +26,19 @@ import struct
 import sys
 import time
 
-from pychat import render
-from pychat.config import ServerSettings, parse_server_args
-from pychat.connection import Connection
-from pychat.framing import Frame
-from pychat.history import HistoryError, HistoryStore
-from pychat.limits import HallLimits, KeyedBuckets, Rate, address_key, seconds_text
-from pychat.logsink import NonBlockingStderr, Throttle
-from pychat.model import Hall
-from pychat.session import Session
-from pychat.text import decode_line
-from pychat.timers import Timers
+from pychat.protocols.line import render
+from pychat.server.config import ServerSettings, parse_server_args
+from pychat.server.connection import Connection
+from pychat.protocols.framing import Frame
+from pychat.core.history import HistoryError, HistoryStore
+from pychat.core.limits import HallLimits, KeyedBuckets, Rate, address_key, seconds_text
+from pychat.server.logsink import NonBlockingStderr, Throttle
+from pychat.core.model import Hall
+from pychat.protocols.line.session import Session
+from pychat.core.text import decode_line
+from pychat.core.timers import Timers
 
-log = logging.getLogger("pychat.server")
+log = logging.getLogger("pychat.server.loop")
 
 READ = selectors.EVENT_READ
 WRITE = selectors.EVENT_WRITE

@@ -1,4 +1,4 @@
-"""Server and client settings: the flags and defaults of the protocol."""
+"""The server's settings: its flags and their defaults (PROTOCOL.md sections 6 and 8)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from pychat import __version__
-from pychat.history import default_db_path
-from pychat.text import room_name, room_problem
+from pychat.core.history import default_db_path
+from pychat.core.text import room_name, room_problem
 
 DEFAULT_PORT = 22222
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -137,30 +137,3 @@ def parse_server_args(argv: Sequence[str] | None = None) -> ServerSettings:
     if values["db"] is None:
         values["db"] = default_db_path()
     return ServerSettings(**values)
-
-
-@dataclass(frozen=True, slots=True)
-class ClientSettings:
-    host: str
-    port: int = DEFAULT_PORT
-    name: str | None = None
-    plain: bool = False
-
-
-def client_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="pychat-client",
-        description="pychat's terminal client: a full-screen chat on a terminal, plain lines otherwise.",
-    )
-    p.add_argument("host", help="the server's host name or address")
-    p.add_argument("--port", type=_port, default=DEFAULT_PORT, help=f"the server's port (default {DEFAULT_PORT})")
-    p.add_argument("--name", default=None, help="answer the server's name prompt with NAME")
-    p.add_argument("--plain", action="store_true",
-                   help="line mode: stdin lines go to the server, server lines to stdout "
-                        "(the default when stdin is not a terminal)")
-    p.add_argument("--version", action="version", version=f"pychat {__version__}")
-    return p
-
-
-def parse_client_args(argv: Sequence[str] | None = None) -> ClientSettings:
-    return ClientSettings(**vars(client_parser().parse_args(argv)))

@@ -11,8 +11,8 @@ import curses
 import os
 import sys
 
-from pychat.screen import NICK_STYLES, ScreenError, ScreenLike, View
-from pychat.textwidth import char_width
+from pychat.client.screen import NICK_STYLES, ScreenError, ScreenLike, View
+from pychat.client.textwidth import char_width
 
 _BRACKETED_PASTE_ON = "\x1b[?2004h"
 _BRACKETED_PASTE_OFF = "\x1b[?2004l"

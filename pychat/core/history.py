@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-log = logging.getLogger("pychat.history")
+log = logging.getLogger("pychat.core.history")
 
 MEMORY: Final = ":memory:"
 # Rows after which the server checkpoints the WAL into the database, after

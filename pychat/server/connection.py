@@ -12,8 +12,8 @@ from __future__ import annotations
 import socket
 from typing import Callable
 
-from pychat.framing import LineBuffer
-from pychat.session import Session
+from pychat.protocols.framing import LineBuffer
+from pychat.protocols.line.session import Session
 
 READ_SIZE = 65536
 

@@ -22,7 +22,7 @@ import socket
 import stat
 import time
 
-from pychat.limits import KeyedBuckets, Rate
+from pychat.core.limits import KeyedBuckets, Rate
 
 BUFFER_LIMIT = 256 * 1024
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
-from pychat.text import unquote
+from pychat.core.text import unquote
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,7 +9,7 @@ Two front ends share the loop:
   name is status 1;
 * full-screen mode (a terminal): :class:`FullScreen` keeps the chat state
   (scrollback, name, room, members, the input line) and hands a plain
-  description of the screen to :mod:`pychat.client_ui`, the only module
+  description of the screen to :mod:`pychat.client.curses_ui`, the only module
   that touches curses.
 """
 
@@ -27,14 +27,14 @@ import zlib
 from collections import deque
 from typing import Callable
 
-from pychat.commands import COMMANDS, lookup, split_command
-from pychat.config import ClientSettings, parse_client_args
-from pychat.editor import LineEditor
-from pychat.framing import Frame, LineBuffer
-from pychat.keys import KeyParser
-from pychat.screen import NICK_STYLES, ScreenError, ScreenLike, Segment, View
-from pychat.textwidth import fit_input, wrap
-from pychat.timers import Timers
+from pychat.protocols.line.commands import COMMANDS, lookup, split_command
+from pychat.client.config import ClientSettings, parse_client_args
+from pychat.client.editor import LineEditor
+from pychat.protocols.framing import Frame, LineBuffer
+from pychat.client.keys import KeyParser
+from pychat.client.screen import NICK_STYLES, ScreenError, ScreenLike, Segment, View
+from pychat.client.textwidth import fit_input, wrap
+from pychat.core.timers import Timers
 
 READ_SIZE = 65536
 MAX_LINE = 1 << 16
@@ -634,7 +634,7 @@ def run_plain(sock: socket.socket, settings: ClientSettings) -> int:
 
 
 def run_fullscreen(sock: socket.socket, settings: ClientSettings) -> int:
-    from pychat.client_ui import CursesScreen
+    from pychat.client.curses_ui import CursesScreen
 
     client: FullScreen | None = None
     try:

@@ -21,16 +21,16 @@ import logging
 import re
 from typing import Callable, Iterable, Protocol
 
-from pychat import render
-from pychat.history import ACTION, MESSAGE, NOTICE, HistoryError, HistoryStore
-from pychat.limits import SUSPECT_PENALTY_MAX, SUSPECT_SECONDS, HallLimits, KeyedBuckets, TokenBucket, seconds_text
-from pychat.ranking import Ranking
-from pychat.roomkeys import hash_key, verify_key
-from pychat.text import (MAX_ROOM, MAX_TYPED, clip, fold, name_key, name_problem, normalize_name, room_key, room_name,
+from pychat.protocols.line import render
+from pychat.core.history import ACTION, MESSAGE, NOTICE, HistoryError, HistoryStore
+from pychat.core.limits import SUSPECT_PENALTY_MAX, SUSPECT_SECONDS, HallLimits, KeyedBuckets, TokenBucket, seconds_text
+from pychat.core.ranking import Ranking
+from pychat.core.roomkeys import hash_key, verify_key
+from pychat.core.text import (MAX_ROOM, MAX_TYPED, clip, fold, name_key, name_problem, normalize_name, room_key, room_name,
                          room_problem)
 
 Sink = Callable[[bytes], None]
-log = logging.getLogger("pychat.model")
+log = logging.getLogger("pychat.core.model")
 
 LIST_LIMIT = 50        # rooms in one /list answer
 GREETING_ROOMS = 10    # rooms in the greeting

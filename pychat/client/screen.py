@@ -1,7 +1,7 @@
 """The seam between the client and its screen: what to draw, as plain data.
 
 :class:`View` describes one frame; a :class:`ScreenLike` draws it. The
-curses implementation lives in :mod:`pychat.client_ui`; tests can use any
+curses implementation lives in :mod:`pychat.client.curses_ui`; tests can use any
 other.
 """
 

@@ -3,7 +3,7 @@
 States: waiting for a name, then chatting, then closed. A clean line and the
 current time go in; replies go to the connection's outbox, and everything
 else happens through the Hall. Commands are dispatched from the table in
-:mod:`pychat.commands`; each command name maps to one handler below.
+:mod:`pychat.protocols.line.commands`; each command name maps to one handler below.
 """
 
 from __future__ import annotations
@@ -11,11 +11,11 @@ from __future__ import annotations
 import logging
 from typing import Callable
 
-from pychat import render
-from pychat.commands import COMMANDS, Command, UsageError, help_lines, lookup, parse_args, split_command
-from pychat.model import GREETING_ROOMS, ChatError, Hall, Outbox, User
+from pychat.protocols.line import render
+from pychat.protocols.line.commands import COMMANDS, Command, UsageError, help_lines, lookup, parse_args, split_command
+from pychat.core.model import GREETING_ROOMS, ChatError, Hall, Outbox, User
 
-log = logging.getLogger("pychat.session")
+log = logging.getLogger("pychat.protocols.line.session")
 
 NAME_PROMPT = "what is your name? (press Enter for a guest name)"
 HISTORY_DEFAULT = 20
@@ -52,7 +52,7 @@ class Session:
         self.closing = False
 
     def _log(self, level: int, msg: str, *args: object) -> None:
-        """Log about this client; the log throttles each address (pychat.logsink)."""
+        """Log about this client; the log throttles each address (pychat.server.logsink)."""
         log.log(level, msg, *args, extra={"addr": self.address})
 
     @property

@@ -6,7 +6,7 @@ another user's terminal, reorder its line with bidi controls, or hide
 characters in it.
 
 User names are displayed in NFKC form and compared by ``name_key``: NFKC,
-case folding and a look-alike skeleton (pychat.confusables), so that no
+case folding and a look-alike skeleton (pychat.core.confusables), so that no
 one can pass for another user with a name that looks the same. Accounts
 store these keys: changing the skeleton table, or how a key is made,
 changes keys, and stored keys must then be recomputed from stored names.
@@ -18,7 +18,7 @@ import re
 import unicodedata
 from typing import Final, Iterable
 
-from pychat.confusables import skeleton_table
+from pychat.core.confusables import skeleton_table
 
 MAX_NAME: Final = 20
 MAX_ROOM: Final = 32

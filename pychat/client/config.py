@@ -1,0 +1,45 @@
+"""The client's settings: its command line (PROTOCOL.md section 8)."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from typing import Sequence
+
+from pychat import __version__
+
+DEFAULT_PORT = 22222
+
+
+def _port(text: str) -> int:
+    """A TCP port, with the whole message in the error (argparse would name the function)."""
+    if not text.isdigit() or not 0 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"not a port number (0-65535): {text!r}")
+    return int(text)
+
+
+@dataclass(frozen=True, slots=True)
+class ClientSettings:
+    host: str
+    port: int = DEFAULT_PORT
+    name: str | None = None
+    plain: bool = False
+
+
+def client_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="pychat-client",
+        description="pychat's terminal client: a full-screen chat on a terminal, plain lines otherwise.",
+    )
+    p.add_argument("host", help="the server's host name or address")
+    p.add_argument("--port", type=_port, default=DEFAULT_PORT, help=f"the server's port (default {DEFAULT_PORT})")
+    p.add_argument("--name", default=None, help="answer the server's name prompt with NAME")
+    p.add_argument("--plain", action="store_true",
+                   help="line mode: stdin lines go to the server, server lines to stdout "
+                        "(the default when stdin is not a terminal)")
+    p.add_argument("--version", action="version", version=f"pychat {__version__}")
+    return p
+
+
+def parse_client_args(argv: Sequence[str] | None = None) -> ClientSettings:
+    return ClientSettings(**vars(client_parser().parse_args(argv)))

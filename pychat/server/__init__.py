@@ -1,0 +1,1 @@
+"""The server: one selectors loop, its connections, its log and its flags."""
