@@ -179,6 +179,6 @@ def test_attackers_keep_reconnecting_when_refused(make_server):
     assert go == "go"
     stats = json.loads(report)
     assert stats["refused"] > 3
-    assert stats["connections"] >= 5 + stats["refused"] - 2
+    assert stats["connections"] >= stats["refused"] + 2  # the two accepted, and every refused one
     assert any("too many connections" in text for text in stats["errors"]), stats["errors"]
     assert stats["lines_sent"] > 0
