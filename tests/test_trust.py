@@ -26,6 +26,7 @@ from pychat.core import roomkeys
 from pychat.core.history import HistoryStore
 from pychat.core.limits import HallLimits, Rate
 from pychat.core.model import ChatError, Hall, ListOutbox
+from pychat.protocols.line.render import LINE
 
 NOTICE = re.compile(EVENT + r"#\S+ (-->|<--|--) ")
 
@@ -66,7 +67,7 @@ def hall_with(**limits) -> Hall:
 
 
 def user_in(hall: Hall, name: str, address: str = "10.0.0.1"):
-    return hall.register(name, ListOutbox(), address)
+    return hall.register(name, ListOutbox(), LINE, address)
 
 
 # -- 1. slow work is budgeted per address and for the whole server ------------------------
@@ -114,10 +115,10 @@ def test_key_checks_have_a_per_address_and_a_server_wide_budget(cheap_keys):
     vault.good_key = None  # as after a restart: the right key must be hashed again
     friend = user_in(hall, "friend", "10.2.0.1")
     hall.join(friend, "vault", "right", 120.0)
-    assert friend.room is vault
+    assert vault in friend.rooms
     # The right key, once known, costs no check at all, however often.
     for i in range(20):
-        hall.leave(friend, 121.0)
+        hall.part(friend, vault, "", 121.0)
         hall.join(friend, "vault", "right", 121.0)
 
 
@@ -348,26 +349,27 @@ def test_room_names_follow_the_name_rules_and_refuse_look_alikes(server):
     assert alice.expect("^!") == "! #\u0441\u043e\u0441\u043e looks too much like #coco: /join coco, or choose another name"
 
 
-def test_greeting_and_list_are_bounded_busiest_first():
+def test_room_listings_are_bounded_busiest_first():
     hall = hall_with(rooms_per_user=Rate(1e9, 1), rooms_per_address=Rate(1e9, 1))
     maker = user_in(hall, "maker")
     for n in range(60):
-        hall.join(maker, f"room{n:02}", None, 0.0)
-        hall.say(maker, "keep", 0.0)
+        room = hall.join(maker, f"room{n:02}", None, 0.0, leave=next(iter(maker.rooms), None))
+        hall.say(maker, room, "keep", 0.0)
     crowd = [user_in(hall, f"c{i}") for i in range(5)]
     for i, user in enumerate(crowd):
         hall.join(user, "room07" if i < 3 else "room42", None, 1.0)
-    greeting = hall.room_list(limit=10)
-    assert greeting[0] == "60 rooms, busiest first:"
-    assert greeting[1:4] == ["  #room07: 3 users", "  #room42: 2 users", "  #room59: 1 user"]
-    assert len(greeting) == 12
-    assert greeting[-1] == "and 50 more: /list PATTERN shows the rooms whose name contains PATTERN"
-    full = hall.room_list()
-    assert len(full) == 52 and full[-1].startswith("and 10 more:")
-    assert hall.room_list("ROOM1") == ["10 rooms, busiest first:"] + [f"  #room1{n}: 0 users" for n in range(10)]
-    assert hall.room_list("room5?") == ["10 rooms, busiest first:"] + [
-        "  #room59: 1 user"] + [f"  #room5{n}: 0 users" for n in range(9)]
-    assert hall.room_list("nothing") == ["no room matches 'nothing'"]
+
+    def names(listing):
+        total, rooms = listing
+        return total, [(room.name, len(room.members)) for room in rooms]
+
+    total, top = names(hall.busiest_rooms(limit=10))
+    assert total == 60 and len(top) == 10
+    assert top[:4] == [("room07", 3), ("room42", 2), ("room59", 1), ("room00", 0)]
+    assert names(hall.busiest_rooms())[0] == 60 and len(hall.busiest_rooms()[1]) == 50
+    assert names(hall.busiest_rooms("ROOM1")) == (10, [(f"room1{n}", 0) for n in range(10)])
+    assert names(hall.busiest_rooms("room5?")) == (10, [("room59", 1)] + [(f"room5{n}", 0) for n in range(9)])
+    assert names(hall.busiest_rooms("nothing")) == (0, [])
     hall.check_invariants()
 
 

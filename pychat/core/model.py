@@ -1,13 +1,17 @@
 """Hall, Room and User: the chat world, its invariants, and its routing.
 
 The Hall owns every room and user, the name -> user map and the user ->
-room relation, and it is the only code that changes them. Each operation
-takes the time as an argument and delivers rendered lines to the users'
-outboxes; it knows nothing of sockets. A user's mistake raises
-:class:`ChatError`, whose text the session sends back as an error line.
+rooms relation, and it is the only code that changes them. Each operation
+takes the time as an argument. What users are told happens as typed events
+(:mod:`pychat.core.events`) that each protocol renders; the Hall knows no
+wire format and no socket. A user's mistake raises :class:`ChatError`, with
+a text for people and a code for protocols that answer with numbers.
 
-The hot path is a room message: it is rendered once, and the same bytes
-are appended to every other member's outbox list with a bare
+A user may be in several rooms (IRC's JOIN adds one); the line protocol
+keeps one at a time by leaving its room as it joins another.
+
+The hot path is a room message: rendered once per renderer present in the
+room, and the same bytes appended to each member's outbox list with a bare
 ``list.append``. Instead of waking each recipient's outbox, the Hall notes
 the room in :attr:`Hall.touched`; the shell flushes the members of the
 touched rooms once per loop iteration.
@@ -16,31 +20,53 @@ touched rooms once per loop iteration.
 from __future__ import annotations
 
 import fnmatch
+import hashlib
 import hmac
 import logging
+import os
 import re
 from typing import Callable, Iterable, Protocol
 
-from pychat.protocols.line import render
-from pychat.core.history import ACTION, MESSAGE, NOTICE, HistoryError, HistoryStore
-from pychat.core.limits import SUSPECT_PENALTY_MAX, SUSPECT_SECONDS, HallLimits, KeyedBuckets, TokenBucket, seconds_text
+from pychat.core.events import (MESSAGE, NOTICE, Broadcast, Direct, Joined, Parted, Quit, Renamed, Renderer,
+                                said)
+from pychat.core.history import MESSAGE as STORED_MESSAGE
+from pychat.core.history import NOTICE as STORED_NOTICE
+from pychat.core.history import HistoryStore, StoredEvent
+from pychat.core.limits import (SUSPECT_PENALTY_MAX, SUSPECT_SECONDS, HallLimits, KeyedBuckets, TokenBucket,
+                                seconds_text)
 from pychat.core.ranking import Ranking
 from pychat.core.roomkeys import hash_key, verify_key
-from pychat.core.text import (MAX_ROOM, MAX_TYPED, clip, fold, name_key, name_problem, normalize_name, room_key, room_name,
-                         room_problem)
+from pychat.core.text import (MAX_ROOM, MAX_TYPED, clip, fold, name_key, name_problem, normalize_name, room_key,
+                              room_name, room_problem)
 
 Sink = Callable[[bytes], None]
 log = logging.getLogger("pychat.core.model")
 
-LIST_LIMIT = 50        # rooms in one /list answer
-GREETING_ROOMS = 10    # rooms in the greeting
-USERS_LIMIT = 100      # users in one /users answer
-REPLAY_CLIP = 400      # characters of one message replayed on join (/history shows it whole)
-REPLAY_BYTES = 64 * 1024  # at most this much history in one answer
+LIST_LIMIT = 50        # rooms in one listing
+USERS_LIMIT = 100      # users in one listing
+
+# Why a request was refused, for protocols that answer with a code (IRC numerics).
+NO_SUCH_USER = "no-such-user"
+NO_SUCH_ROOM = "no-such-room"
+BAD_NAME = "bad-name"
+NAME_TAKEN = "name-taken"
+BAD_ROOM_NAME = "bad-room-name"
+ROOM_EXISTS = "room-exists"
+NEEDS_KEY = "needs-key"
+WRONG_KEY = "wrong-key"
+NOT_IN_ROOM = "not-in-room"
+ALREADY_IN_ROOM = "already-in-room"
+TRY_LATER = "try-later"        # a budget is spent; the text says when to try again
+ROOM_LIMIT = "room-limit"
+SAME_NAME = "same-name"
 
 
 class ChatError(Exception):
-    """A user's mistake; the message is shown to that user as ``! text``."""
+    """A user's mistake: TEXT is shown to that user, CODE tells protocols what it was."""
+
+    def __init__(self, text: str, code: str = "") -> None:
+        super().__init__(text)
+        self.code = code
 
 
 class Outbox(Protocol):
@@ -84,19 +110,27 @@ class ListOutbox:
 class User:
     """One named connection.
 
-    ``address`` is what per-address limits count (see
-    :func:`pychat.limits.address_key`); ``room_budget`` paces the rooms
+    ``renderer`` writes the events this user receives (its protocol, with
+    its options); ``prefix`` is ``nick!ident@host`` for protocols that show
+    who speaks that way. ``address`` is what per-address limits count (see
+    :func:`pychat.core.limits.address_key`); ``room_budget`` paces the rooms
     this user creates.
     """
 
-    __slots__ = ("name", "key", "room", "outbox", "send", "address", "room_budget")
+    __slots__ = ("name", "key", "rooms", "outbox", "send", "renderer", "ident", "host", "prefix",
+                 "address", "room_budget")
 
-    def __init__(self, name: str, outbox: Outbox, address: str = "") -> None:
+    def __init__(self, name: str, outbox: Outbox, renderer: Renderer, address: str = "",
+                 ident: str = "", host: str = "pychat") -> None:
         self.name = name
         self.key = name_key(name)  # look-alike names share a key: one of them at a time
-        self.room: Room | None = None
+        self.rooms: dict[Room, None] = {}  # an ordered set
         self.outbox = outbox
         self.send: Sink = outbox.queue
+        self.renderer = renderer
+        self.ident = ident or "pychat"
+        self.host = host
+        self.prefix = f"{name}!{self.ident}@{host}"
         self.address = address
         self.room_budget: TokenBucket | None = None
 
@@ -105,17 +139,22 @@ class User:
 
 
 class Room:
-    """A named space; only its members see what is said in it."""
+    """A named space; only its members see what is said in it.
 
-    __slots__ = ("name", "key", "id", "key_hash", "members", "good_key")
+    ``members`` maps each member to the bare append of its outbox list;
+    ``groups`` holds the same entries by renderer, so that an event is
+    rendered once per renderer present.
+    """
+
+    __slots__ = ("name", "key", "id", "key_hash", "members", "groups", "good_key")
 
     def __init__(self, name: str, room_id: int, key_hash: str | None) -> None:
         self.name = name
         self.key = room_key(name)
         self.id = room_id
         self.key_hash = key_hash
-        # Each member with the bare append of its outbox list, for fan-out.
         self.members: dict[User, Sink] = {}
+        self.groups: dict[Renderer, dict[User, Sink]] = {}
         # The last key that passed the slow hash check, so that members who
         # rejoin with the right key do not cost the server a hash each time.
         self.good_key: str | None = None
@@ -147,8 +186,8 @@ class Hall:
         # Where everyone lands: never locked, never forgotten, so that nobody
         # can take it over while it happens to be empty.
         self.default_room = room_key(room_name(default_room)) if default_room else ""
-        self.users: dict[str, User] = {}  # name key (pychat.text.name_key) -> user
-        self.rooms: dict[str, Room] = {}  # room key (pychat.text.room_key) -> room
+        self.users: dict[str, User] = {}  # name key (pychat.core.text.name_key) -> user
+        self.rooms: dict[str, Room] = {}  # room key (pychat.core.text.room_key) -> room
         self._lookalikes: dict[str, Room] = {}  # name_key of a room's name -> room
         self._ranked_rooms: Ranking[Room] = Ranking(_busiest_first)
         self._ranked_users: Ranking[User] = Ranking(_by_name)
@@ -158,6 +197,7 @@ class Hall:
         self._suspect_checks = TokenBucket(self.limits.checks_suspect, 0.0)
         # Addresses that gave a wrong key: (wrong keys in a row, when the last).
         self._suspects: dict[str, tuple[int, float]] = {}
+        self._cloak_key = os.urandom(16)
         for stored in self.history.rooms():
             room = Room(stored.name, stored.id, stored.key_hash)
             if not self.history.has_chat(room.id) and room.key != self.default_room:
@@ -180,23 +220,31 @@ class Hall:
     def check_name(self, name: str, current: User | None = None) -> str:
         """Return NAME normalized, or raise ChatError if invalid or taken."""
         if len(name) > MAX_TYPED:  # before NFKC, which can make a character 18
-            raise ChatError(f"invalid name {clip(name)!r}: a name has at most 20 characters")
+            raise ChatError(f"invalid name {clip(name)!r}: a name has at most 20 characters", BAD_NAME)
         name = normalize_name(name)
         problem = name_problem(name)
         if problem:
-            raise ChatError(f"invalid name {clip(name)!r}: {problem}")
+            raise ChatError(f"invalid name {clip(name)!r}: {problem}", BAD_NAME)
         holder = self.users.get(name_key(name))
         if holder is not None and holder is not current:
-            raise ChatError(f"the name {name} is taken; choose another")
+            raise ChatError(f"the name {name} is taken; choose another", NAME_TAKEN)
         return name
 
-    def register(self, name: str, outbox: Outbox, address: str = "") -> User:
+    def register(self, name: str, outbox: Outbox, renderer: Renderer, address: str = "",
+                 ident: str = "") -> User:
         """Add a named user (in the hall, in no room)."""
         name = self.check_name(name)
-        user = User(name, outbox, address)
+        user = User(name, outbox, renderer, address, ident, self.cloak(address))
         self.users[user.key] = user
         self._ranked_users.add(user)
         return user
+
+    def cloak(self, address: str) -> str:
+        """The host others are shown for ADDRESS: stable for the server's life, not the address."""
+        if not address:
+            return "pychat"
+        digest = hmac.new(self._cloak_key, address.encode(), hashlib.sha256).hexdigest()
+        return f"{digest[:10]}.pychat"
 
     def guest_name(self) -> str:
         """A free generated name: guest1, guest2, ..."""
@@ -205,29 +253,47 @@ class Hall:
             n += 1
         return f"guest{n}"
 
-    def rename(self, user: User, new_name: str, now: float) -> None:
+    def rename(self, user: User, new_name: str, now: float) -> str:
+        """Give USER a new name; the rooms USER is in are told. Returns the old name."""
         new_name = self.check_name(new_name, current=user)
-        old = user.name
+        old, old_prefix = user.name, user.prefix
         if new_name == old:
-            raise ChatError(f"you are already called {old}")
+            raise ChatError(f"you are already called {old}", SAME_NAME)
         del self.users[user.key]
         self._ranked_users.remove(user)
         user.name, user.key = new_name, name_key(new_name)
+        user.prefix = f"{new_name}!{user.ident}@{user.host}"
         self.users[user.key] = user
         self._ranked_users.add(user)
-        user.send(render.info(f"you are now known as {new_name}"))
-        if user.room is not None:
-            self._notice(user.room, user, render.CHANGED, f"{old} is now known as {new_name}", now)
+        event = Renamed(now, old, new_name, old_prefix)
+        self._announce(user, list(user.rooms), f"{old} is now known as {new_name}", now,
+                       lambda r, room: r.renamed(event, room))
+        return old
+
+    def set_renderer(self, user: User, renderer: Renderer) -> None:
+        """USER's protocol options changed: move it to its new group in each room."""
+        old = user.renderer
+        if renderer is old:
+            return
+        user.renderer = renderer
+        for room in user.rooms:
+            group = room.groups[old]
+            push = group.pop(user)
+            if not group:
+                del room.groups[old]
+            room.groups.setdefault(renderer, {})[user] = push
 
     def quit(self, user: User, reason: str, now: float) -> None:
-        """Remove USER from the hall; the room sees that they quit."""
+        """Remove USER from the hall; the rooms it was in see that it quit."""
         if self.users.get(user.key) is not user:
             return
-        room = user.room
-        if room is not None:
+        rooms = list(user.rooms)
+        for room in rooms:
             self._remove_member(room, user)
-            text = f"{user.name} has quit ({reason})" if reason else f"{user.name} has quit"
-            self._notice(room, user, render.LEFT, text, now)
+        event = Quit(now, user.name, user.prefix, reason)
+        text = f"{user.name} has quit ({reason})" if reason else f"{user.name} has quit"
+        self._announce(user, rooms, text, now, lambda r, room: r.quit(event, room))
+        for room in rooms:
             self._forget_if_idle(room)
         del self.users[user.key]
         self._ranked_users.remove(user)
@@ -264,12 +330,13 @@ class Hall:
         name = room_name(raw) if len(raw) <= MAX_TYPED else raw
         problem = room_problem(name)
         if problem:
-            raise ChatError(f"invalid room name {clip(raw)!r}: {problem}")
+            raise ChatError(f"invalid room name {clip(raw)!r}: {problem}", BAD_ROOM_NAME)
         twin = self._lookalikes.get(name_key(name))
         if twin is not None:
-            raise ChatError(f"#{name} looks too much like #{twin.name}: /join {twin.name}, or choose another name")
+            raise ChatError(f"#{name} looks too much like #{twin.name}: /join {twin.name}, or choose another name",
+                            BAD_ROOM_NAME)
         if key and room_key(name) == self.default_room:
-            raise ChatError(f"#{name} is where everyone lands; it cannot be locked")
+            raise ChatError(f"#{name} is where everyone lands; it cannot be locked", BAD_ROOM_NAME)
         if limited:
             self._check_room_budgets(user, now)
         if key:
@@ -287,16 +354,17 @@ class Hall:
         limits = self.limits
         if len(self.rooms) >= limits.max_rooms:
             raise ChatError(f"the server holds its maximum of {limits.max_rooms} rooms; "
-                            "join an existing one (/list shows them)")
+                            "join an existing one (/list shows them)", ROOM_LIMIT)
         if user.room_budget is None:
             user.room_budget = TokenBucket(limits.rooms_per_user, now)
         wait = user.room_budget.wait(now)
         if wait > 0:
-            raise ChatError(f"you are creating rooms too fast; try again in {seconds_text(wait)}")
+            raise ChatError(f"you are creating rooms too fast; try again in {seconds_text(wait)}", TRY_LATER)
         if limits.per_address:
             wait = self._rooms_by_address.wait(user.address, now)
             if wait > 0:
-                raise ChatError(f"too many rooms created from your address; try again in {seconds_text(wait)}")
+                raise ChatError(f"too many rooms created from your address; try again in {seconds_text(wait)}",
+                                TRY_LATER)
 
     def _spend_room_budgets(self, user: User, now: float) -> None:
         assert user.room_budget is not None
@@ -312,11 +380,12 @@ class Hall:
         if self.limits.per_address:
             wait = self._checks_by_address.wait(user.address, now)
             if wait > 0:
-                raise ChatError(f"too many key checks from your address; try again in {seconds_text(wait)}")
+                raise ChatError(f"too many key checks from your address; try again in {seconds_text(wait)}",
+                                TRY_LATER)
         shared = self._suspect_checks if self._is_suspect(user.address, now) else self._checks
         wait = shared.wait(now)
         if wait > 0:
-            raise ChatError(f"the server is busy checking keys; try again in {seconds_text(wait)}")
+            raise ChatError(f"the server is busy checking keys; try again in {seconds_text(wait)}", TRY_LATER)
         shared.take(now)
         if self.limits.per_address:
             self._checks_by_address.take(user.address, now)
@@ -347,230 +416,197 @@ class Hall:
         self._spend_slow_check(user, now)
         if not verify_key(key, room.key_hash):
             self._wrong_key(user, now)
-            raise ChatError(f"wrong key for #{room.name}")
+            raise ChatError(f"wrong key for #{room.name}", WRONG_KEY)
         room.good_key = key
 
-    def join(self, user: User, raw_room: str, key: str | None, now: float, *, limited: bool = True) -> Room:
+    def join(self, user: User, raw_room: str, key: str | None, now: float, *, limited: bool = True,
+             leave: Room | None = None) -> Room:
         """Join a room, creating it (locked if KEY is given) when missing.
 
-        LIMITED=False exempts a creation from the room budgets (the default
-        room, joined at login, must not fail because of someone else).
+        LEAVE is left once the join is known to succeed (the line protocol's
+        one room at a time). LIMITED=False exempts a creation from the room
+        budgets (the default room, joined at login, must not fail because of
+        someone else).
         """
         room = self.find_room(raw_room)
         if room is None:
             room = self._new_room(user, raw_room, key, now, limited=limited)
-        elif room is user.room:
-            raise ChatError(f"you are already in #{room.name}")
+        elif user in room.members:
+            raise ChatError(f"you are already in #{room.name}", ALREADY_IN_ROOM)
         elif room.locked:
             if not key:
-                raise ChatError(f"#{room.name} is locked: /join {room.name} KEY")
+                raise ChatError(f"#{room.name} is locked: /join {room.name} KEY", NEEDS_KEY)
             self._check_key(user, room, key, now)
+        if leave is not None:
+            self.part(user, leave, "", now)
         self._enter(user, room, now)
         return room
 
-    def create(self, user: User, raw_room: str, key: str | None, now: float) -> Room:
+    def create(self, user: User, raw_room: str, key: str | None, now: float, *,
+               leave: Room | None = None) -> Room:
         """Create a new room and join it; an existing room is an error."""
         existing = self.find_room(raw_room)
         if existing is not None:
-            raise ChatError(f"#{existing.name} already exists: /join {existing.name}")
+            raise ChatError(f"#{existing.name} already exists: /join {existing.name}", ROOM_EXISTS)
         room = self._new_room(user, raw_room, key, now)
+        if leave is not None:
+            self.part(user, leave, "", now)
         self._enter(user, room, now)
         return room
 
-    def leave(self, user: User, now: float) -> Room:
-        room = self._require_room(user)
+    def part(self, user: User, room: Room, reason: str, now: float) -> None:
+        """USER leaves ROOM; the other members are told."""
+        if user not in room.members:
+            raise ChatError(f"you are not in #{room.name}", NOT_IN_ROOM)
         self._remove_member(room, user)
-        user.send(render.info(f"you left #{room.name}; you are in the hall (/list shows rooms)"))
-        self._notice(room, user, render.LEFT, f"{user.name} has left", now)
+        text = f"{user.name} has left ({reason})" if reason else f"{user.name} has left"
+        event = Parted(now, room.name, user.name, user.prefix, reason)
+        self._notice(room, user, text, now, lambda r: r.parted(event))
         self._forget_if_idle(room)
-        return room
 
     def _enter(self, user: User, room: Room, now: float) -> None:
-        old = user.room
-        if old is not None:
-            self._remove_member(old, user)
-            self._notice(old, user, render.LEFT, f"{user.name} has left", now)
-            self._forget_if_idle(old)
         rank = self._ranked_rooms.before_change(room)
-        room.members[user] = user.outbox.out.append
+        push = user.outbox.out.append
+        room.members[user] = push
+        room.groups.setdefault(user.renderer, {})[user] = push
         self._ranked_rooms.after_change(room, rank)
-        user.room = room
-        count = len(room.members)
-        lock = " (locked)" if room.locked else ""
-        user.send(render.info(f"you joined #{room.name}{lock}: {count} {_users(count)} here"))
-        self.replay(user, room, self.history_lines, clip=REPLAY_CLIP)
-        self._notice(room, user, render.JOINED, f"{user.name} has joined", now)
+        user.rooms[room] = None
+        event = Joined(now, room.name, user.name, user.prefix)
+        self._notice(room, user, f"{user.name} has joined", now, lambda r: r.joined(event))
 
     def _remove_member(self, room: Room, user: User) -> None:
         rank = self._ranked_rooms.before_change(room)
         del room.members[user]
+        group = room.groups[user.renderer]
+        del group[user]
+        if not group:
+            del room.groups[user.renderer]
         self._ranked_rooms.after_change(room, rank)
-        user.room = None
+        del user.rooms[room]
         if room in self.touched:
             # Room output already appended for this user must still be
             # written, though the shell will not find the user in the room.
             user.outbox.wake()
 
-    def _require_room(self, user: User) -> Room:
-        if user.room is None:
-            raise ChatError("you are not in a room: /join ROOM joins one, /list shows rooms")
-        return user.room
-
-    def replay(self, user: User, room: Room, limit: int, clip: int | None = None,
-               max_bytes: int = REPLAY_BYTES) -> None:
-        """Send USER the last LIMIT messages of ROOM between two info lines.
-
-        With CLIP, a longer message is cut to that many characters: one
-        long line must not fill the screen of everyone who joins later. The
-        answer holds at most MAX_BYTES of messages (the newest that fit), so
-        that asking for history cannot make the server hold megabytes.
-        """
-        if limit <= 0:
-            return
-        try:
-            events = self.history.recent(room.id, limit)
-        except HistoryError:
-            user.send(render.error(f"the history of #{room.name} cannot be read right now"))
-            return
-        if not events:
-            user.send(render.info(f"no messages in #{room.name} yet"))
-            return
-        where = render.room_where(room.name)
-        lines: list[bytes] = []
-        size = 0
-        for ev in reversed(events):
-            text = ev.text
-            if clip is not None and len(text) > clip:
-                text = f"{text[:clip]}... [{len(text) - clip} more characters: /history shows it whole]"
-            what = render.message(ev.sender, text) if ev.kind == MESSAGE else render.action(ev.sender, text)
-            line = render.event(ev.ts, where, what)
-            size += len(line)
-            if size > max_bytes and lines:
-                break
-            lines.append(line)
-        lines.reverse()
-        count = len(lines)
-        head = f"last {count} messages of #{room.name}" if count > 1 else f"last message of #{room.name}"
-        if count < len(events):
-            head += " (older ones do not fit in one answer)"
-        data = b"".join([render.info(head + ":"), *lines, render.info(f"end of history of #{room.name}")])
-        self.uncommitted.append((data, None))  # it may show rows of this batch
-        user.send(data)
+    def recent(self, room: Room, limit: int) -> list[StoredEvent]:
+        """The last LIMIT messages and actions of ROOM (HistoryError if unreadable)."""
+        return self.history.recent(room.id, limit)
 
     # -- talking ----------------------------------------------------------
 
-    def say(self, user: User, text: str, now: float) -> None:
-        """A message to the user's room: every other member receives it."""
-        room = self._require_room(user)
-        data = render.event(now, "#" + room.name, f"{user.name}: {text}")
-        self.history.append(room.id, now, MESSAGE, user.name, text)
-        self.uncommitted.append((data, user))
-        self._fanout(room, data, user)
+    def say(self, user: User, room: Room, text: str, now: float, kind: int = MESSAGE) -> None:
+        """A message, action or notice in ROOM: every other member receives it
+        (the sender too, if its renderer echoes)."""
+        if user not in room.members:
+            raise ChatError(f"you are not in #{room.name}", NOT_IN_ROOM)
+        event = said((now, room.name, user.name, user.prefix, text, kind))
+        # MESSAGE and ACTION are the store's codes too; a NOTICE is kept as a message.
+        self.history.append(room.id, now, kind if kind != NOTICE else STORED_MESSAGE, user.name, text)
+        skip = None if user.renderer.echo else user
+        uncommitted = self.uncommitted
+        self.touched.add(room)
+        for renderer, members in room.groups.items():
+            data = renderer.said(event)
+            uncommitted.append((data, user))
+            for member, push in members.items():
+                if member is not skip:
+                    push(data)
 
-    def act(self, user: User, text: str, now: float) -> None:
-        """An action (/me) in the user's room."""
-        room = self._require_room(user)
-        data = render.event(now, "#" + room.name, render.action(user.name, text))
-        self.history.append(room.id, now, ACTION, user.name, text)
-        self.uncommitted.append((data, user))
-        self._fanout(room, data, user)
-
-    def _notice(self, room: Room, subject: User, arrow: str, text: str, now: float) -> None:
-        """A room notice (join, leave, quit, rename) to the members but its subject.
+    def _notice(self, room: Room, subject: User, text: str, now: float, render: Callable[[Renderer], bytes]) -> None:
+        """A room notice (join, leave) to the members but its subject.
 
         A notice nobody else is there to see is neither sent nor stored.
         """
         if not room.members or (len(room.members) == 1 and subject in room.members):
             return
-        data = render.event(now, "#" + room.name, render.notice(arrow, text))
-        self.history.append(room.id, now, NOTICE, subject.name, text)
-        self.uncommitted.append((data, None))
-        self._fanout(room, data, subject)
-
-    def _fanout(self, room: Room, data: bytes, skip: User) -> None:
-        """Append DATA for every member of ROOM but SKIP: one bare append each."""
+        self.history.append(room.id, now, STORED_NOTICE, subject.name, text)
+        uncommitted = self.uncommitted
         self.touched.add(room)
-        for member, push in room.members.items():
-            if member is not skip:
-                push(data)
+        for renderer, members in room.groups.items():
+            data = render(renderer)
+            uncommitted.append((data, None))
+            for member, push in members.items():
+                if member is not subject:
+                    push(data)
 
-    def direct(self, user: User, target_name: str, text: str, now: float) -> User:
-        """A direct message; the sender gets an echo as confirmation."""
+    def _announce(self, subject: User, rooms: list[Room], text: str, now: float,
+                  render: Callable[[Renderer, str], bytes]) -> None:
+        """A quit or rename, to everyone who shares one of ROOMS with SUBJECT.
+
+        A renderer that is per room (the line protocol names the room) gets
+        it in each room; the others (IRC's QUIT and NICK) once per recipient.
+        Each room stores its notice if anyone else was there to see it.
+        """
+        once: dict[Renderer, bytes] = {}
+        told: set[User] = set()
+        uncommitted = self.uncommitted
+        for room in rooms:
+            members = room.members
+            if not members or (len(members) == 1 and subject in members):
+                continue
+            self.history.append(room.id, now, STORED_NOTICE, subject.name, text)
+            self.touched.add(room)
+            for renderer, group in room.groups.items():
+                if renderer.per_room:
+                    data = render(renderer, room.name)
+                    uncommitted.append((data, None))
+                    for member, push in group.items():
+                        if member is not subject:
+                            push(data)
+                    continue
+                data = once.get(renderer) or b""
+                if not data:
+                    data = once[renderer] = render(renderer, "")
+                    uncommitted.append((data, None))
+                for member, push in group.items():
+                    if member is not subject and member not in told:
+                        told.add(member)
+                        push(data)
+
+    def direct(self, user: User, target_name: str, text: str, now: float, kind: int = MESSAGE) -> User:
+        """A direct message; the sender's renderer decides whether it sees an echo."""
         target = self.users.get(name_key(target_name)) if len(target_name) <= MAX_TYPED else None
         if target is None:
-            raise ChatError(f"no such user: {clip(target_name)}")
-        target.send(render.event(now, "(dm)", render.message(user.name, text)))
-        user.send(render.event(now, f"(dm to {target.name})", render.message(user.name, text)))
+            raise ChatError(f"no such user: {clip(target_name)}", NO_SUCH_USER)
+        event = Direct(now, user.name, user.prefix, target.name, text, kind)
+        target.send(target.renderer.direct(event))
+        echo = user.renderer.direct_echo(event)
+        if echo is not None:
+            user.send(echo)
         return target
 
     def broadcast(self, user: User, text: str, now: float) -> None:
         """A message to everyone online, the sender included (as confirmation)."""
-        data = render.event(now, "(all)", render.message(user.name, text))
+        event = Broadcast(now, user.name, user.prefix, text)
+        rendered: dict[Renderer, bytes] = {}
         for member in self.users.values():
+            data = rendered.get(member.renderer)
+            if data is None:
+                data = rendered[member.renderer] = member.renderer.broadcast(event)
             member.send(data)
 
     # -- reports ----------------------------------------------------------
 
-    def room_list(self, pattern: str | None = None, limit: int = LIST_LIMIT) -> list[str]:
-        """Rooms busiest first, at most LIMIT, with a count of the rest.
+    def busiest_rooms(self, pattern: str | None = None, limit: int = LIST_LIMIT) -> tuple[int, list[Room]]:
+        """How many rooms there are (that match PATTERN) and the busiest LIMIT of them.
 
-        PATTERN keeps the rooms whose name contains it (or matches it, with
-        ``*`` and ``?``), ignoring case.
+        PATTERN keeps the rooms whose name contains it (or matches it whole,
+        with * ? or [), ignoring case. The order is kept up to date as
+        members come and go, so this costs what it returns.
         """
         if pattern:
             match = _matcher(pattern)
             rooms = [room for room in self._ranked_rooms if match(room.key)]
-            if not rooms:
-                return [f"no room matches {pattern!r}"]
-        else:
-            rooms = self._ranked_rooms.first(limit)
-            if not rooms:
-                return ["no rooms yet: /join ROOM creates one"]
-        total = len(rooms) if pattern else len(self.rooms)
-        lines = [f"{total} {'room' if total == 1 else 'rooms'}, busiest first:"]
-        for room in rooms[:limit]:
-            lock = " (locked)" if room.locked else ""
-            count = len(room.members)
-            lines.append(f"  #{room.name}: {count} {_users(count)}{lock}")
-        if total > limit:
-            lines.append(f"and {total - limit} more: /list PATTERN shows the rooms whose name contains PATTERN")
-        return lines
+            return len(rooms), rooms[:limit]
+        return len(self.rooms), self._ranked_rooms.first(limit)
 
-    def user_list(self, viewer: User, pattern: str | None = None, limit: int = USERS_LIMIT) -> list[str]:
-        """Users online in name order, at most LIMIT, and the room each is in.
-
-        A locked room is named only to its own members; others see that
-        the user is in a private room.
-        """
+    def users_by_name(self, pattern: str | None = None, limit: int = USERS_LIMIT) -> tuple[int, list[User]]:
+        """How many users are online (that match PATTERN) and the first LIMIT by name."""
         if pattern:
             match = _matcher(pattern)
             users = [user for (folded, _), user in self._ranked_users.keyed() if match(folded)]
-            total = len(users)
-            if not users:
-                return [f"nobody online matches {pattern!r}"]
-        else:
-            users = self._ranked_users.first(limit)
-            total = len(self.users)
-        lines = [f"{total} {_users(total)} online:"]
-        for user in users[:limit]:
-            room = user.room
-            if room is None:
-                where = "the hall"
-            elif room.locked and viewer.room is not room:
-                where = "a private room"
-            else:
-                where = f"#{room.name}"
-            lines.append(f"  {user.name} in {where}")
-        if total > limit:
-            lines.append(f"and {total - limit} more: /users PATTERN shows the names that contain PATTERN")
-        return lines
-
-    def room_info(self, user: User) -> list[str]:
-        room = self._require_room(user)
-        lock = " (locked)" if room.locked else ""
-        count = len(room.members)
-        names = ", ".join(m.name for m in room.members)
-        return [f"#{room.name}{lock}: {count} {_users(count)}: {names}"]
+            return len(users), users[:limit]
+        return len(self.users), self._ranked_users.first(limit)
 
     # -- invariants -------------------------------------------------------
 
@@ -578,15 +614,21 @@ class Hall:
         """Raise AssertionError if the hall's maps disagree (tests call this)."""
         for key, user in self.users.items():
             assert key == user.key == name_key(user.name), (key, user)
-            if user.room is not None:
-                assert self.rooms.get(user.room.key) is user.room, user
-                assert user in user.room.members, user
+            assert user.prefix == f"{user.name}!{user.ident}@{user.host}", user
+            for room in user.rooms:
+                assert self.rooms.get(room.key) is room, (user, room)
+                assert user in room.members, (user, room)
         for key, room in self.rooms.items():
             assert key == room.key, (key, room)
             assert room.members or self.history.has_chat(room.id) or key == self.default_room, \
                 f"{room} is idle and was not forgotten"
+            grouped = {user: push for group in room.groups.values() for user, push in group.items()}
+            assert grouped == room.members, room
+            for renderer, group in room.groups.items():
+                assert group, (room, renderer)
+                assert all(member.renderer is renderer for member in group), (room, renderer)
             for member in room.members:
-                assert member.room is room, (member, room)
+                assert room in member.rooms, (member, room)
                 assert self.users.get(member.key) is member, member
         assert list(self._ranked_rooms) == sorted(self.rooms.values(), key=_busiest_first)
         assert list(self._ranked_users) == sorted(self.users.values(), key=_by_name)
@@ -594,7 +636,7 @@ class Hall:
 
 def _matcher(pattern: str) -> Callable[[str], bool]:
     """Case-insensitive substring test, or a whole-name wildcard match if
-    PATTERN has * or ?. Patterns are as short as names; fnmatch.translate
+    PATTERN has * ? or [. Patterns are as short as names; fnmatch.translate
     gives a regex that cannot backtrack without bound, compiled here rather
     than through fnmatch's cache, which would keep every pattern ever sent."""
     folded = fold(pattern.lstrip("#"))
@@ -604,7 +646,3 @@ def _matcher(pattern: str) -> Callable[[str], bool]:
         regex = re.compile(fnmatch.translate(folded))
         return lambda key: regex.match(key) is not None
     return lambda key: folded in key
-
-
-def _users(count: int) -> str:
-    return "user" if count == 1 else "users"

@@ -294,7 +294,7 @@ class Server:
         senders = dict.fromkeys(sender for _, sender in uncommitted if sender is not None)
         for sender in senders:
             if self.hall.users.get(sender.key) is sender:
-                sender.send(render.error(UNSTORED))
+                sender.send(sender.renderer.error(UNSTORED))
         # A room whose only messages were taken back may be idle now.
         self.hall.forget_idle(self.hall.touched)
 
@@ -428,7 +428,7 @@ class Server:
         if conn.closed or conn.session is None or conn.session.registered or conn.session.closing:
             return
         log.info("%s gave no name in time", conn.peer, extra={"addr": conn.addr})
-        conn.queue(render.error(f"no name given within {self.settings.registration_timeout:g} s; goodbye"))
+        conn.session.timed_out(self.settings.registration_timeout)
         self._close_after_flush(conn)
 
     # -- input ------------------------------------------------------------------------
@@ -636,11 +636,9 @@ class Server:
                 pass
             lsock.close()
         self.listeners.clear()
-        notice = render.info("server shutting down")
         for conn in list(self.conns.values()):
-            conn.queue(notice)
             if conn.session is not None:
-                conn.session.closing = True
+                conn.session.shutting_down()
             self._update_interest(conn)
 
     def _exit_now(self) -> int:

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import time
 
+from pychat.core.events import ACTION, Broadcast, Direct, Joined, Parted, Quit, Renamed, Said
+
 _EOL = "\r\n"
 _stamp_second = -1
 _stamp_text = ""
@@ -66,3 +68,53 @@ def notice(arrow: str, text: str) -> str:
 
 def room_where(room: str) -> str:
     return f"#{room}"
+
+
+class LineRenderer:
+    """The line protocol's rendering of the Hall's events (one for all line users).
+
+    Quits and renames are told in each room, since every event line names
+    its room; senders are not sent their own room messages (the user typed
+    them), but a direct message is echoed as ``(dm to NAME)`` for
+    confirmation.
+    """
+
+    per_room = True
+    echo = False
+
+    def said(self, e: Said) -> bytes:
+        # The hot path: one f-string, fields by position (ts, room, sender, _, text, kind).
+        if e[5] == ACTION:
+            return f"{stamp(e[0])} #{e[1]} * {e[2]} {e[4]}\r\n".encode()
+        return f"{stamp(e[0])} #{e[1]} {e[2]}: {e[4]}\r\n".encode()
+
+    def joined(self, e: Joined) -> bytes:
+        return event(e.ts, f"#{e.room}", notice(JOINED, f"{e.who} has joined"))
+
+    def parted(self, e: Parted) -> bytes:
+        text = f"{e.who} has left ({e.reason})" if e.reason else f"{e.who} has left"
+        return event(e.ts, f"#{e.room}", notice(LEFT, text))
+
+    def quit(self, e: Quit, room: str) -> bytes:
+        text = f"{e.who} has quit ({e.reason})" if e.reason else f"{e.who} has quit"
+        return event(e.ts, f"#{room}", notice(LEFT, text))
+
+    def renamed(self, e: Renamed, room: str) -> bytes:
+        return event(e.ts, f"#{room}", notice(CHANGED, f"{e.old} is now known as {e.new}"))
+
+    def direct(self, e: Direct) -> bytes:
+        what = action(e.sender, e.text) if e.kind == ACTION else message(e.sender, e.text)
+        return event(e.ts, "(dm)", what)
+
+    def direct_echo(self, e: Direct) -> bytes | None:
+        what = action(e.sender, e.text) if e.kind == ACTION else message(e.sender, e.text)
+        return event(e.ts, f"(dm to {e.target})", what)
+
+    def broadcast(self, e: Broadcast) -> bytes:
+        return event(e.ts, "(all)", message(e.sender, e.text))
+
+    def error(self, text: str) -> bytes:
+        return error(text)
+
+
+LINE = LineRenderer()
