@@ -1,0 +1,1 @@
+"""Wire protocols: one sans-I/O adapter per protocol."""
