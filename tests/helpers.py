@@ -36,19 +36,26 @@ class ServerProcess:
 
     def __init__(self, tmp_path: Path, *args: str, db: str = ":memory:", host: str = "127.0.0.1") -> None:
         self.log_path = tmp_path / f"server-{time.monotonic_ns()}.log"
-        self.args = [sys.executable, str(ROOT / "pychat_server.py"), host, "--port", "0",
+        self.args = [sys.executable, str(ROOT / "pychat_server.py"), host, "--port", "0", "--irc-port", "0",
                      "--db", db, "--log-level", "debug", *args]
         self.host = host
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(self.args, stdout=subprocess.DEVNULL, stderr=self._log,
                                      stdin=subprocess.DEVNULL, cwd=tmp_path)
-        match = wait_for(self._port_line, what=f"server to listen (log: {self.log_path})")
-        self.port = int(match.group(1))
+        match = wait_for(self._port_lines, what=f"server to listen (log: {self.log_path})")
+        self.port = int(match[0].group(1))
+        self.irc_port = int(match[1].group(1)) if match[1] else None
 
-    def _port_line(self):
+    def _port_lines(self):
         if self.proc.poll() is not None:
             raise AssertionError(f"server exited with {self.proc.returncode}: {self.log()}")
-        return re.search(r"listening on \S+ port (\d+)", self.log())
+        log = self.log()
+        line = re.search(r"listening on \S+ port (\d+) \(line protocol\)", log)
+        irc = re.search(r"listening on \S+ port (\d+) \(IRC\)", log)
+        irc_ports = [value for flag, value in zip(self.args, self.args[1:]) if flag == "--irc-port"]
+        if line and (irc or irc_ports[-1] == "off"):  # the last --irc-port counts, as for argparse
+            return line, irc
+        return None
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")

@@ -66,6 +66,9 @@ class Once:
     def broadcast(self, e: Broadcast) -> bytes:
         return f"O all {e.sender} {e.text}\n".encode()
 
+    def invited(self, e) -> bytes:
+        return f"O invite {e.sender} {e.room}\n".encode()
+
     def error(self, text: str) -> bytes:
         return f"O error {text}\n".encode()
 

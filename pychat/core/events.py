@@ -34,9 +34,10 @@ class Said(NamedTuple):
     prefix: str     # nick!user@host, for protocols that show it
     text: str
     kind: int       # MESSAGE, ACTION or NOTICE
+    msgid: int      # unique for the server's life (IRC's msgid tag)
 
 
-def said(fields: tuple[float, str, str, str, str, int]) -> Said:
+def said(fields: tuple[float, str, str, str, str, int, int]) -> Said:
     """Said(*FIELDS) without NamedTuple's Python-level ``__new__``: the one event
     made for every message on the hot path (about 100 ns instead of 400)."""
     return _tuple_new(Said, fields)
@@ -87,6 +88,17 @@ class Direct(NamedTuple):
     target: str
     text: str
     kind: int
+    msgid: int
+
+
+class Invited(NamedTuple):
+    """Someone asks another user to join a room."""
+
+    ts: float
+    room: str
+    sender: str
+    prefix: str
+    target: str
 
 
 class Broadcast(NamedTuple):
@@ -126,6 +138,8 @@ class Renderer(Protocol):
         """What the sender of a direct message is shown, if anything."""
 
     def broadcast(self, e: Broadcast) -> bytes: ...
+
+    def invited(self, e: Invited) -> bytes: ...
 
     def error(self, text: str) -> bytes:
         """A refusal the server tells this user of on its own (not as a reply)."""

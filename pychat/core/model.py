@@ -27,8 +27,8 @@ import os
 import re
 from typing import Callable, Iterable, Protocol
 
-from pychat.core.events import (MESSAGE, NOTICE, Broadcast, Direct, Joined, Parted, Quit, Renamed, Renderer,
-                                said)
+from pychat.core.events import (MESSAGE, NOTICE, Broadcast, Direct, Invited, Joined, Parted, Quit, Renamed,
+                                Renderer, said)
 from pychat.core.history import MESSAGE as STORED_MESSAGE
 from pychat.core.history import NOTICE as STORED_NOTICE
 from pychat.core.history import HistoryStore, StoredEvent
@@ -118,7 +118,7 @@ class User:
     """
 
     __slots__ = ("name", "key", "rooms", "outbox", "send", "renderer", "ident", "host", "prefix",
-                 "address", "room_budget")
+                 "address", "room_budget", "realname", "away")
 
     def __init__(self, name: str, outbox: Outbox, renderer: Renderer, address: str = "",
                  ident: str = "", host: str = "pychat") -> None:
@@ -133,6 +133,8 @@ class User:
         self.prefix = f"{name}!{self.ident}@{host}"
         self.address = address
         self.room_budget: TokenBucket | None = None
+        self.realname = ""            # what the user says of itself (IRC's "real name")
+        self.away: str | None = None  # an away message, while away
 
     def __repr__(self) -> str:
         return f"User({self.name!r})"
@@ -198,6 +200,7 @@ class Hall:
         # Addresses that gave a wrong key: (wrong keys in a row, when the last).
         self._suspects: dict[str, tuple[int, float]] = {}
         self._cloak_key = os.urandom(16)
+        self.msgids = 0  # the last message id given (IRC's msgid tag)
         for stored in self.history.rooms():
             room = Room(stored.name, stored.id, stored.key_hash)
             if not self.history.has_chat(room.id) and room.key != self.default_room:
@@ -499,7 +502,8 @@ class Hall:
         (the sender too, if its renderer echoes)."""
         if user not in room.members:
             raise ChatError(f"you are not in #{room.name}", NOT_IN_ROOM)
-        event = said((now, room.name, user.name, user.prefix, text, kind))
+        self.msgids += 1
+        event = said((now, room.name, user.name, user.prefix, text, kind, self.msgids))
         # MESSAGE and ACTION are the store's codes too; a NOTICE is kept as a message.
         self.history.append(room.id, now, kind if kind != NOTICE else STORED_MESSAGE, user.name, text)
         skip = None if user.renderer.echo else user
@@ -568,12 +572,19 @@ class Hall:
         target = self.users.get(name_key(target_name)) if len(target_name) <= MAX_TYPED else None
         if target is None:
             raise ChatError(f"no such user: {clip(target_name)}", NO_SUCH_USER)
-        event = Direct(now, user.name, user.prefix, target.name, text, kind)
+        self.msgids += 1
+        event = Direct(now, user.name, user.prefix, target.name, text, kind, self.msgids)
         target.send(target.renderer.direct(event))
         echo = user.renderer.direct_echo(event)
         if echo is not None:
             user.send(echo)
         return target
+
+    def invite(self, user: User, target: User, room: Room, now: float) -> None:
+        """USER, a member of ROOM, asks TARGET to join it."""
+        if user not in room.members:
+            raise ChatError(f"you are not in #{room.name}", NOT_IN_ROOM)
+        target.send(target.renderer.invited(Invited(now, room.name, user.name, user.prefix, target.name)))
 
     def broadcast(self, user: User, text: str, now: float) -> None:
         """A message to everyone online, the sender included (as confirmation)."""

@@ -195,7 +195,7 @@ def script_of(ch: str) -> str | None:
 
 # -- user names ----------------------------------------------------------------
 
-_NAME_PUNCTUATION: Final = frozenset("_-.")
+_NAME_PUNCTUATION: Final = frozenset("_-")
 _ROOM_PUNCTUATION: Final = frozenset("_-")
 # Typed text longer than this cannot be a name or room however it
 # normalizes; it is refused before the (costlier) normalization.
@@ -256,14 +256,15 @@ def name_problem(name: str) -> str | None:
 
     A name is 1-MAX_NAME characters: letters of one script (Japanese may
     mix Han, hiragana and katakana; Korean Han and Hangul; Chinese Han and
-    Bopomofo), the ASCII digits 0-9, '_', '-' and '.', starting with a
-    letter or digit. Other digits are refused: some imitate punctuation or
+    Bopomofo), the ASCII digits 0-9, '_' and '-', starting with a letter or
+    '_': every such name is also a valid IRC nickname, so users of both
+    protocols share one namespace. Other digits are refused: some imitate punctuation or
     Latin letters (Arabic-Indic zero is a dot, five a circle). A combining
     mark is allowed only where it spells its own script (Devanagari vowel
     signs, Thai tones), at most MAX_MARKS on a letter; accents on Latin,
     Greek or Cyrillic letters must compose into one character under NFKC.
     """
-    return _label_problem(name, "name", MAX_NAME, _NAME_PUNCTUATION)
+    return _label_problem(name, "name", MAX_NAME, _NAME_PUNCTUATION, letter_first=True)
 
 
 def room_problem(name: str) -> str | None:
@@ -272,10 +273,10 @@ def room_problem(name: str) -> str | None:
     The rules of user names, but up to MAX_ROOM characters, with '_' and
     '-' (no '.'), and any of those first.
     """
-    return _label_problem(name, "room name", MAX_ROOM, _ROOM_PUNCTUATION)
+    return _label_problem(name, "room name", MAX_ROOM, _ROOM_PUNCTUATION, letter_first=False)
 
 
-def _label_problem(name: str, what: str, longest: int, punctuation: frozenset[str]) -> str | None:
+def _label_problem(name: str, what: str, longest: int, punctuation: frozenset[str], letter_first: bool) -> str | None:
     """The rules shared by user and room names (see name_problem)."""
     if not name:
         return f"a {what} needs at least one character"
@@ -309,8 +310,8 @@ def _label_problem(name: str, what: str, longest: int, punctuation: frozenset[st
         else:
             allowed = _and(f"'{c}'" for c in sorted(punctuation, key="_-.".index))
             return f"{_describe(ch)} is not allowed in a {what} (letters, digits, {allowed} only)"
-    if name[0] in _NAME_PUNCTUATION and punctuation is _NAME_PUNCTUATION:
-        return "a name must start with a letter or digit"
+    if letter_first and not (name[0].isalpha() or name[0] == "_"):
+        return "a name must start with a letter or '_'"
     if len(scripts) > 1 and not any(s.issuperset(scripts) for s in _SCRIPT_MIXES):
         return f"a {what} mixes scripts ({_and(sc.title() for sc in scripts)})"
     return None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import platform
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -11,17 +12,30 @@ from pychat.core.history import default_db_path
 from pychat.core.text import room_name, room_problem
 
 DEFAULT_PORT = 22222
+DEFAULT_IRC_PORT = 6667
+
+
+def default_server_name() -> str:
+    """This host's name if IRC can carry it, else pychat.local."""
+    name = platform.node()
+    try:
+        return _server_name(name)
+    except argparse.ArgumentTypeError:
+        return "pychat.local"
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
 @dataclass(frozen=True, slots=True)
 class ServerSettings:
-    """The server's settings. The defaults are the protocol's, except ``db``:
-    built in code (tests, embedding) a server keeps history in memory; the
-    command line defaults to the file of :func:`default_db_path`."""
+    """The server's settings. The defaults are the protocol's, except ``db``
+    and ``irc_port``: built in code (tests, embedding) a server keeps history
+    in memory and listens for the line protocol only; the command line
+    defaults to the file of :func:`default_db_path` and IRC on 6667."""
 
     host: str | None = None
     port: int = DEFAULT_PORT
+    irc_port: int | None = None
+    server_name: str = "pychat.local"
     max_line: int = 4096
     sendq: int = 1 << 20
     flood_rate: float = 10.0
@@ -83,6 +97,17 @@ def _port(text: str) -> int:
     return value
 
 
+def _port_or_off(text: str) -> int | None:
+    return None if text.lower() == "off" else _port(text)
+
+
+def _server_name(text: str) -> str:
+    """A name IRC can carry as a source: no spaces, no '!', '@' or ':'."""
+    if not text or len(text) > 63 or any(c in text for c in " !@:,*?\t") or not text.isascii():
+        raise argparse.ArgumentTypeError(f"not a usable server name: {text!r} (ASCII, no spaces, at most 63)")
+    return text
+
+
 def _default_room(text: str) -> str:
     """A valid room name, or empty (new users stay in the hall)."""
     if not text:
@@ -102,7 +127,12 @@ def server_parser() -> argparse.ArgumentParser:
     d = ServerSettings()
     p.add_argument("host", nargs="?", default=None,
                    help="address to listen on (default: all interfaces, IPv4 and IPv6)")
-    p.add_argument("--port", type=_port, default=d.port, help=f"TCP port (default {d.port}; 0 picks a free one)")
+    p.add_argument("--port", type=_port, default=d.port,
+                   help=f"TCP port of the line protocol (default {d.port}; 0 picks a free one)")
+    p.add_argument("--irc-port", type=_port_or_off, default=DEFAULT_IRC_PORT, metavar="PORT",
+                   help=f"TCP port of the IRC front end; 'off' disables it (default {DEFAULT_IRC_PORT})")
+    p.add_argument("--server-name", type=_server_name, default=default_server_name(), metavar="NAME",
+                   help="the server's name, as IRC clients see it (default: this host's name)")
     p.add_argument("--max-line", type=_positive_int, default=d.max_line, metavar="BYTES",
                    help=f"longest input line; longer ones are refused and discarded (default {d.max_line})")
     p.add_argument("--sendq", type=_positive_int, default=d.sendq, metavar="BYTES",

@@ -13,7 +13,7 @@ import socket
 from typing import Callable
 
 from pychat.protocols.framing import LineBuffer
-from pychat.protocols.line.session import Session
+from pychat.server.frontends import SessionLike
 
 READ_SIZE = 65536
 
@@ -23,7 +23,7 @@ class Connection:
 
     __slots__ = (
         "sock", "fd", "peer", "addr", "framer", "session", "out", "wbuf",
-        "closed", "eof", "tokens", "token_time", "paused",
+        "closed", "eof", "tokens", "token_time", "paused", "last_input",
         "interest", "dirty", "mark_dirty", "close_deadline",
     )
 
@@ -34,13 +34,14 @@ class Connection:
         self.peer = peer
         self.addr = addr                    # what per-address limits count
         self.framer = LineBuffer(max_line)
-        self.session: Session | None = None
+        self.session: SessionLike | None = None
         self.out: list[bytes] = []          # queued this iteration
         self.wbuf = bytearray()             # what the kernel has not taken yet
         self.closed = False
         self.eof = False                    # the peer shut its write side
         self.tokens = 0.0                   # flood-control budget
         self.token_time = 0.0
+        self.last_input = 0.0               # when the peer last sent anything (monotonic)
         self.paused = False                 # reading stopped by flood control; the
                                             # framer holds the read that waits
         self.interest = 0                   # selector events registered

@@ -29,12 +29,12 @@ import time
 from pychat.protocols.line import render
 from pychat.server.config import ServerSettings, parse_server_args
 from pychat.server.connection import Connection
+from pychat.server.frontends import Frontend, irc_frontend, line_frontend
 from pychat.protocols.framing import Frame
 from pychat.core.history import HistoryError, HistoryStore
 from pychat.core.limits import HallLimits, KeyedBuckets, Rate, address_key, seconds_text
 from pychat.server.logsink import NonBlockingStderr, Throttle
 from pychat.core.model import Hall
-from pychat.protocols.line.session import Session
 from pychat.core.text import decode_line
 from pychat.core.timers import Timers
 
@@ -62,10 +62,11 @@ _ABORT = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() resets the connec
 class _Listener:
     """Selector data for a listening socket (told apart from connections)."""
 
-    __slots__ = ("sock",)
+    __slots__ = ("sock", "frontend")
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, frontend: Frontend) -> None:
         self.sock = sock
+        self.frontend = frontend
 
 
 class _LogWriter:
@@ -86,7 +87,7 @@ class Server:
                          HallLimits(max_rooms=settings.max_rooms, per_address=per_address), settings.default_room)
         self.sel = selectors.DefaultSelector()
         self.timers = Timers()
-        self.listeners: list[socket.socket] = []
+        self.listeners: list[_Listener] = []
         self.conns: dict[int, Connection] = {}
         self.per_ip: collections.Counter[str] = collections.Counter()
         self._connects = (KeyedBuckets(Rate(settings.max_per_ip, CONNECTS_PER_SECOND))
@@ -115,8 +116,16 @@ class Server:
     # -- setup --------------------------------------------------------------
 
     def listen(self) -> list[tuple[str, int]]:
-        """Bind the listening sockets; return their (address, port). Raises OSError."""
-        host, port = self.settings.host, self.settings.port
+        """Bind the listening sockets, the line protocol's first; return their
+        (address, port). Raises OSError."""
+        settings = self.settings
+        bound = self._listen_for(line_frontend(settings), settings.port)
+        if settings.irc_port is not None:
+            bound += self._listen_for(irc_frontend(settings), settings.irc_port)
+        return bound
+
+    def _listen_for(self, frontend: Frontend, port: int) -> list[tuple[str, int]]:
+        host = self.settings.host
         if not host:
             if socket.has_dualstack_ipv6():
                 socks = [socket.create_server(("", port), family=socket.AF_INET6,
@@ -138,11 +147,12 @@ class Server:
         bound = []
         for sock in socks:
             sock.setblocking(False)
-            self.sel.register(sock, READ, _Listener(sock))
-            self.listeners.append(sock)
+            listener = _Listener(sock, frontend)
+            self.sel.register(sock, READ, listener)
+            self.listeners.append(listener)
             name = sock.getsockname()
             bound.append((name[0], name[1]))
-            log.info("listening on %s port %d", name[0] or "*", name[1])
+            log.info("listening on %s port %d (%s)", name[0] or "*", name[1], frontend.name)
         return bound
 
     def raise_file_limit(self) -> None:
@@ -204,7 +214,7 @@ class Server:
                     if self._on_wakeup():
                         return self._exit_now()
                 elif data.__class__ is _Listener:
-                    self._accept(data.sock)
+                    self._accept(data)
                 else:
                     self._write_log()
             if not self._dirty and not self.hall.touched:
@@ -350,14 +360,15 @@ class Server:
 
     # -- accepting ----------------------------------------------------------------
 
-    def _accept(self, lsock: socket.socket) -> None:
+    def _accept(self, listener: _Listener) -> None:
         """Accept until the listener would block, or ACCEPTS_PER_PASS connections:
         under a storm of connections the listener never runs dry, and the
         clients already connected must still be served."""
         settings = self.settings
+        frontend = listener.frontend
         for _ in range(ACCEPTS_PER_PASS):
             try:
-                sock, addr = lsock.accept()
+                sock, addr = listener.sock.accept()
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
@@ -371,39 +382,40 @@ class Server:
                 ip = ip[7:]
             peer = f"[{ip}]:{addr[1]}" if ":" in ip else f"{ip}:{addr[1]}"
             where = address_key(ip)
+            why = ""
             if len(self.conns) >= settings.max_clients:
-                self._refuse(sock, peer, where, "server full")
-                continue
-            if settings.max_per_ip and self.per_ip[where] >= settings.max_per_ip:
-                self._refuse(sock, peer, where, "too many connections from your address")
-                continue
-            if self._connects is not None and not self._connects.take(where, self.mono):
+                why = "server full"
+            elif settings.max_per_ip and self.per_ip[where] >= settings.max_per_ip:
+                why = "too many connections from your address"
+            elif self._connects is not None and not self._connects.take(where, self.mono):
                 wait = seconds_text(self._connects.wait(where, self.mono))
-                self._refuse(sock, peer, where, f"too many new connections from your address; try again in {wait}")
-                continue
-            self._add_connection(sock, peer, where)
+                why = f"too many new connections from your address; try again in {wait}"
+            if why:
+                self._refuse(sock, peer, where, frontend.refusal(why), why)
+            else:
+                self._add_connection(sock, peer, where, frontend)
 
-    def _refuse(self, sock: socket.socket, peer: str, where: str, why: str) -> None:
+    def _refuse(self, sock: socket.socket, peer: str, where: str, refusal: bytes, why: str) -> None:
         log.warning("refused %s: %s", peer, why, extra={"addr": where})
         sock.setblocking(False)
         try:
-            sock.send(render.error(why))
+            sock.send(refusal)
         except OSError:
             pass
         sock.close()
 
     def _pause_accepting(self) -> None:
-        for lsock in self.listeners:
-            self.sel.unregister(lsock)
+        for listener in self.listeners:
+            self.sel.unregister(listener.sock)
         self.timers.call_at(self.mono + ACCEPT_PAUSE, self._resume_accepting)
 
     def _resume_accepting(self) -> None:
         if self.stopping:
             return
-        for lsock in self.listeners:
-            self.sel.register(lsock, READ, _Listener(lsock))
+        for listener in self.listeners:
+            self.sel.register(listener.sock, READ, listener)
 
-    def _add_connection(self, sock: socket.socket, peer: str, where: str) -> None:
+    def _add_connection(self, sock: socket.socket, peer: str, where: str, frontend: Frontend) -> None:
         settings = self.settings
         sock.setblocking(False)
         try:
@@ -411,10 +423,11 @@ class Server:
             _set_keepalive(sock)
         except OSError:
             pass
-        conn = Connection(sock, peer, where, settings.max_line, self._dirty.append)
+        conn = Connection(sock, peer, where, frontend.max_line, self._dirty.append)
         conn.tokens = float(settings.flood_burst)
         conn.token_time = self.mono
-        conn.session = Session(self.hall, conn, peer, settings.default_room, where)
+        conn.last_input = self.mono
+        conn.session = frontend.make_session(self.hall, conn, peer, where)
         self.conns[conn.fd] = conn
         self.per_ip[where] += 1
         self._update_interest(conn)
@@ -423,6 +436,23 @@ class Server:
         if settings.registration_timeout > 0:
             self.timers.call_at(self.mono + settings.registration_timeout,
                                 lambda: self._registration_expired(conn))
+        if frontend.ping_interval:
+            interval = frontend.ping_interval
+            self.timers.call_at(self.mono + interval, lambda: self._check_idle(conn, interval))
+
+    def _check_idle(self, conn: Connection, interval: float) -> None:
+        """Ping a connection that has been silent for INTERVAL; drop it if the
+        last ping went unanswered for as long."""
+        if conn.closed or conn.session is None or conn.session.closing:
+            return
+        silent = self.mono - conn.last_input
+        if silent >= interval:
+            if not conn.session.ping():  # type: ignore[attr-defined]
+                log.info("%s: ping timeout", conn.peer, extra={"addr": conn.addr})
+                self._drop(conn, f"Ping timeout: {int(silent)} seconds")
+                return
+            silent = 0.0
+        self.timers.call_at(self.mono + interval - silent, lambda: self._check_idle(conn, interval))
 
     def _registration_expired(self, conn: Connection) -> None:
         if conn.closed or conn.session is None or conn.session.registered or conn.session.closing:
@@ -441,6 +471,7 @@ class Server:
         except OSError:
             self._drop(conn, "connection lost")
             return
+        conn.last_input = self.mono
         if not data:
             conn.eof = True
             self._update_interest(conn)
@@ -464,14 +495,14 @@ class Server:
         assert session is not None
         if session.closing:
             return
-        handle, now = session.handle_line, self.now
+        handle, now, text = session.handle_line, self.now, session.wants_text
         for frame in frames:
             if isinstance(frame, bytes):
-                handle(decode_line(frame), now)
+                handle(decode_line(frame) if text else frame, now)
                 if session.closing:
                     break
             else:
-                session.line_too_long(self.settings.max_line)
+                session.line_too_long(conn.framer.max_line)
         if session.closing:
             self._close_after_flush(conn)
 
@@ -534,11 +565,11 @@ class Server:
         if session.closing:
             return
         if isinstance(frame, bytes):
-            session.handle_line(decode_line(frame), self.now)
+            session.handle_line(decode_line(frame) if session.wants_text else frame, self.now)
             if session.closing:
                 self._close_after_flush(conn)
         else:
-            session.line_too_long(self.settings.max_line)
+            session.line_too_long(conn.framer.max_line)
 
     def _input_ended(self, conn: Connection) -> None:
         """The peer half-closed and all its lines are handled: say goodbye after the answers."""
@@ -590,7 +621,7 @@ class Server:
             return
         conn.closed = True
         session = conn.session
-        if session is not None and session.user is not None and not self.stopping:
+        if session is not None and session.registered and not self.stopping:
             session.disconnected("connection closed", self.now)
         if conn.interest:
             self.sel.unregister(conn.sock)
@@ -629,12 +660,12 @@ class Server:
         """Stop accepting, tell everyone, and close each connection once flushed."""
         self.stopping = True
         self._stop_deadline = self.mono + self.settings.flush_deadline
-        for lsock in self.listeners:
+        for listener in self.listeners:
             try:
-                self.sel.unregister(lsock)
+                self.sel.unregister(listener.sock)
             except (KeyError, ValueError):
                 pass
-            lsock.close()
+            listener.sock.close()
         self.listeners.clear()
         for conn in list(self.conns.values()):
             if conn.session is not None:
@@ -651,8 +682,8 @@ class Server:
 
     def close(self) -> None:
         """Release sockets (for tests that run a server in-process)."""
-        for lsock in self.listeners:
-            lsock.close()
+        for listener in self.listeners:
+            listener.sock.close()
         self._wake_r.close()
         self._wake_w.close()
         self.sel.close()

@@ -47,8 +47,9 @@ COMMANDS: Final[tuple[Command, ...]] = (
             "Without COMMAND, lists every command. With it, shows its usage, aliases and details."),
     Command("nick", (), (_NAME,),
             "change your name (same rules as at login); your room sees it",
-            "Names are 1-20 characters: letters of one script, digits 0-9, '_', '-' or '.', starting "
-            "with a letter or digit. A name that looks like one in use (ALICE, a1ice, Cyrillic a) is taken."),
+            "Names are 1-20 characters: letters of one script, digits 0-9, '_' or '-', starting "
+            "with a letter or '_' (so that every name is an IRC nickname too). "
+            "A name that looks like one in use (ALICE, a1ice, Cyrillic a) is taken."),
     Command("list", ("rooms",), (Param("PATTERN", optional=True),),
             "rooms with member counts, busiest first, locked ones marked; PATTERN filters",
             "Shows at most 50 rooms and how many more there are. PATTERN keeps the rooms whose name "

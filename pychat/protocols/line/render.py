@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 
-from pychat.core.events import ACTION, Broadcast, Direct, Joined, Parted, Quit, Renamed, Said
+from pychat.core.events import ACTION, Broadcast, Direct, Invited, Joined, Parted, Quit, Renamed, Said
 
 _EOL = "\r\n"
 _stamp_second = -1
@@ -112,6 +112,9 @@ class LineRenderer:
 
     def broadcast(self, e: Broadcast) -> bytes:
         return event(e.ts, "(all)", message(e.sender, e.text))
+
+    def invited(self, e: Invited) -> bytes:
+        return info(f"{e.sender} invites you to #{e.room}: /join {e.room}")
 
     def error(self, text: str) -> bytes:
         return error(text)

@@ -50,6 +50,8 @@ def _handles(name: str) -> Callable[[Handler], Handler]:
 class Session:
     """One client's conversation with the Hall."""
 
+    wants_text = True  # the server hands this session decoded, clean lines
+
     __slots__ = ("hall", "outbox", "send", "peer", "address", "default_room", "user", "closing")
 
     def __init__(self, hall: Hall, outbox: Outbox, peer: str = "", default_room: str = "general",

@@ -1,0 +1,126 @@
+"""The Hall's events as IRC lines.
+
+One :class:`IrcRenderer` per combination of the capabilities that change
+the bytes (server-time, message-tags, echo-message): every IRC user with
+the same combination shares its renderer, so a room message is written
+once for all of them. Lines are built with f-strings, not
+:func:`pychat.protocols.irc.message.format_message`: everything in them is
+already clean (names and rooms follow the name rules, text has no CR, LF or
+NUL), and this is the hot path. A line that would pass IRC's 512 bytes is
+split into several, at character boundaries.
+"""
+
+from __future__ import annotations
+
+import time
+from functools import lru_cache
+
+from pychat.core.events import ACTION, NOTICE, Broadcast, Direct, Invited, Joined, Parted, Quit, Renamed, Said
+from pychat.protocols.irc.message import MAX_BODY
+
+_time_second = -1
+_time_text = ""
+
+
+def server_time(ts: float) -> str:
+    """IRCv3 server-time: ``2026-11-21T15:00:05.123Z`` (UTC, milliseconds)."""
+    global _time_second, _time_text
+    second = int(ts)
+    if second != _time_second:
+        _time_text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        _time_second = second
+    return f"{_time_text}.{int((ts - second) * 1000):03d}Z"
+
+
+def split_text(head: str, text: str, tail: str = "") -> list[str]:
+    """TEXT cut so that each ``head + part + tail`` fits in one IRC line
+    (510 bytes without its CRLF), at UTF-8 character boundaries."""
+    room = MAX_BODY - len(head.encode()) - len(tail.encode())
+    data = text.encode()
+    if len(data) <= room:
+        return [text]
+    room = max(room, 16)
+    parts = []
+    while data:
+        cut = min(room, len(data))
+        while cut < len(data) and (data[cut] & 0xC0) == 0x80:  # not in the middle of a character
+            cut -= 1
+        parts.append(data[:cut].decode())
+        data = data[cut:]
+    return parts
+
+
+class IrcRenderer:
+    """IRC lines for one set of capabilities."""
+
+    per_room = False  # QUIT and NICK name no room: each recipient is told once
+
+    def __init__(self, server_name: str, server_time: bool, message_tags: bool, echo: bool) -> None:
+        self.server_name = server_name
+        self.server_time = server_time
+        self.message_tags = message_tags
+        self.echo = echo
+
+    def _tags(self, ts: float, msgid: int = 0) -> str:
+        parts = []
+        if self.server_time:
+            parts.append(f"time={server_time(ts)}")
+        if self.message_tags and msgid:
+            parts.append(f"msgid={msgid}")
+        return f"@{';'.join(parts)} " if parts else ""
+
+    def _message(self, tags: str, source: str, command: str, target: str, text: str, kind: int) -> bytes:
+        head = f":{source} {command} {target} :"
+        if kind == ACTION:
+            head, tail = head + "\x01ACTION ", "\x01"
+        else:
+            tail = ""
+        line = f"{tags}{head}{text}{tail}\r\n".encode()
+        if len(line) - len(tags) <= MAX_BODY + 2:  # tags are ASCII: as many bytes as characters
+            return line
+        return "".join(f"{tags}{head}{part}{tail}\r\n" for part in split_text(head, text, tail)).encode()
+
+    def said(self, e: Said) -> bytes:
+        command = "NOTICE" if e.kind == NOTICE else "PRIVMSG"
+        return self._message(self._tags(e.ts, e.msgid), e.prefix, command, f"#{e.room}", e.text, e.kind)
+
+    def joined(self, e: Joined) -> bytes:
+        return f"{self._tags(e.ts)}:{e.prefix} JOIN #{e.room}\r\n".encode()
+
+    def parted(self, e: Parted) -> bytes:
+        reason = f" :{e.reason}" if e.reason else ""
+        return f"{self._tags(e.ts)}:{e.prefix} PART #{e.room}{reason}\r\n".encode()
+
+    def quit(self, e: Quit, room: str) -> bytes:
+        return f"{self._tags(e.ts)}:{e.prefix} QUIT :{quit_reason(e.reason)}\r\n".encode()
+
+    def renamed(self, e: Renamed, room: str) -> bytes:
+        return f"{self._tags(e.ts)}:{e.prefix} NICK {e.new}\r\n".encode()
+
+    def direct(self, e: Direct) -> bytes:
+        command = "NOTICE" if e.kind == NOTICE else "PRIVMSG"
+        return self._message(self._tags(e.ts, e.msgid), e.prefix, command, e.target, e.text, e.kind)
+
+    def direct_echo(self, e: Direct) -> bytes | None:
+        return self.direct(e) if self.echo else None
+
+    def broadcast(self, e: Broadcast) -> bytes:
+        # A notice to the whole server ($mask, as IRC operators' global notices are).
+        return self._message(self._tags(e.ts), e.prefix, "NOTICE", f"${self.server_name}", e.text, 0)
+
+    def invited(self, e: Invited) -> bytes:
+        return f"{self._tags(e.ts)}:{e.prefix} INVITE {e.target} #{e.room}\r\n".encode()
+
+    def error(self, text: str) -> bytes:
+        return f":{self.server_name} NOTICE * :{text}\r\n".encode()
+
+
+def quit_reason(reason: str) -> str:
+    """A QUIT's text; IRC clients expect one."""
+    return reason or "Client Quit"
+
+
+@lru_cache(maxsize=None)
+def renderer_for(server_name: str, server_time: bool, message_tags: bool, echo: bool) -> IrcRenderer:
+    """The one renderer for this set of capabilities (users who share it share bytes)."""
+    return IrcRenderer(server_name, server_time, message_tags, echo)

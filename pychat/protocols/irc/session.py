@@ -1,0 +1,723 @@
+"""The IRC front end's session: one connection's state machine (PROTOCOL.md section 9).
+
+Registration (CAP negotiation, PASS, NICK, USER), then commands dispatched
+from a table. Raw lines come in (IRC needs its tags and CTCP's \\x01, so
+text is cleaned here, per parameter, with the core's rules); replies are
+IRC lines written with :func:`format_message`; everything users say goes
+through the Hall, whose events the user's :class:`IrcRenderer` writes.
+
+The core has no topics, channel operators, bans or server operators yet:
+the commands that need them are answered as a server answers a user who
+holds no such rights (ERR_CHANOPRIVSNEEDED, ERR_NOPRIVILEGES, ...).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from typing import Callable
+
+from pychat import __version__
+from pychat.core import model
+from pychat.core.events import ACTION, MESSAGE, NOTICE, Joined
+from pychat.core.history import HistoryError
+from pychat.core.model import ChatError, Hall, Outbox, Room, User
+from pychat.core.text import MAX_NAME, MAX_ROOM, clip, name_key, sanitize
+from pychat.protocols.irc import message as m
+from pychat.protocols.irc.message import Message, MessageError, ctcp, format_message, parse
+from pychat.protocols.irc.render import IrcRenderer, renderer_for, server_time, split_text
+
+log = logging.getLogger("pychat.protocols.irc.session")
+
+CAPS = ("batch", "echo-message", "message-tags", "multi-prefix", "server-time")
+NETWORK = "pychat"
+VERSION = f"pychat-{__version__}"
+TARGETS_MAX = 4         # targets in one PRIVMSG, NOTICE or WHOIS (TARGMAX)
+ERR_UNAVAILRESOURCE = "437"  # a budget is spent: try again later
+LIST_MAX = 200          # rooms in one LIST answer (the busiest)
+AWAY_MAX = 200
+ISON_MAX = 64
+MOTD = ("This pychat server's rooms are shared with its line-protocol users (nc HOST 22222).",
+        "The history of a room is replayed when you join it.")
+
+Handler = Callable[["IrcSession", Message, float], None]
+_HANDLERS: dict[str, Handler] = {}
+_BEFORE_REGISTRATION = {"CAP", "PASS", "NICK", "USER", "PING", "PONG", "QUIT"}
+_batch_ids = itertools.count(1)
+
+
+def _handles(*commands: str) -> Callable[[Handler], Handler]:
+    def register(func: Handler) -> Handler:
+        for command in commands:
+            _HANDLERS[command] = func
+        return func
+    return register
+
+
+class IrcSession:
+    """One IRC client's conversation with the Hall."""
+
+    wants_text = False  # the server hands this session raw lines
+
+    __slots__ = ("hall", "outbox", "send", "peer", "address", "server", "user", "closing", "nick",
+                 "ident", "realname", "caps", "negotiating", "pinged")
+
+    def __init__(self, hall: Hall, outbox: Outbox, peer: str, address: str, server_name: str) -> None:
+        self.hall = hall
+        self.outbox = outbox
+        self.send = outbox.queue
+        self.peer = peer
+        self.address = address
+        self.server = server_name
+        self.user: User | None = None
+        self.closing = False
+        self.nick: str | None = None        # chosen, not yet registered
+        self.ident: str | None = None       # from USER
+        self.realname = ""
+        self.caps: set[str] = set()
+        self.negotiating = False            # CAP LS or REQ seen, CAP END not yet
+        self.pinged = False                 # a PING of ours is unanswered
+
+    # -- the session interface (pychat.server.loop) --------------------------
+
+    @property
+    def registered(self) -> bool:
+        return self.user is not None
+
+    def start(self) -> None:
+        """IRC clients speak first: nothing to send."""
+
+    def handle_line(self, raw: bytes, now: float) -> None:
+        if self.closing:
+            return
+        try:
+            msg = parse(raw)
+        except MessageError as exc:
+            if exc.numeric is not None:
+                self._reply(exc.numeric, exc.text)
+            return
+        if msg is None:
+            return
+        self.pinged = False
+        handler = _HANDLERS.get(msg.command)
+        if self.user is None and msg.command not in _BEFORE_REGISTRATION:
+            if handler is not None or msg.command.isalpha():
+                self._reply(m.ERR_NOTREGISTERED, "You have not registered")
+            return
+        if handler is None:
+            self._reply(m.ERR_UNKNOWNCOMMAND, clip(msg.command, 32), "Unknown command")
+            return
+        try:
+            handler(self, msg, now)
+        except ChatError as exc:  # a refusal no handler expected: say it plainly
+            self.send(self._server_notice(str(exc)))
+
+    def line_too_long(self, max_line: int) -> None:
+        self._reply(m.ERR_INPUTTOOLONG, "Input line was too long")
+
+    def disconnected(self, reason: str, now: float, *, said: bool = False) -> None:
+        if self.user is not None:
+            log.log(logging.INFO, "%s (%s) quit%s", self.user.name, self.peer,
+                    "" if said else f": {reason or 'quit'}", extra={"addr": self.address})
+            self.hall.quit(self.user, reason, now)
+            self.user = None
+        self.closing = True
+
+    def timed_out(self, seconds: float) -> None:
+        self.send(format_message("ERROR", f"Closing link: registration timed out after {seconds:g} s"))
+        self.closing = True
+
+    def shutting_down(self) -> None:
+        self.send(self._server_notice("server shutting down")
+                  + format_message("ERROR", "Closing link: server shutting down"))
+        self.closing = True
+
+    def ping(self) -> bool:
+        """The connection was idle: ask the client for a sign of life. False
+        if the last ping went unanswered (the client is gone)."""
+        if self.pinged:
+            return False
+        self.pinged = True
+        self.send(format_message("PING", self.server))
+        return True
+
+    # -- replies ---------------------------------------------------------------
+
+    @property
+    def _target(self) -> str:
+        """Who numerics are addressed to: the nick, or * before one is set."""
+        if self.user is not None:
+            return self.user.name
+        return self.nick or "*"
+
+    def _reply(self, numeric: str, *params: str) -> None:
+        self.send(format_message(numeric, self._target, *params, source=self.server))
+
+    def _server_notice(self, text: str) -> bytes:
+        return format_message("NOTICE", self._target, text, source=self.server)
+
+    def _log(self, msg: str, *args: object) -> None:
+        log.info(msg, *args, extra={"addr": self.address})
+
+    @property
+    def _me(self) -> User:
+        assert self.user is not None
+        return self.user
+
+    def _renderer(self) -> IrcRenderer:
+        caps = self.caps
+        return renderer_for(self.server, "server-time" in caps, "message-tags" in caps, "echo-message" in caps)
+
+    # -- registration ------------------------------------------------------------
+
+    def _try_register(self, now: float) -> None:
+        if self.user is not None or self.negotiating or self.nick is None or self.ident is None:
+            return
+        try:
+            user = self.hall.register(self.nick, self.outbox, self._renderer(), self.address, self.ident)
+        except ChatError as exc:
+            nick, self.nick = self.nick, None
+            self._nick_error(exc, nick)
+            return
+        user.realname = self.realname
+        self.user = user
+        self._log("%s registered as %s (IRC)", self.peer, user.name)
+        self._welcome()
+
+    def _nick_error(self, exc: ChatError, nick: str) -> None:
+        if exc.code == model.NAME_TAKEN:
+            self._reply(m.ERR_NICKNAMEINUSE, clip(nick, 32), "Nickname is already in use")
+        else:
+            self._reply(m.ERR_ERRONEUSNICKNAME, clip(nick, 32) or "*", "Erroneous nickname")
+
+    def _welcome(self) -> None:
+        self._reply(m.RPL_WELCOME, f"Welcome to the {NETWORK} IRC network, {self._me.prefix}")
+        self._reply(m.RPL_YOURHOST, f"Your host is {self.server}, running version {VERSION}")
+        self._reply(m.RPL_CREATED, "This server was created when it started")
+        self._reply(m.RPL_MYINFO, self.server, VERSION, "i", "kn", "k")
+        tokens = [f"AWAYLEN={AWAY_MAX}", "CASEMAPPING=ascii", "CHANLIMIT=#:", "CHANMODES=,k,,n",
+                  f"CHANNELLEN={MAX_ROOM + 1}", "CHANTYPES=#", "ELIST=", f"MAXTARGETS={TARGETS_MAX}",
+                  "MODES=1", f"NETWORK={NETWORK}", f"NICKLEN={MAX_NAME}", "PREFIX=(ov)@+",
+                  f"TARGMAX=JOIN:,PART:,PRIVMSG:{TARGETS_MAX},NOTICE:{TARGETS_MAX},WHOIS:1,NAMES:1",
+                  "UTF8ONLY"]
+        self._reply(m.RPL_ISUPPORT, *tokens, "are supported by this server")
+        self._lusers()
+        self._motd()
+
+    def _lusers(self) -> None:
+        users = len(self.hall.users)
+        self._reply(m.RPL_LUSERCLIENT, f"There are {users} users and 0 invisible on 1 servers")
+        self._reply(m.RPL_LUSEROP, "0", "operator(s) online")
+        self._reply(m.RPL_LUSERCHANNELS, str(len(self.hall.rooms)), "channels formed")
+        self._reply(m.RPL_LUSERME, f"I have {users} clients and 0 servers")
+        self._reply(m.RPL_LOCALUSERS, str(users), str(users), f"Current local users {users}, max {users}")
+        self._reply(m.RPL_GLOBALUSERS, str(users), str(users), f"Current global users {users}, max {users}")
+
+    def _motd(self) -> None:
+        self._reply(m.RPL_MOTDSTART, f"- {self.server} Message of the day - ")
+        for line in MOTD:
+            self._reply(m.RPL_MOTD, f"- {line}")
+        self._reply(m.RPL_ENDOFMOTD, "End of /MOTD command.")
+
+    # -- helpers ---------------------------------------------------------------------
+
+    def _part_room(self, room: Room, reason: str, now: float) -> None:
+        me = self._me
+        self.hall.part(me, room, reason, now)
+        suffix = f" :{reason}" if reason else ""
+        self.send(f":{me.prefix} PART #{room.name}{suffix}\r\n".encode())
+
+    def _room_named(self, target: str) -> Room | None:
+        return self.hall.find_room(target[1:]) if target.startswith("#") else None
+
+    def _need(self, msg: Message, count: int) -> bool:
+        """True if MSG has COUNT parameters, else ERR_NEEDMOREPARAMS."""
+        if len(msg.params) >= count and all(p for p in msg.params[:count]):
+            return True
+        self._reply(m.ERR_NEEDMOREPARAMS, msg.command, "Not enough parameters")
+        return False
+
+    def _names(self, room: Room) -> None:
+        me = self._me
+        symbol = "*" if room.locked else "="
+        if room.locked and me not in room.members:
+            names: list[str] = []
+        else:
+            names = [member.name for member in room.members]
+        head = f":{self.server} {m.RPL_NAMREPLY} {me.name} {symbol} #{room.name} :"
+        line: list[str] = []
+        size = len(head)
+        for name in names:
+            if line and size + len(name) + 1 > m.MAX_BODY:
+                self.send((head + " ".join(line) + "\r\n").encode())
+                line, size = [], len(head)
+            line.append(name)
+            size += len(name) + 1
+        if line:
+            self.send((head + " ".join(line) + "\r\n").encode())
+        self._reply(m.RPL_ENDOFNAMES, f"#{room.name}", "End of /NAMES list")
+
+    def _replay(self, room: Room) -> None:
+        """The room's recent history, with the original times where the client can take them:
+        in server-time tags (inside a chathistory batch if the client has batch), or else
+        in the text of notices from the server."""
+        try:
+            events = self.hall.recent(room, self.hall.history_lines)
+        except HistoryError:
+            self.send(self._server_notice(f"the history of #{room.name} cannot be read right now"))
+            return
+        if not events:
+            return
+        timed = "server-time" in self.caps
+        batch = f"h{next(_batch_ids)}" if timed and "batch" in self.caps else ""
+        out: list[str] = [f":{self.server} BATCH +{batch} chathistory #{room.name}\r\n"] if batch else []
+        for ev in events:
+            if timed:
+                tags = f"@{'batch=' + batch + ';' if batch else ''}time={server_time(ev.ts)} "
+                head = f":{ev.sender}!pychat@history PRIVMSG #{room.name} :"
+                text = f"\x01ACTION {ev.text}\x01" if ev.kind == ACTION else ev.text
+            else:
+                tags = ""
+                head = f":{self.server} NOTICE #{room.name} :"
+                stamp = f"[{server_time(ev.ts)[:19].replace('T', ' ')}] "
+                text = stamp + (f"* {ev.sender} {ev.text}" if ev.kind == ACTION else f"<{ev.sender}> {ev.text}")
+            out.extend(f"{tags}{head}{part}\r\n" for part in split_text(head, text))
+        if batch:
+            out.append(f":{self.server} BATCH -{batch}\r\n")
+        data = "".join(out).encode()
+        self.hall.uncommitted.append((data, None))  # it may show rows of this batch
+        self.send(data)
+
+
+# -- registration commands ------------------------------------------------------------
+
+@_handles("CAP")
+def _cap(self: IrcSession, msg: Message, now: float) -> None:
+    if not msg.params:
+        self._reply(m.ERR_NEEDMOREPARAMS, "CAP", "Not enough parameters")
+        return
+    sub = msg.params[0].upper()
+    if sub == "LS":
+        if self.user is None:
+            self.negotiating = True
+        self.send(format_message("CAP", self._target, "LS", " ".join(CAPS), source=self.server))
+    elif sub == "LIST":
+        self.send(format_message("CAP", self._target, "LIST", " ".join(sorted(self.caps)), source=self.server))
+    elif sub == "REQ":
+        if self.user is None:
+            self.negotiating = True
+        wanted = msg.params[1].split() if len(msg.params) > 1 else []
+        adds = {w for w in wanted if not w.startswith("-")}
+        drops = {w[1:] for w in wanted if w.startswith("-")}
+        if not wanted or not (adds | drops) <= set(CAPS):
+            self.send(format_message("CAP", self._target, "NAK", " ".join(wanted), source=self.server))
+            return
+        self.caps = (self.caps | adds) - drops
+        self.send(format_message("CAP", self._target, "ACK", " ".join(wanted), source=self.server))
+        if self.user is not None:
+            self.hall.set_renderer(self.user, self._renderer())
+    elif sub == "END":
+        if self.negotiating:
+            self.negotiating = False
+            self._try_register(now)
+    else:
+        self._reply("410", clip(msg.params[0], 32), "Invalid CAP command")
+
+
+@_handles("PASS")
+def _pass(self: IrcSession, msg: Message, now: float) -> None:
+    if self.user is not None:
+        self._reply(m.ERR_ALREADYREGISTERED, "You may not reregister")
+    elif self._need(msg, 1):
+        pass  # no server password; accounts (and PASS as a login) come with the accounts work
+
+
+@_handles("NICK")
+def _nick(self: IrcSession, msg: Message, now: float) -> None:
+    if not msg.params or not msg.params[0]:
+        self._reply(m.ERR_NONICKNAMEGIVEN, "No nickname given")
+        return
+    wanted = msg.params[0]
+    user = self.user
+    try:
+        name = self.hall.check_name(wanted, current=user)
+    except ChatError as exc:
+        self._nick_error(exc, wanted)
+        return
+    if user is None:
+        self.nick = name
+        self._try_register(now)
+        return
+    if name == user.name:
+        return
+    old_prefix = user.prefix
+    try:
+        self.hall.rename(user, name, now)
+    except ChatError as exc:
+        self._nick_error(exc, wanted)
+        return
+    self.send(f":{old_prefix} NICK {user.name}\r\n".encode())
+
+
+@_handles("USER")
+def _user(self: IrcSession, msg: Message, now: float) -> None:
+    if self.user is not None or self.ident is not None:
+        self._reply(m.ERR_ALREADYREGISTERED, "You may not reregister")
+        return
+    if len(msg.params) < 4 or not msg.params[0]:
+        self._reply(m.ERR_NEEDMOREPARAMS, "USER", "Not enough parameters")
+        return
+    ident = "".join(c for c in msg.params[0] if c.isascii() and (c.isalnum() or c in "_-."))[:10]
+    self.ident = "~" + (ident or "user")
+    self.realname = sanitize(msg.params[3])[:100]
+    self._try_register(now)
+
+
+@_handles("PING")
+def _ping(self: IrcSession, msg: Message, now: float) -> None:
+    if not msg.params:
+        self._reply(m.ERR_NOORIGIN, "No origin specified")
+        return
+    self.send(format_message("PONG", self.server, msg.params[0], source=self.server))
+
+
+@_handles("PONG")
+def _pong(self: IrcSession, msg: Message, now: float) -> None:
+    """Any line shows the client is alive (handle_line clears the flag)."""
+
+
+@_handles("QUIT")
+def _quit(self: IrcSession, msg: Message, now: float) -> None:
+    reason = sanitize(msg.params[0])[:200] if msg.params else ""
+    self.send(format_message("ERROR", f"Closing link: {self.address or self.peer} (Quit: {reason or 'Client Quit'})"))
+    self.disconnected(f"Quit: {reason}" if reason else "Quit", now, said=True)
+
+
+# -- rooms ----------------------------------------------------------------------------------
+
+_JOIN_ERRORS = {
+    model.NEEDS_KEY: (m.ERR_BADCHANNELKEY, "Cannot join channel (+k)"),
+    model.WRONG_KEY: (m.ERR_BADCHANNELKEY, "Cannot join channel (+k)"),
+    model.BAD_ROOM_NAME: (m.ERR_BADCHANMASK, "Bad Channel Mask"),
+}
+
+
+@_handles("JOIN")
+def _join(self: IrcSession, msg: Message, now: float) -> None:
+    if not self._need(msg, 1):
+        return
+    me = self._me
+    if msg.params[0] == "0":
+        for room in list(me.rooms):
+            self._part_room(room, "", now)
+        return
+    keys = msg.params[1].split(",") if len(msg.params) > 1 else []
+    for i, target in enumerate(msg.params[0].split(",")):
+        if not target:
+            continue
+        if not target.startswith("#"):
+            self._reply(m.ERR_NOSUCHCHANNEL, clip(target, 40), "No such channel")
+            continue
+        existing = self._room_named(target)
+        if existing is not None and me in existing.members:
+            continue  # already there: IRC servers say nothing
+        key = keys[i] if i < len(keys) and keys[i] else None
+        try:
+            room = self.hall.join(me, target[1:], key, now)
+        except ChatError as exc:
+            numeric, text = _JOIN_ERRORS.get(exc.code, (ERR_UNAVAILRESOURCE, str(exc)))
+            if exc.code == model.BAD_ROOM_NAME:
+                text = str(exc)
+            self._reply(numeric, clip(target, 40), text)
+            continue
+        self._log("%s joined #%s", me.name, room.name)
+        self.send(me.renderer.joined(Joined(now, room.name, me.name, me.prefix)))  # the joiner's own JOIN
+        self._names(room)
+        self._replay(room)
+
+
+@_handles("PART")
+def _part(self: IrcSession, msg: Message, now: float) -> None:
+    if not self._need(msg, 1):
+        return
+    reason = sanitize(msg.params[1])[:200] if len(msg.params) > 1 else ""
+    for target in msg.params[0].split(","):
+        room = self._room_named(target)
+        if room is None:
+            self._reply(m.ERR_NOSUCHCHANNEL, clip(target, 40), "No such channel")
+        elif self._me not in room.members:
+            self._reply(m.ERR_NOTONCHANNEL, f"#{room.name}", "You're not on that channel")
+        else:
+            self._part_room(room, reason, now)
+
+
+@_handles("NAMES")
+def _names(self: IrcSession, msg: Message, now: float) -> None:
+    if not msg.params:
+        self._reply(m.RPL_ENDOFNAMES, "*", "End of /NAMES list")
+        return
+    for target in msg.params[0].split(",")[:TARGETS_MAX]:
+        room = self._room_named(target)
+        if room is None:
+            self._reply(m.RPL_ENDOFNAMES, clip(target, 40), "End of /NAMES list")
+        else:
+            self._names(room)
+
+
+@_handles("LIST")
+def _list(self: IrcSession, msg: Message, now: float) -> None:
+    me = self._me
+    self._reply(m.RPL_LISTSTART, "Channel", "Users  Name")
+    if msg.params and msg.params[0]:
+        rooms = [r for r in (self._room_named(t) for t in msg.params[0].split(",")[:TARGETS_MAX]) if r]
+    else:
+        rooms = self.hall.busiest_rooms(None, LIST_MAX)[1]
+    for room in rooms:
+        if room.locked and me not in room.members:
+            continue
+        self._reply(m.RPL_LIST, f"#{room.name}", str(len(room.members)), "")
+    self._reply(m.RPL_LISTEND, "End of /LIST")
+
+
+@_handles("TOPIC")
+def _topic(self: IrcSession, msg: Message, now: float) -> None:
+    if not self._need(msg, 1):
+        return
+    room = self._room_named(msg.params[0])
+    if room is None:
+        self._reply(m.ERR_NOSUCHCHANNEL, clip(msg.params[0], 40), "No such channel")
+    elif self._me not in room.members:
+        self._reply(m.ERR_NOTONCHANNEL, f"#{room.name}", "You're not on that channel")
+    elif len(msg.params) == 1:
+        self._reply(m.RPL_NOTOPIC, f"#{room.name}", "No topic is set")
+    else:
+        self._reply(m.ERR_CHANOPRIVSNEEDED, f"#{room.name}", "You're not channel operator")
+
+
+@_handles("MODE")
+def _mode(self: IrcSession, msg: Message, now: float) -> None:
+    if not self._need(msg, 1):
+        return
+    target = msg.params[0]
+    me = self._me
+    if target.startswith("#"):
+        room = self._room_named(target)
+        if room is None:
+            self._reply(m.ERR_NOSUCHCHANNEL, clip(target, 40), "No such channel")
+        elif len(msg.params) == 1:
+            self._reply(m.RPL_CHANNELMODEIS, f"#{room.name}", "+kn" if room.locked else "+n")
+        elif msg.params[1] in ("b", "+b"):
+            self._reply("368", f"#{room.name}", "End of channel ban list")
+        elif me not in room.members:
+            self._reply(m.ERR_NOTONCHANNEL, f"#{room.name}", "You're not on that channel")
+        else:
+            self._reply(m.ERR_CHANOPRIVSNEEDED, f"#{room.name}", "You're not channel operator")
+        return
+    if self.hall.users.get(name_key(target)) is not me:
+        if name_key(target) in self.hall.users:
+            self._reply(m.ERR_USERSDONTMATCH, "Can't change mode for other users")
+        else:
+            self._reply(m.ERR_NOSUCHNICK, clip(target, 40), "No such nick/channel")
+        return
+    if len(msg.params) == 1:
+        self._reply(m.RPL_UMODEIS, "+")
+        return
+    for flag in msg.params[1].lstrip("+-"):
+        if flag != "i":
+            self._reply(m.ERR_UMODEUNKNOWNFLAG, "Unknown MODE flag")
+            return
+
+
+@_handles("KICK")
+def _kick(self: IrcSession, msg: Message, now: float) -> None:
+    if not self._need(msg, 2):
+        return
+    room = self._room_named(msg.params[0])
+    if room is None:
+        self._reply(m.ERR_NOSUCHCHANNEL, clip(msg.params[0], 40), "No such channel")
+    elif self._me not in room.members:
+        self._reply(m.ERR_NOTONCHANNEL, f"#{room.name}", "You're not on that channel")
+    else:
+        self._reply(m.ERR_CHANOPRIVSNEEDED, f"#{room.name}", "You're not channel operator")
+
+
+@_handles("INVITE")
+def _invite(self: IrcSession, msg: Message, now: float) -> None:
+    if not self._need(msg, 2):
+        return
+    me = self._me
+    target = self.hall.users.get(name_key(msg.params[0]))
+    room = self._room_named(msg.params[1])
+    if target is None:
+        self._reply(m.ERR_NOSUCHNICK, clip(msg.params[0], 40), "No such nick/channel")
+    elif room is None:
+        self._reply(m.ERR_NOSUCHCHANNEL, clip(msg.params[1], 40), "No such channel")
+    elif me not in room.members:
+        self._reply(m.ERR_NOTONCHANNEL, f"#{room.name}", "You're not on that channel")
+    elif target in room.members:
+        self._reply(m.ERR_USERONCHANNEL, target.name, f"#{room.name}", "is already on channel")
+    else:
+        self._reply(m.RPL_INVITING, target.name, f"#{room.name}")
+        self.hall.invite(me, target, room, now)
+
+
+# -- messages -------------------------------------------------------------------------------
+
+@_handles("PRIVMSG", "NOTICE")
+def _privmsg(self: IrcSession, msg: Message, now: float) -> None:
+    notice = msg.command == "NOTICE"
+    if not msg.params or not msg.params[0]:
+        if not notice:
+            self._reply(m.ERR_NORECIPIENT, f"No recipient given ({msg.command})")
+        return
+    if len(msg.params) < 2 or not msg.params[1]:
+        if not notice:
+            self._reply(m.ERR_NOTEXTTOSEND, "No text to send")
+        return
+    text, kind = msg.params[1], NOTICE if notice else MESSAGE
+    request = ctcp(text)
+    if request is not None:
+        command, argument = request
+        if command != "ACTION":
+            return  # other CTCP requests are not relayed: line users could not answer them
+        text, kind = argument, ACTION
+    text = sanitize(text)
+    if not text.strip():
+        if not notice:
+            self._reply(m.ERR_NOTEXTTOSEND, "No text to send")
+        return
+    me = self._me
+    for target in msg.params[0].split(",")[:TARGETS_MAX]:
+        if target.startswith("#"):
+            room = self._room_named(target)
+            if room is None:
+                if not notice:
+                    self._reply(m.ERR_NOSUCHCHANNEL, clip(target, 40), "No such channel")
+            elif me not in room.members:
+                if not notice:
+                    self._reply(m.ERR_CANNOTSENDTOCHAN, f"#{room.name}", "Cannot send to channel")
+            else:
+                self.hall.say(me, room, text, now, kind)
+            continue
+        try:
+            recipient = self.hall.direct(me, target, text, now, kind)
+        except ChatError:
+            if not notice:
+                self._reply(m.ERR_NOSUCHNICK, clip(target, 40), "No such nick/channel")
+            continue
+        if recipient.away is not None and not notice:
+            self._reply(m.RPL_AWAY, recipient.name, recipient.away)
+
+
+# -- who is who -----------------------------------------------------------------------------
+
+def _status(user: User) -> str:
+    return "G" if user.away is not None else "H"
+
+
+@_handles("WHO")
+def _who(self: IrcSession, msg: Message, now: float) -> None:
+    me = self._me
+    mask = msg.params[0] if msg.params else "*"
+    room = self._room_named(mask)
+    if room is not None:
+        if not (room.locked and me not in room.members):
+            for user in room.members:
+                self._reply(m.RPL_WHOREPLY, f"#{room.name}", user.ident, user.host, self.server, user.name,
+                            _status(user), f"0 {user.realname or user.name}")
+    else:
+        found = self.hall.users.get(name_key(mask)) if not mask.startswith("#") else None
+        if found is not None:
+            shared = next((r for r in found.rooms if not r.locked or me in r.members), None)
+            where = f"#{shared.name}" if shared is not None else "*"
+            self._reply(m.RPL_WHOREPLY, where, found.ident, found.host, self.server, found.name, _status(found),
+                        f"0 {found.realname or found.name}")
+    self._reply(m.RPL_ENDOFWHO, clip(mask, 40), "End of WHO list")
+
+
+@_handles("WHOIS")
+def _whois(self: IrcSession, msg: Message, now: float) -> None:
+    if not msg.params or not msg.params[-1]:
+        self._reply(m.ERR_NONICKNAMEGIVEN, "No nickname given")
+        return
+    me = self._me
+    nick = msg.params[-1].split(",")[0]
+    user = self.hall.users.get(name_key(nick))
+    if user is None:
+        self._reply(m.ERR_NOSUCHNICK, clip(nick, 40), "No such nick/channel")
+        self._reply(m.RPL_ENDOFWHOIS, clip(nick, 40), "End of /WHOIS list")
+        return
+    self._reply(m.RPL_WHOISUSER, user.name, user.ident, user.host, "*", user.realname or user.name)
+    rooms = [f"#{r.name}" for r in user.rooms if not r.locked or me in r.members]
+    if rooms:
+        self._reply(m.RPL_WHOISCHANNELS, user.name, " ".join(rooms))
+    self._reply(m.RPL_WHOISSERVER, user.name, self.server, f"pychat {VERSION}")
+    if user.away is not None:
+        self._reply(m.RPL_AWAY, user.name, user.away)
+    self._reply(m.RPL_ENDOFWHOIS, user.name, "End of /WHOIS list")
+
+
+@_handles("AWAY")
+def _away(self: IrcSession, msg: Message, now: float) -> None:
+    me = self._me
+    text = sanitize(msg.params[0])[:AWAY_MAX].strip() if msg.params else ""
+    if text:
+        me.away = text
+        self._reply(m.RPL_NOWAWAY, "You have been marked as being away")
+    else:
+        me.away = None
+        self._reply(m.RPL_UNAWAY, "You are no longer marked as being away")
+
+
+@_handles("ISON")
+def _ison(self: IrcSession, msg: Message, now: float) -> None:
+    if not self._need(msg, 1):
+        return
+    names = " ".join(msg.params).split()[:ISON_MAX]
+    online = [u.name for u in (self.hall.users.get(name_key(n)) for n in names if len(n) <= 64) if u]
+    self._reply(m.RPL_ISON, " ".join(online))
+
+
+@_handles("USERHOST")
+def _userhost(self: IrcSession, msg: Message, now: float) -> None:
+    if not self._need(msg, 1):
+        return
+    found = []
+    for nick in msg.params[:5]:
+        user = self.hall.users.get(name_key(nick)) if len(nick) <= 64 else None
+        if user is not None:
+            found.append(f"{user.name}={'-' if user.away is not None else '+'}{user.ident}@{user.host}")
+    self._reply(m.RPL_USERHOST, " ".join(found))
+
+
+# -- the server -----------------------------------------------------------------------------
+
+@_handles("LUSERS")
+def _lusers_command(self: IrcSession, msg: Message, now: float) -> None:
+    self._lusers()
+
+
+@_handles("MOTD")
+def _motd_command(self: IrcSession, msg: Message, now: float) -> None:
+    self._motd()
+
+
+@_handles("VERSION")
+def _version(self: IrcSession, msg: Message, now: float) -> None:
+    self._reply("351", VERSION, self.server, "pychat: a small single-threaded chat server")
+    self._reply(m.RPL_ISUPPORT, f"NETWORK={NETWORK}", "are supported by this server")
+
+
+@_handles("OPER")
+def _oper(self: IrcSession, msg: Message, now: float) -> None:
+    if self._need(msg, 2):
+        self._reply("491", "No O-lines for your host")
+
+
+@_handles("KILL", "WALLOPS", "KLINE", "DIE", "RESTART", "REHASH", "SQUIT", "CONNECT")
+def _operator_only(self: IrcSession, msg: Message, now: float) -> None:
+    self._reply(m.ERR_NOPRIVILEGES, "Permission Denied- You're not an IRC operator")
+
+
+_missing = {"JOIN", "PART", "PRIVMSG", "NOTICE", "WHO", "WHOIS", "NICK", "QUIT", "CAP"} - set(_HANDLERS)
+assert not _missing, f"IRC commands without a handler: {_missing}"
