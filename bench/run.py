@@ -2,7 +2,7 @@
 
     python3 -m bench.run --tiny      # a few seconds: checks that everything runs
     python3 -m bench.run --quick     # a few minutes
-    python3 -m bench.run             # the full run, about half an hour
+    python3 -m bench.run             # the full run, about forty minutes
     python3 -m bench.run --base ../pychat-old --servers pychat --scenarios A,B
 
 Each scenario starts every server fresh, pinned to core 0 with the load
@@ -145,9 +145,9 @@ def scenarios(quick: bool, tiny: bool) -> list[Scenario]:
 def conns_setup_timeout(n: int) -> int:
     """Seconds N clients may take to log in. Every join is announced to the
     room (N squared deliveries), and ngIRCd, which scans all its connections
-    on every pass of its loop, needs about 5 s for 1000 and 23 s for 2000 here:
-    some 10 minutes for 10,000. Twice that for 10,000, and never under 9 minutes."""
-    return max(540, 60 + n * n // 80_000)
+    on every pass of its loop, took 5 to 9 s for 1000 and 230 s for 5000 here:
+    some 15 to 20 minutes for 10,000. About twice that, never under 9 minutes."""
+    return max(540, 60 + n * n // 40_000)
 
 
 def run_once(kind: ServerKind, scenario: Scenario, workdir: Path) -> dict:
@@ -278,8 +278,8 @@ def ratios(results: dict, pairs: tuple[tuple[str, str], ...] = RATIO_PAIRS) -> l
         for base, other in pairs:
             a = summarize(per_server.get(base, []), "cpu_us_per_delivery")
             b = summarize(per_server.get(other, []), "cpu_us_per_delivery")
-            if not (a and b):
-                continue
+            if not (a and b and b["median"] > 0):
+                continue  # failed, or too short to measure (CPU time counts in 10 ms ticks)
             ratio = a["median"] / b["median"]
             lines.append(f"{scen}: {base}/{other} CPU per delivery = {ratio:.2f} "
                          f"({base} {ratio - 1:+.1%} against {other}; server busy: {busy(per_server, base, other)})")
@@ -301,10 +301,10 @@ def targets(results: dict) -> list[str]:
         goal = f"target {'below' if strict else 'at most'} {limit:.2f}"
         a = summarize(per_server[server], "cpu_us_per_delivery")
         b = summarize(per_server[other], "cpu_us_per_delivery")
-        if not (a and b):
-            failed = [f"{srv} failed: {r['error']}" for srv in (server, other) for r in per_server[srv][:1]
-                      if "error" in r]
-            lines.append(f"{scen}: {server}/{other} CPU per delivery not measured ({'; '.join(failed)}); {goal}")
+        if not (a and b and b["median"] > 0):
+            why = [f"{srv} failed: {r['error']}" for srv in (server, other) for r in per_server[srv][:1]
+                   if "error" in r] or [f"{other} used no measurable CPU time"]
+            lines.append(f"{scen}: {server}/{other} CPU per delivery not measured ({'; '.join(why)}); {goal}")
             continue
         ratio = a["median"] / b["median"]
         met = ratio < limit if strict else ratio <= limit
@@ -346,19 +346,19 @@ def charts(results: dict, outdir: Path) -> list[Path]:
 
     flat = [s for s in results if s in ("A", "B")]
     if flat:
-        servers = sorted({srv for s in flat for srv in results[s]})
+        servers = list(dict.fromkeys(srv for s in flat for srv in results[s]))  # in the run's order
         grouped_bars(flat, {srv: [median(results[s].get(srv, []), "cpu_us_per_delivery") for s in flat]
                             for srv in servers},
                      "server CPU per delivery (us)", "Fan-out cost (lower is better)", "bench-cpu.png")
     if "LAT" in results:
         pcts = ["p50", "p90", "p99", "max"]
         grouped_bars(pcts, {srv: [median(results["LAT"][srv], "latency_ms", p) for p in pcts]
-                            for srv in sorted(results["LAT"])},
+                            for srv in results["LAT"]},
                      "latency (ms)", "Latency at a fixed offered rate (lower is better)", "bench-latency.png")
     conns = [s for s in results if s.startswith("CONNS")]
     if conns:
         fig, ax = plt.subplots(figsize=(7, 4))
-        for srv in sorted({srv for s in conns for srv in results[s]}):
+        for srv in dict.fromkeys(srv for s in conns for srv in results[s]):
             xs, ys = [], []
             for s in conns:
                 st = summarize(results[s].get(srv, []), "setup_s")
@@ -389,7 +389,8 @@ def write_markdown(path: Path, rows: list[str], ratio_lines: list[str], target_l
         f"Machine: {data['machine']}. Server pinned to core 0, load generator to core 1.",
         "",
         "Rerun: `python3 -m pip install -e '.[bench]'` then `python3 -m bench.run` "
-        "(full, about half an hour; writes docs/) or `python3 -m bench.run --quick` "
+        "(full, about forty minutes, a third of them ngIRCd's CONNS-10000; writes docs/) or "
+        "`python3 -m bench.run --quick` "
         "(a few minutes; writes bench/results/). As root it installs ngIRCd and InspIRCd "
         "(Debian packages) when they are missing; otherwise it says how and leaves them out.",
         "",
@@ -488,7 +489,7 @@ def main(argv: list[str] | None = None) -> None:
             "mode": "quick" if args.quick else ("tiny" if args.tiny else "full"), "command": command,
             "connect_window": CONNECT_WINDOW,
             "connect_windows": {k.name: k.connect_window for k in kinds if k.connect_window != CONNECT_WINDOW},
-            "checkouts": {k.name: checkout(k.root) for k in kinds if k.protocol == "pychat"},
+            "checkouts": {k.name: checkout(k.root) for k in kinds if k.daemon == "pychat"},
             "results": results}
     if results:
         (outdir / "benchmarks.json").write_text(json.dumps(data, indent=1))

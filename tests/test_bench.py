@@ -220,6 +220,11 @@ def test_ratios_and_targets_set_pychat_against_the_irc_daemons():
     assert run.targets(results)[0] == ("B: pychat-irc/ngircd CPU per delivery not measured "
                                        "(pychat-irc failed: pychat has no --irc-port); target below 1.00")
     assert run.targets({"A": {"pychat": runs(0.3, 80)}}) == []  # targets only for servers in the run
+    # A run too short for a server's CPU time to reach one clock tick: no ratio, no division by zero.
+    results["A"]["inspircd"] = runs(0.0, 0)
+    assert not any(line.startswith("A: pychat/inspircd") for line in run.ratios(results))
+    assert run.targets(results)[1] == ("A: pychat-irc/inspircd CPU per delivery not measured "
+                                       "(inspircd used no measurable CPU time); target at most 1.50")
 
 
 def fake_pychat(root: Path, body: str) -> Path:
