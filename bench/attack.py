@@ -7,8 +7,10 @@ address attacks a pychat server started with its defaults.
 
 Each attack runs against a fresh server started only as
 ``pychat_server.py 127.0.0.1 --port P --db FILE`` (so flood control at 10
-lines/s with a burst of 20 per connection, 100 connections per address),
-pinned to core 0. Everything else runs on core 1, in three processes:
+lines/s with a burst of 20 per connection, 100 connections per address;
+plus ``--irc-port off`` where pychat has an IRC listener: the attacks are
+on the line port, and IRC's default port may be taken), pinned to core 0.
+Everything else runs on core 1, in three processes:
 
 * bystanders (``--worker bystanders``): a few clients, each from its own
   loopback address (127.0.0.2, 127.0.0.3, ...: Linux routes all of 127/8
@@ -49,8 +51,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from bench.common import (ROOT, checkout, default_out, free_port, machine, pin, server_cpu, server_rss, stop,
-                          wait_listening)
+from bench.common import (ROOT, checkout, default_out, free_port, irc_off, machine, pin, server_cpu, server_rss,
+                          stop, wait_listening)
 
 ATTACKS = ("none", "key-guess", "room-spam", "line-flood", "churn")
 TARGET_P99_MS = 50.0
@@ -484,7 +486,7 @@ def run_attack(target: Target, attack: str, settings: Settings, workdir: Path) -
     port = free_port()
     workdir.mkdir(parents=True, exist_ok=True)
     server = subprocess.Popen([sys.executable, str(target.root / "pychat_server.py"), HOST,
-                               "--port", str(port), "--db", str(workdir / "pychat.db")],
+                               "--port", str(port), "--db", str(workdir / "pychat.db"), *irc_off(target.root)],
                               cwd=workdir, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)
     pin(server.pid, 0)
@@ -667,7 +669,8 @@ def section(data: dict) -> str:
         f"Machine: {data['machine']}.",
         "",
         f"Each attack runs for {s['seconds']:g} s against a fresh server started with only "
-        "`pychat_server.py 127.0.0.1 --port P --db FILE` (its defaults: flood control at 10 lines/s "
+        "`pychat_server.py 127.0.0.1 --port P --db FILE` (and `--irc-port off` where it has an IRC "
+        "listener; its defaults: flood control at 10 lines/s "
         "with a burst of 20 per connection, at most 100 connections per address), pinned to core 0, "
         f"after {s['baseline']:g} s of bystanders alone. {s['conns']} attack connections come from "
         f"127.0.0.1; {s['bystanders']} bystanders, each from its own address (127.0.0.2 and up), each send "

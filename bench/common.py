@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -108,3 +110,17 @@ def checkout(root: Path) -> str:
     except (OSError, subprocess.SubprocessError):
         return "?"
     return (head or "?") + ("+" if dirty else "")
+
+
+@functools.cache
+def speaks_irc(root: Path) -> bool:
+    """Whether the pychat checkout at ROOT has an IRC listener (``--irc-port``)."""
+    out = subprocess.run([sys.executable, str(root / "pychat_server.py"), "--help"],
+                         capture_output=True, text=True, timeout=60)
+    return "--irc-port" in out.stdout
+
+
+def irc_off(root: Path) -> list[str]:
+    """The flag that keeps the pychat at ROOT off IRC's default port (6667),
+    where another server may listen; none for a pychat without IRC."""
+    return ["--irc-port", "off"] if speaks_irc(root) else []

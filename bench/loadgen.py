@@ -51,7 +51,7 @@ class Room:
 
 
 class Client:
-    __slots__ = ("sock", "index", "member", "name", "room", "ready", "probe", "buf", "seq", "out")
+    __slots__ = ("sock", "index", "member", "name", "room", "steps", "probe", "buf", "seq", "out")
 
     def __init__(self, sock: socket.socket, index: int, prefix: str, room: Room) -> None:
         self.sock = sock
@@ -59,17 +59,22 @@ class Client:
         self.member = len(room.members)   # its position in the room
         self.name = seqcheck.name(index, prefix)
         self.room = room
-        self.ready = False
+        self.steps: list[tuple[bytes, bytes]] = []  # of the login still to come, the current one first
         self.probe = False
         self.buf = b""
         self.seq = 0
         self.out = b""
 
+    @property
+    def ready(self) -> bool:
+        """Logged in and in its room."""
+        return not self.steps
+
 
 class Protocol:
-    ready_marker: bytes
-
-    def login(self, name: str, room: str) -> bytes:
+    def login(self, name: str, room: str) -> list[tuple[bytes, bytes]]:
+        """The login as steps: what to send, then what ends the step; the
+        last step ends with the client in ROOM."""
         raise NotImplementedError
 
     def say(self, room: str, payload: bytes) -> bytes:
@@ -77,21 +82,21 @@ class Protocol:
 
 
 class PychatProtocol(Protocol):
-    ready_marker = b"* you joined #"
-
-    def login(self, name: str, room: str) -> bytes:
+    def login(self, name: str, room: str) -> list[tuple[bytes, bytes]]:
         # New users land in #general by default.
-        return f"{name}\n".encode() if room == "general" else f"{name}\n/join {room}\n".encode()
+        send = f"{name}\n".encode() if room == "general" else f"{name}\n/join {room}\n".encode()
+        return [(send, b"* you joined #")]
 
     def say(self, room: str, payload: bytes) -> bytes:
         return payload + b"\n"
 
 
 class IrcProtocol(Protocol):
-    ready_marker = b" 366 "
-
-    def login(self, name: str, room: str) -> bytes:
-        return f"NICK {name}\r\nUSER {name} 0 * :{name}\r\nJOIN #{room}\r\n".encode()
+    def login(self, name: str, room: str) -> list[tuple[bytes, bytes]]:
+        # JOIN only once registered (RPL_WELCOME), as IRC clients do: InspIRCd
+        # completes registrations on a timer and refuses a JOIN before then.
+        return [(f"NICK {name}\r\nUSER {name} 0 * :{name}\r\n".encode(), b" 001 "),
+                (f"JOIN #{room}\r\n".encode(), b" 366 ")]
 
     def say(self, room: str, payload: bytes) -> bytes:
         return b"PRIVMSG #" + room.encode() + b" :" + payload + b"\r\n"
@@ -100,10 +105,8 @@ class IrcProtocol(Protocol):
 class PychatHallProtocol(PychatProtocol):
     """Clients that register and stay in the hall (server run with --default-room '')."""
 
-    ready_marker = b"* hello "
-
-    def login(self, name: str, room: str) -> bytes:
-        return f"{name}\n".encode()
+    def login(self, name: str, room: str) -> list[tuple[bytes, bytes]]:
+        return [(f"{name}\n".encode(), b"* hello ")]
 
 
 PROTOCOLS = {"pychat": PychatProtocol, "pychat-hall": PychatHallProtocol, "irc": IrcProtocol}
@@ -158,7 +161,8 @@ class LoadGen:
             self.clients.append(client)
             registering.append(client)
             self.sel.register(sock, selectors.EVENT_READ, client)
-            self._send(client, self.proto.login(client.name, room.name))
+            client.steps = self.proto.login(client.name, room.name)
+            self._send(client, client.steps[0][0])
             self._poll(0)
         waiting = len(self.clients)
         while any(not c.ready for c in self.clients):
@@ -234,17 +238,20 @@ class LoadGen:
         return total
 
     def _setup_received(self, client: Client, n: int) -> None:
-        """Look for the login's end in the N bytes just read into the scratch buffer."""
+        """Look for the end of the login's current step in the N bytes just
+        read into the scratch buffer; then send the next step, if any."""
         if client.ready:
             return
         # Search the new bytes and, for a marker split across reads, the
         # tail of the old ones joined to the head of the new.
-        marker = self.proto.ready_marker
+        marker = client.steps[0][1]
         keep = len(marker) - 1
         if (self.scratch.find(marker, 0, n) >= 0
                 or marker in client.buf + bytes(self.scratch[:min(n, keep)])):
-            client.ready = True
+            client.steps.pop(0)
             client.buf = b""
+            if client.steps:
+                self._send(client, client.steps[0][0])
         else:
             client.buf = (client.buf + bytes(self.scratch[max(0, n - keep):n]))[-keep:]
 

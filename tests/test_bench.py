@@ -5,12 +5,13 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from helpers import ROOT
 
-from bench import run, seqcheck
+from bench import common, daemons, run, seqcheck
 
 PAYLOAD = 60
 
@@ -124,10 +125,20 @@ def test_tiny_benchmark_side_by_side_with_a_base_checkout_loses_nothing(tmp_path
     assert result.returncode == 0, result.stderr
     data = json.loads((tmp_path / "benchmarks.json").read_text())
     assert data["connect_window"] == run.CONNECT_WINDOW
+    assert_tiny_scenarios_lose_nothing(data, {"pychat", "pychat-base"})
+    markdown = (tmp_path / "BENCHMARKS.md").read_text()
+    assert "| A | pychat-base |" in markdown
+    assert "| scenario | server |" in result.stdout
+    assert "A: pychat/pychat-base CPU per delivery = " in result.stdout
+
+
+def assert_tiny_scenarios_lose_nothing(data: dict, servers: set[str], cheap: bool = False) -> None:
+    """Every tiny scenario ran for each of SERVERS and lost nothing. CHEAP: a
+    server whose CPU time in a tiny scenario may round to 0 (at 10 ms a tick)."""
     scenarios = data["results"]
     assert {"A", "B", "LAT", "CONNS-20"} == set(scenarios)
     for name, per_server in scenarios.items():
-        assert set(per_server) == {"pychat", "pychat-base"}
+        assert set(per_server) == servers
         for server, runs in per_server.items():
             (one,) = runs
             assert_nothing_lost(f"{name} {server}", one)
@@ -135,11 +146,139 @@ def test_tiny_benchmark_side_by_side_with_a_base_checkout_loses_nothing(tmp_path
                 assert one["clients"] == 20 and one["fanout_s"] > 0 and one["deliveries"] == 19
             else:
                 assert one["latency_ms"]["samples"] > 0
-                assert 0 < one["server_busy_pct"] and 0 < one["loadgen_busy_pct"]
+                assert (0 <= one["server_busy_pct"] if cheap else 0 < one["server_busy_pct"])
+                assert 0 < one["loadgen_busy_pct"]
+
+
+IRC_DAEMONS = [d.name for d in daemons.DEBIAN.values()]
+
+
+@pytest.mark.skipif(not all(daemons.DEBIAN[n].installed() for n in IRC_DAEMONS),
+                    reason="ngircd and inspircd are not installed (bash tests/run installs them as root: "
+                           "python3 -m bench.daemons --install)")
+def test_tiny_benchmark_against_ngircd_and_inspircd_loses_nothing(tmp_path):
+    # Each daemon runs with the config generated for it, and the load generator
+    # logs in, joins and sends over IRC: every delivery checked by sequence number.
+    scratch = tmp_path / "scratch"  # the run's temporary directory: configs and workdirs
+    scratch.mkdir()
+    result = subprocess.run([sys.executable, "-m", "bench.run", "--tiny", "--servers", ",".join(IRC_DAEMONS),
+                             "--scenarios", "A,B,LAT,CONNS", "--out", str(tmp_path)],
+                            cwd=ROOT, capture_output=True, text=True, timeout=300,
+                            env=dict(os.environ, TMPDIR=str(scratch)))
+    assert result.returncode == 0, result.stderr
+    data = json.loads((tmp_path / "benchmarks.json").read_text())
+    assert_tiny_scenarios_lose_nothing(data, set(IRC_DAEMONS), cheap=True)
+    assert data["connect_windows"] == {"inspircd": run.INSPIRCD_CONNECT_WINDOW}
     markdown = (tmp_path / "BENCHMARKS.md").read_text()
-    assert "| A | pychat-base |" in markdown
-    assert "| scenario | server |" in result.stdout
-    assert "A: pychat/pychat-base CPU per delivery = " in result.stdout
+    assert "| B | ngircd |" in markdown and "| B | inspircd |" in markdown
+    assert "`inspircd` 1000" in markdown
+    # Nothing left behind: the run's directory (configs, logs) is gone and no daemon outlived the run.
+    assert list(scratch.iterdir()) == []
+    assert running_with(str(scratch)) == [], "a daemon outlived the run"
+
+
+def running_with(text: str) -> list[int]:
+    """The processes whose command line contains TEXT."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and text.encode() in (proc / "cmdline").read_bytes():
+                found.append(int(proc.name))
+        except OSError:
+            pass  # gone meanwhile
+    return found
+
+
+def test_ratios_and_targets_set_pychat_against_the_irc_daemons():
+    def runs(cpu: float, busy: float) -> list[dict]:
+        return [{"cpu_us_per_delivery": cpu, "server_busy_pct": busy}]
+
+    results = {
+        "A": {"pychat": runs(0.3, 80), "pychat-irc": runs(0.6, 90), "ngircd": runs(0.5, 20),
+              "inspircd": runs(0.5, 20)},
+        "B": {"pychat": runs(0.7, 95), "pychat-irc": runs(0.9, 97), "ngircd": runs(1.0, 99),
+              "inspircd": runs(0.5, 70)},
+        "LAT": {"pychat": runs(0.8, 45), "pychat-irc": [{"error": "server did not start"}], "ngircd": runs(0.5, 30)},
+    }
+    lines = run.ratios(results)
+    assert "A: pychat/ngircd CPU per delivery = 0.60 (pychat -40.0% against ngircd; " \
+           "server busy: pychat 80%, ngircd 20%)" in lines
+    assert "B: pychat-irc/inspircd CPU per delivery = 1.80 (pychat-irc +80.0% against inspircd; " \
+           "server busy: pychat-irc 97%, inspircd 70%)" in lines
+    assert "A: pychat-irc/pychat CPU per delivery = 2.00 (pychat-irc +100.0% against pychat; " \
+           "server busy: pychat-irc 90%, pychat 80%)" in lines
+    assert not any(line.startswith("LAT: pychat-irc") for line in lines)  # it failed: no ratio
+    assert run.targets(results) == [
+        "B: pychat-irc/ngircd CPU per delivery = 0.90, target below 1.00: met "
+        "(server busy: pychat-irc 97%, ngircd 99%)",
+        "A: pychat-irc/inspircd CPU per delivery = 1.20, target at most 1.50: met "
+        "(server busy: pychat-irc 90%, inspircd 20%)",
+        "B: pychat-irc/inspircd CPU per delivery = 1.80, target at most 1.50: missed "
+        "(server busy: pychat-irc 97%, inspircd 70%)",
+    ]
+    results["B"]["pychat-irc"] = [{"error": "pychat has no --irc-port"}]
+    assert run.targets(results)[0] == ("B: pychat-irc/ngircd CPU per delivery not measured "
+                                       "(pychat-irc failed: pychat has no --irc-port); target below 1.00")
+    assert run.targets({"A": {"pychat": runs(0.3, 80)}}) == []  # targets only for servers in the run
+    # A run too short for a server's CPU time to reach one clock tick: no ratio, no division by zero.
+    results["A"]["inspircd"] = runs(0.0, 0)
+    assert not any(line.startswith("A: pychat/inspircd") for line in run.ratios(results))
+    assert run.targets(results)[1] == ("A: pychat-irc/inspircd CPU per delivery not measured "
+                                       "(inspircd used no measurable CPU time); target at most 1.50")
+
+
+def fake_pychat(root: Path, body: str) -> Path:
+    """A pychat checkout whose pychat_server.py has an IRC listener in its --help
+    and otherwise runs BODY (its arguments are in sys.argv)."""
+    root.mkdir()
+    (root / "pychat_server.py").write_text(
+        "import sys\n"
+        "if '--help' in sys.argv:\n"
+        "    print('usage: pychat_server.py [--port PORT] [--irc-port PORT|off]')\n"
+        "    sys.exit(0)\n" + body)
+    return root
+
+
+def test_pychat_irc_is_a_clean_failed_row_while_pychat_has_no_irc_listener(tmp_path):
+    # The real checkout, as long as it has no --irc-port: no server is started at all.
+    if common.speaks_irc(ROOT):
+        pytest.skip("pychat has an IRC listener: the tiny runs measure pychat-irc")
+    result = run.run_once(run.PYCHAT_IRC, run.scenarios(quick=False, tiny=True)[0], tmp_path)
+    assert result == {"error": f"pychat at {run.checkout(ROOT)} has no --irc-port (no IRC front end)"}
+    (row,) = run.table({"A": {"pychat-irc": [result]}})[2:]
+    assert row.startswith("| A | pychat-irc | failed: pychat at ") and "\n" not in row
+
+
+def test_a_server_that_exits_at_start_is_one_failed_row_with_its_last_words(tmp_path):
+    # A checkout that claims an IRC listener but exits at once: the row says why,
+    # in the server's own words, and says how it was started (line port 0, IRC port P).
+    root = fake_pychat(tmp_path / "checkout",
+                       "open('argv.txt', 'w').write(' '.join(sys.argv[1:]))\n"
+                       "print('starting', file=sys.stderr)\n"
+                       "sys.exit('pychat_server.py: error: the IRC | listener failed')\n")
+    kind = run.ServerKind("pychat-irc", "irc", root=root)
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    result = run.run_once(kind, run.scenarios(quick=False, tiny=True)[0], workdir)
+    assert result == {"error": "server did not start: pychat_server.py: error: the IRC / listener failed"}
+    argv = (workdir / "argv.txt").read_text().split()
+    irc_port = argv[argv.index("--irc-port") + 1]
+    assert argv[:4] == ["127.0.0.1", "--port", "0", "--irc-port"] and int(irc_port) > 0
+    assert ["--flood-rate", "0", "--max-per-ip", "0"] == argv[5:9]
+    (row,) = run.table({"A": {"pychat-irc": [result]}})[2:]
+    assert row.count("|") == 12  # the markdown table's 11 columns: the server's "|" cannot break it
+
+
+def test_the_line_protocol_runs_keep_pychat_off_the_default_irc_port(tmp_path):
+    # With an IRC listener (default 6667), the line-protocol kinds turn it off;
+    # a checkout without one gets no flag it would refuse.
+    irc = run.ServerKind("pychat", "pychat", root=fake_pychat(tmp_path / "new", ""))
+    assert irc.command(4321, tmp_path)[2:7] == ["127.0.0.1", "--port", "4321", "--irc-port", "off"]
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "pychat_server.py").write_text("print('usage: pychat_server.py [--port PORT]')\n")
+    line = run.ServerKind("pychat", "pychat", root=old)
+    assert "--irc-port" not in line.command(4321, tmp_path)
 
 
 def test_tiny_attack_measures_every_attack_and_loses_no_reply(tmp_path):
