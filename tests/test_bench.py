@@ -239,12 +239,16 @@ def fake_pychat(root: Path, body: str) -> Path:
     return root
 
 
-def test_pychat_irc_is_a_clean_failed_row_while_pychat_has_no_irc_listener(tmp_path):
-    # The real checkout, as long as it has no --irc-port: no server is started at all.
-    if common.speaks_irc(ROOT):
-        pytest.skip("pychat has an IRC listener: the tiny runs measure pychat-irc")
-    result = run.run_once(run.PYCHAT_IRC, run.scenarios(quick=False, tiny=True)[0], tmp_path)
-    assert result == {"error": f"pychat at {run.checkout(ROOT)} has no --irc-port (no IRC front end)"}
+def test_pychat_irc_is_a_clean_failed_row_for_a_checkout_without_irc(tmp_path):
+    # An older checkout (no --irc-port in its --help): no server is started at all.
+    root = tmp_path / "old"
+    root.mkdir()
+    (root / "pychat_server.py").write_text(
+        "import sys\nprint('usage: pychat_server.py [--port PORT]')\nsys.exit(0 if '--help' in sys.argv else 1)\n")
+    assert not common.speaks_irc(root) and common.speaks_irc(ROOT)
+    kind = run.ServerKind("pychat-irc", "irc", root=root)
+    result = run.run_once(kind, run.scenarios(quick=False, tiny=True)[0], tmp_path)
+    assert result == {"error": f"pychat at {run.checkout(root)} has no --irc-port (no IRC front end)"}
     (row,) = run.table({"A": {"pychat-irc": [result]}})[2:]
     assert row.startswith("| A | pychat-irc | failed: pychat at ") and "\n" not in row
 
