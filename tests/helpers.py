@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import os
 import re
+import select
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -179,3 +182,139 @@ class LineClient:
 
 
 EVENT = r"^\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\] "
+
+
+class PlainClient:
+    """`pychat_client.py HOST --port P --plain --name NAME` in a subprocess that stays connected.
+
+    Lines written to its stdin go to the server; its stdout (the server's lines,
+    verbatim in plain mode) is read against deadlines, as LineClient reads a socket.
+    """
+
+    def __init__(self, port: int, name: str, host: str = "127.0.0.1", timeout: float = DEFAULT_TIMEOUT) -> None:
+        self.name = name
+        self.timeout = timeout
+        self.proc = subprocess.Popen(
+            [sys.executable, str(ROOT / "pychat_client.py"), host, "--port", str(port), "--plain", "--name", name],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self._fd = self.proc.stdout.fileno()
+        os.set_blocking(self._fd, False)  # read what select says is there, never block past a deadline
+        self._buf = b""
+        self.seen: list[str] = []
+        self.expect(r"^\* you joined #")  # the name was accepted: stdin lines are sent from now on
+
+    def send(self, line: str) -> None:
+        self.proc.stdin.write(line.encode() + b"\n")
+        self.proc.stdin.flush()
+
+    def read_line(self, timeout: float | None = None) -> str:
+        """The next stdout line; raises AssertionError at the deadline, EOFError when the client ended."""
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        while b"\n" not in self._buf:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"no line from the client within the deadline; seen: {self.seen[-20:]}")
+            if not select.select([self._fd], [], [], left)[0]:
+                continue
+            chunk = os.read(self._fd, 65536)
+            if not chunk:
+                raise EOFError(f"the client ended (status {self.proc.poll()}); seen: {self.seen[-20:]}")
+            self._buf += chunk
+        raw, self._buf = self._buf.split(b"\n", 1)
+        line = raw.decode("utf-8")
+        self.seen.append(line)
+        return line
+
+    def expect(self, pattern: str, timeout: float | None = None) -> str:
+        """Read lines until one matches the regex PATTERN; return it."""
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        while True:
+            line = self.read_line(max(0.0, deadline - time.monotonic()))
+            if re.search(pattern, line):
+                return line
+
+    def close(self, timeout: float = DEFAULT_TIMEOUT) -> int:
+        """End stdin (the client then quits by itself); kill it only if it does not."""
+        try:
+            self.proc.stdin.close()
+        except BrokenPipeError:
+            pass
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc.stdout.close()
+        self.proc.stderr.close()
+        return self.proc.returncode
+
+
+class Tmux:
+    """A program in a detached tmux session of its own (its own server socket): keys in, screen out.
+
+    The session's programs inherit this process's environment (TZ, say), with a
+    UTF-8 locale and an xterm terminal type.
+    """
+
+    def __init__(self, width: int, height: int, command: str) -> None:
+        if shutil.which("tmux") is None:
+            raise AssertionError("tmux is not installed (apt-get install tmux); tests/run installs it")
+        self.sock = f"pychat-test-{uuid.uuid4().hex[:8]}"
+        self.env = dict(os.environ, LANG="C.UTF-8", LC_ALL="C.UTF-8", TERM="xterm-256color")
+        self._run("new-session", "-d", "-s", "main", "-x", str(width), "-y", str(height), command)
+
+    def _run(self, *args: str) -> str:
+        return subprocess.run(["tmux", "-u", "-L", self.sock, *args], check=True, capture_output=True,
+                              text=True, env=self.env).stdout
+
+    def keys(self, *keys: str) -> None:
+        """Named keys (Enter, C-u, M-2 ...)."""
+        self._run("send-keys", "-t", "main", *keys)
+
+    def type(self, text: str) -> None:
+        """TEXT as typed, key by key (no key names)."""
+        self._run("send-keys", "-t", "main", "-l", text)
+
+    def line(self, text: str) -> None:
+        """TEXT typed, then Enter."""
+        self.type(text)
+        self.keys("Enter")
+
+    def screen(self) -> list[str]:
+        return self._run("capture-pane", "-t", "main", "-p").rstrip("\n").split("\n")
+
+    def wait(self, predicate, what: str, timeout: float = 15.0) -> list[str]:
+        """Capture the screen until PREDICATE(lines) is true; the screen then, or the last one in the error."""
+        result = {}
+
+        def check():
+            lines = self.screen()
+            result["lines"] = lines
+            return predicate(lines)
+
+        try:
+            wait_for(check, timeout=timeout, what=what)
+        except AssertionError:
+            raise AssertionError(f"timed out waiting for {what}; screen:\n" + "\n".join(result.get("lines", [])))
+        return result["lines"]
+
+    def wait_match(self, pattern: str, what: str, timeout: float = 15.0) -> re.Match:
+        """Wait for a screen line (trailing blanks stripped) matching the regex PATTERN; its match."""
+        found = {}
+
+        def check(lines: list[str]) -> bool:
+            for line in lines:
+                match = re.search(pattern, line.rstrip())
+                if match:
+                    found["match"] = match
+                    return True
+            return False
+
+        self.wait(check, what, timeout)
+        return found["match"]
+
+    def resize(self, width: int, height: int) -> None:
+        self._run("resize-window", "-t", "main", "-x", str(width), "-y", str(height))
+
+    def kill(self) -> None:
+        subprocess.run(["tmux", "-L", self.sock, "kill-server"], capture_output=True)
