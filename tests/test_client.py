@@ -1,14 +1,11 @@
 """The client for real: plain mode in a subprocess, full-screen mode in tmux."""
 
-import os
-import shutil
 import subprocess
 import sys
-import uuid
 
 import pytest
 
-from helpers import EVENT, ROOT, wait_for
+from helpers import EVENT, ROOT, Tmux
 
 CLIENT = [sys.executable, str(ROOT / "pychat_client.py")]
 
@@ -102,49 +99,6 @@ def test_unreachable_server_is_one_line_and_status_1():
 def status_line(screen: list[str]) -> str:
     """The second row from the bottom: the client's status line."""
     return screen[-2] if len(screen) >= 2 else ""
-
-
-class Tmux:
-    def __init__(self, width: int, height: int, command: str) -> None:
-        if shutil.which("tmux") is None:
-            pytest.fail("tmux is not installed (apt-get install tmux); tests/run installs it")
-        self.sock = f"pychat-test-{uuid.uuid4().hex[:8]}"
-        env = dict(os.environ, LANG="C.UTF-8", LC_ALL="C.UTF-8", TERM="xterm-256color")
-        self.env = env
-        self._run("new-session", "-d", "-s", "main", "-x", str(width), "-y", str(height), command)
-
-    def _run(self, *args: str) -> str:
-        return subprocess.run(["tmux", "-u", "-L", self.sock, *args], check=True, capture_output=True,
-                              text=True, env=self.env).stdout
-
-    def keys(self, *keys: str) -> None:
-        self._run("send-keys", "-t", "main", *keys)
-
-    def type(self, text: str) -> None:
-        self._run("send-keys", "-t", "main", "-l", text)
-
-    def screen(self) -> list[str]:
-        return self._run("capture-pane", "-t", "main", "-p").rstrip("\n").split("\n")
-
-    def wait(self, predicate, what: str) -> list[str]:
-        result = {}
-
-        def check():
-            lines = self.screen()
-            result["lines"] = lines
-            return predicate(lines)
-
-        try:
-            wait_for(check, timeout=15, what=what)
-        except AssertionError:
-            raise AssertionError(f"timed out waiting for {what}; screen:\n" + "\n".join(result.get("lines", [])))
-        return result["lines"]
-
-    def resize(self, width: int, height: int) -> None:
-        self._run("resize-window", "-t", "main", "-x", str(width), "-y", str(height))
-
-    def kill(self) -> None:
-        subprocess.run(["tmux", "-L", self.sock, "kill-server"], capture_output=True)
 
 
 def client_command(port: int, *args: str, env: str = "") -> str:

@@ -1,6 +1,5 @@
 """Protection and limits (PROTOCOL.md section 6), each with real sockets."""
 
-import os
 import re
 import signal
 import socket
@@ -10,7 +9,7 @@ import time
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from helpers import EVENT, LineClient, wait_for
+from helpers import LineClient, wait_for
 from pychat.server.config import ServerSettings
 from pychat.server.loop import Server
 

@@ -15,7 +15,6 @@ Two front ends share the loop:
 
 from __future__ import annotations
 
-import errno
 import os
 import re
 import selectors

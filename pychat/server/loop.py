@@ -26,7 +26,6 @@ import struct
 import sys
 import time
 
-from pychat.protocols.line import render
 from pychat.server.config import ServerSettings, parse_server_args
 from pychat.server.connection import Connection
 from pychat.server.frontends import Frontend, irc_frontend, line_frontend

@@ -60,7 +60,7 @@ class IrcSession:
     wants_text = False  # the server hands this session raw lines
 
     __slots__ = ("hall", "outbox", "send", "peer", "address", "server", "user", "closing", "nick",
-                 "ident", "realname", "caps", "negotiating", "pinged")
+                 "ident", "realname", "caps", "negotiating", "pinged", "invisible")
 
     def __init__(self, hall: Hall, outbox: Outbox, peer: str, address: str, server_name: str) -> None:
         self.hall = hall
@@ -77,6 +77,7 @@ class IrcSession:
         self.caps: set[str] = set()
         self.negotiating = False            # CAP LS or REQ seen, CAP END not yet
         self.pinged = False                 # a PING of ours is unanswered
+        self.invisible = False              # user mode +i
 
     # -- the session interface (pychat.server.loop) --------------------------
 
@@ -547,12 +548,21 @@ def _mode(self: IrcSession, msg: Message, now: float) -> None:
             self._reply(m.ERR_NOSUCHNICK, clip(target, 40), "No such nick/channel")
         return
     if len(msg.params) == 1:
-        self._reply(m.RPL_UMODEIS, "+")
+        self._reply(m.RPL_UMODEIS, "+i" if self.invisible else "+")
         return
-    for flag in msg.params[1].lstrip("+-"):
-        if flag != "i":
+    # Only +i exists (nothing here lists users by mask, so it changes nothing
+    # else); clients set it by default and expect it acknowledged.
+    change, sign = "", ""
+    for flag in msg.params[1]:
+        if flag in "+-":
+            sign = flag
+        elif flag != "i":
             self._reply(m.ERR_UMODEUNKNOWNFLAG, "Unknown MODE flag")
-            return
+        elif sign and (sign == "+") != self.invisible:
+            self.invisible = sign == "+"
+            change = f"{sign}i"
+    if change:
+        self.send(f":{me.prefix} MODE {me.name} :{change}\r\n".encode())
 
 
 @_handles("KICK")
