@@ -106,6 +106,7 @@ class StoredRoom:
     id: int
     name: str
     key_hash: str | None
+    created: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,7 +212,7 @@ class HistoryStore:
         self._moved.clear()
 
     def rooms(self) -> list[StoredRoom]:
-        rows = self._db.execute("SELECT id, name, key_hash FROM rooms ORDER BY id")
+        rows = self._db.execute("SELECT id, name, key_hash, created FROM rooms ORDER BY id")
         return [StoredRoom(*row) for row in rows]
 
     def add_room(self, key: str, name: str, key_hash: str | None, ts: float) -> int:

@@ -19,13 +19,14 @@ touched rooms once per loop iteration.
 
 from __future__ import annotations
 
+import collections
 import fnmatch
 import hashlib
 import hmac
 import logging
 import os
 import re
-from typing import Callable, Iterable, Protocol
+from typing import Callable, Iterable, NamedTuple, Protocol
 
 from pychat.core.events import (MESSAGE, NOTICE, Broadcast, Direct, Invited, Joined, Parted, Quit, Renamed,
                                 Renderer, said)
@@ -43,6 +44,7 @@ Sink = Callable[[bytes], None]
 log = logging.getLogger("pychat.core.model")
 
 LIST_LIMIT = 50        # rooms in one listing
+DEPARTED_KEPT = 1000   # names remembered after their users left or changed them
 USERS_LIMIT = 100      # users in one listing
 
 # Why a request was refused, for protocols that answer with a code (IRC numerics).
@@ -59,6 +61,16 @@ ALREADY_IN_ROOM = "already-in-room"
 TRY_LATER = "try-later"        # a budget is spent; the text says when to try again
 ROOM_LIMIT = "room-limit"
 SAME_NAME = "same-name"
+
+
+class Departed(NamedTuple):
+    """A name a user no longer holds: who it was, and when it was given up."""
+
+    name: str
+    ident: str
+    host: str
+    realname: str
+    when: float
 
 
 class ChatError(Exception):
@@ -118,7 +130,7 @@ class User:
     """
 
     __slots__ = ("name", "key", "rooms", "outbox", "send", "renderer", "ident", "host", "prefix",
-                 "address", "room_budget", "realname", "away")
+                 "address", "room_budget", "realname", "away", "invisible")
 
     def __init__(self, name: str, outbox: Outbox, renderer: Renderer, address: str = "",
                  ident: str = "", host: str = "pychat") -> None:
@@ -135,6 +147,7 @@ class User:
         self.room_budget: TokenBucket | None = None
         self.realname = ""            # what the user says of itself (IRC's "real name")
         self.away: str | None = None  # an away message, while away
+        self.invisible = False        # left out of listings by mask (IRC's user mode +i)
 
     def __repr__(self) -> str:
         return f"User({self.name!r})"
@@ -148,10 +161,11 @@ class Room:
     rendered once per renderer present.
     """
 
-    __slots__ = ("name", "key", "id", "key_hash", "members", "groups", "good_key")
+    __slots__ = ("name", "key", "id", "key_hash", "members", "groups", "good_key", "created")
 
-    def __init__(self, name: str, room_id: int, key_hash: str | None) -> None:
+    def __init__(self, name: str, room_id: int, key_hash: str | None, created: float = 0.0) -> None:
         self.name = name
+        self.created = created
         self.key = room_key(name)
         self.id = room_id
         self.key_hash = key_hash
@@ -201,8 +215,11 @@ class Hall:
         self._suspects: dict[str, tuple[int, float]] = {}
         self._cloak_key = os.urandom(16)
         self.msgids = 0  # the last message id given (IRC's msgid tag)
+        self.most_users = 0  # the most users online at once since the start
+        # Who used which name lately, newest last (IRC's WHOWAS), bounded.
+        self.departed: collections.deque[Departed] = collections.deque(maxlen=DEPARTED_KEPT)
         for stored in self.history.rooms():
-            room = Room(stored.name, stored.id, stored.key_hash)
+            room = Room(stored.name, stored.id, stored.key_hash, stored.created)
             if not self.history.has_chat(room.id) and room.key != self.default_room:
                 self.history.forget_room(room.id)  # nothing to keep: the name is free again
             elif room.key in self.rooms:
@@ -240,6 +257,7 @@ class Hall:
         user = User(name, outbox, renderer, address, ident, self.cloak(address))
         self.users[user.key] = user
         self._ranked_users.add(user)
+        self.most_users = max(self.most_users, len(self.users))
         return user
 
     def cloak(self, address: str) -> str:
@@ -264,6 +282,7 @@ class Hall:
             raise ChatError(f"you are already called {old}", SAME_NAME)
         del self.users[user.key]
         self._ranked_users.remove(user)
+        self.departed.append(Departed(old, user.ident, user.host, user.realname, now))
         user.name, user.key = new_name, name_key(new_name)
         user.prefix = f"{new_name}!{user.ident}@{user.host}"
         self.users[user.key] = user
@@ -300,6 +319,7 @@ class Hall:
             self._forget_if_idle(room)
         del self.users[user.key]
         self._ranked_users.remove(user)
+        self.departed.append(Departed(user.name, user.ident, user.host, user.realname, now))
 
     # -- rooms ------------------------------------------------------------
 
@@ -347,7 +367,7 @@ class Hall:
         if limited:
             self._spend_room_budgets(user, now)
         key_hash = hash_key(key) if key else None
-        room = Room(name, self.history.add_room(room_key(name), name, key_hash, now), key_hash)
+        room = Room(name, self.history.add_room(room_key(name), name, key_hash, now), key_hash, now)
         if key:
             room.good_key = key
         self._add_room(room)

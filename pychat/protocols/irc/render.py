@@ -6,8 +6,8 @@ the same combination shares its renderer, so a room message is written
 once for all of them. Lines are built with f-strings, not
 :func:`pychat.protocols.irc.message.format_message`: everything in them is
 already clean (names and rooms follow the name rules, text has no CR, LF or
-NUL), and this is the hot path. A line that would pass IRC's 512 bytes is
-split into several, at character boundaries.
+NUL), and this is the hot path. A line much longer than IRC's 512 bytes
+(see PREFIX_ROOM) is split into several, at character boundaries.
 """
 
 from __future__ import annotations
@@ -17,6 +17,12 @@ from functools import lru_cache
 
 from pychat.core.events import ACTION, NOTICE, Broadcast, Direct, Invited, Joined, Parted, Quit, Renamed, Said
 from pychat.protocols.irc.message import MAX_BODY
+
+# A line an IRC client could have sent (512 bytes) grows by the sender's
+# prefix when it is relayed. Such a line goes out whole, as modern servers
+# send it (clients take longer lines); only longer text, such as a line
+# user's 4,000-byte message, is split into lines of 512 bytes.
+PREFIX_ROOM = 128
 
 _time_second = -1
 _time_text = ""
@@ -76,7 +82,7 @@ class IrcRenderer:
         else:
             tail = ""
         line = f"{tags}{head}{text}{tail}\r\n".encode()
-        if len(line) - len(tags) <= MAX_BODY + 2:  # tags are ASCII: as many bytes as characters
+        if len(line) - len(tags) <= MAX_BODY + 2 + PREFIX_ROOM:  # tags are ASCII: bytes = characters
             return line
         return "".join(f"{tags}{head}{part}{tail}\r\n" for part in split_text(head, text, tail)).encode()
 

@@ -13,8 +13,10 @@ holds no such rights (ERR_CHANOPRIVSNEEDED, ERR_NOPRIVILEGES, ...).
 
 from __future__ import annotations
 
+import fnmatch
 import itertools
 import logging
+import time
 from typing import Callable
 
 from pychat import __version__
@@ -33,8 +35,10 @@ CAPS = ("batch", "echo-message", "message-tags", "multi-prefix", "server-time")
 NETWORK = "pychat"
 VERSION = f"pychat-{__version__}"
 TARGETS_MAX = 4         # targets in one PRIVMSG, NOTICE or WHOIS (TARGMAX)
-ERR_UNAVAILRESOURCE = "437"  # a budget is spent: try again later
+ISUPPORT_PER_LINE = 12
 LIST_MAX = 200          # rooms in one LIST answer (the busiest)
+WHO_MAX = 200           # users in one answer to WHO by mask
+WHOWAS_MAX = 10         # entries in one WHOWAS answer
 AWAY_MAX = 200
 ISON_MAX = 64
 MOTD = ("This pychat server's rooms are shared with its line-protocol users (nc HOST 22222).",
@@ -94,6 +98,14 @@ class IrcSession:
         user = self.user
         if user is not None and raw[:9] == b"PRIVMSG #" and self._fast_privmsg(user, raw, now):
             return
+        if not raw.isascii():
+            try:
+                raw.decode()
+            except UnicodeDecodeError:  # UTF8ONLY: say so, and drop the line
+                command = raw.split(b" ", 2)[1 if raw[:1] in b"@:" else 0].decode("ascii", "replace").upper()
+                self.send(format_message("FAIL", clip(command, 32) or "*", "INVALID_UTF8",
+                                         "Messages must be UTF-8", source=self.server))
+                return
         try:
             msg = parse(raw)
         except MessageError as exc:
@@ -125,7 +137,10 @@ class IrcSession:
         if (not sep or len(raw) > m.MAX_BODY or b" " in head[9:] or b"," in head
                 or b"\r" in raw or b"\0" in raw):
             return False
-        text = body.decode("utf-8", "replace")
+        try:
+            text = body.decode()
+        except UnicodeDecodeError:
+            return False  # the general path says INVALID_UTF8
         if not text or text[0] == "\x01":
             return False
         if not text.isprintable():
@@ -228,18 +243,19 @@ class IrcSession:
                   "MODES=1", f"NETWORK={NETWORK}", f"NICKLEN={MAX_NAME}", "PREFIX=(ov)@+",
                   f"TARGMAX=JOIN:,PART:,PRIVMSG:{TARGETS_MAX},NOTICE:{TARGETS_MAX},WHOIS:1,NAMES:1",
                   "UTF8ONLY"]
-        self._reply(m.RPL_ISUPPORT, *tokens, "are supported by this server")
+        for start in range(0, len(tokens), ISUPPORT_PER_LINE):  # a line holds at most 15 parameters
+            self._reply(m.RPL_ISUPPORT, *tokens[start:start + ISUPPORT_PER_LINE], "are supported by this server")
         self._lusers()
         self._motd()
 
     def _lusers(self) -> None:
-        users = len(self.hall.users)
+        users, most = len(self.hall.users), self.hall.most_users
         self._reply(m.RPL_LUSERCLIENT, f"There are {users} users and 0 invisible on 1 servers")
         self._reply(m.RPL_LUSEROP, "0", "operator(s) online")
         self._reply(m.RPL_LUSERCHANNELS, str(len(self.hall.rooms)), "channels formed")
         self._reply(m.RPL_LUSERME, f"I have {users} clients and 0 servers")
-        self._reply(m.RPL_LOCALUSERS, str(users), str(users), f"Current local users {users}, max {users}")
-        self._reply(m.RPL_GLOBALUSERS, str(users), str(users), f"Current global users {users}, max {users}")
+        self._reply(m.RPL_LOCALUSERS, str(users), str(most), f"Current local users {users}, max {most}")
+        self._reply(m.RPL_GLOBALUSERS, str(users), str(most), f"Current global users {users}, max {most}")
 
     def _motd(self) -> None:
         self._reply(m.RPL_MOTDSTART, f"- {self.server} Message of the day - ")
@@ -248,6 +264,15 @@ class IrcSession:
         self._reply(m.RPL_ENDOFMOTD, "End of /MOTD command.")
 
     # -- helpers ---------------------------------------------------------------------
+
+    def _who_reply(self, user: User, room: Room | None) -> None:
+        """RPL_WHOREPLY for USER: in ROOM, or else in a room the asker may see."""
+        me = self._me
+        if room is None:
+            room = next((r for r in user.rooms if not r.locked or me in r.members), None)
+        where = f"#{room.name}" if room is not None else "*"
+        self._reply(m.RPL_WHOREPLY, where, user.ident, user.host, self.server, user.name, _status(user),
+                    f"0 {user.realname or user.name}")
 
     def _part_room(self, room: Room, reason: str, now: float) -> None:
         me = self._me
@@ -349,7 +374,7 @@ def _cap(self: IrcSession, msg: Message, now: float) -> None:
             self.negotiating = False
             self._try_register(now)
     else:
-        self._reply("410", clip(msg.params[0], 32), "Invalid CAP command")
+        self._reply(m.ERR_INVALIDCAPCMD, clip(msg.params[0], 32), "Invalid CAP command")
 
 
 @_handles("PASS")
@@ -392,7 +417,7 @@ def _user(self: IrcSession, msg: Message, now: float) -> None:
     if self.user is not None or self.ident is not None:
         self._reply(m.ERR_ALREADYREGISTERED, "You may not reregister")
         return
-    if len(msg.params) < 4 or not msg.params[0]:
+    if len(msg.params) < 4 or not msg.params[0] or not msg.params[3]:
         self._reply(m.ERR_NEEDMOREPARAMS, "USER", "Not enough parameters")
         return
     ident = "".join(c for c in msg.params[0] if c.isascii() and (c.isalnum() or c in "_-."))[:10]
@@ -453,7 +478,7 @@ def _join(self: IrcSession, msg: Message, now: float) -> None:
         try:
             room = self.hall.join(me, target[1:], key, now)
         except ChatError as exc:
-            numeric, text = _JOIN_ERRORS.get(exc.code, (ERR_UNAVAILRESOURCE, str(exc)))
+            numeric, text = _JOIN_ERRORS.get(exc.code, (m.ERR_UNAVAILRESOURCE, str(exc)))
             if exc.code == model.BAD_ROOM_NAME:
                 text = str(exc)
             self._reply(numeric, clip(target, 40), text)
@@ -534,8 +559,9 @@ def _mode(self: IrcSession, msg: Message, now: float) -> None:
             self._reply(m.ERR_NOSUCHCHANNEL, clip(target, 40), "No such channel")
         elif len(msg.params) == 1:
             self._reply(m.RPL_CHANNELMODEIS, f"#{room.name}", "+kn" if room.locked else "+n")
+            self._reply(m.RPL_CREATIONTIME, f"#{room.name}", str(int(room.created)))
         elif msg.params[1] in ("b", "+b"):
-            self._reply("368", f"#{room.name}", "End of channel ban list")
+            self._reply(m.RPL_ENDOFBANLIST, f"#{room.name}", "End of channel ban list")
         elif me not in room.members:
             self._reply(m.ERR_NOTONCHANNEL, f"#{room.name}", "You're not on that channel")
         else:
@@ -559,7 +585,7 @@ def _mode(self: IrcSession, msg: Message, now: float) -> None:
         elif flag != "i":
             self._reply(m.ERR_UMODEUNKNOWNFLAG, "Unknown MODE flag")
         elif sign and (sign == "+") != self.invisible:
-            self.invisible = sign == "+"
+            self.invisible = me.invisible = sign == "+"
             change = f"{sign}i"
     if change:
         self.send(f":{me.prefix} MODE {me.name} :{change}\r\n".encode())
@@ -654,22 +680,31 @@ def _status(user: User) -> str:
 
 @_handles("WHO")
 def _who(self: IrcSession, msg: Message, now: float) -> None:
+    """WHO #room, WHO nick, or WHO mask (* and ?, on nicks). By mask, users
+    with +i are listed only to those who share a room with them."""
     me = self._me
-    mask = msg.params[0] if msg.params else "*"
+    mask = msg.params[0] if msg.params and msg.params[0] else "*"
     room = self._room_named(mask)
     if room is not None:
         if not (room.locked and me not in room.members):
             for user in room.members:
-                self._reply(m.RPL_WHOREPLY, f"#{room.name}", user.ident, user.host, self.server, user.name,
-                            _status(user), f"0 {user.realname or user.name}")
-    else:
-        found = self.hall.users.get(name_key(mask)) if not mask.startswith("#") else None
+                self._who_reply(user, room)
+    elif not mask.startswith("#") and ("*" in mask or "?" in mask):
+        listed = 0
+        for user in self.hall.users.values() if len(mask) <= 64 else ():
+            if not fnmatch.fnmatchcase(user.name.casefold(), mask.casefold()):
+                continue
+            if user.invisible and user is not me and not (user.rooms.keys() & me.rooms.keys()):
+                continue
+            self._who_reply(user, None)
+            listed += 1
+            if listed >= WHO_MAX:
+                break
+    elif not mask.startswith("#"):
+        found = self.hall.users.get(name_key(mask)) if len(mask) <= 64 else None
         if found is not None:
-            shared = next((r for r in found.rooms if not r.locked or me in r.members), None)
-            where = f"#{shared.name}" if shared is not None else "*"
-            self._reply(m.RPL_WHOREPLY, where, found.ident, found.host, self.server, found.name, _status(found),
-                        f"0 {found.realname or found.name}")
-    self._reply(m.RPL_ENDOFWHO, clip(mask, 40), "End of WHO list")
+            self._who_reply(found, None)
+    self._reply(m.RPL_ENDOFWHO, clip(mask, 64), "End of WHO list")
 
 
 @_handles("WHOIS")
@@ -741,14 +776,41 @@ def _motd_command(self: IrcSession, msg: Message, now: float) -> None:
 
 @_handles("VERSION")
 def _version(self: IrcSession, msg: Message, now: float) -> None:
-    self._reply("351", VERSION, self.server, "pychat: a small single-threaded chat server")
+    self._reply(m.RPL_VERSION, VERSION, self.server, "pychat: a small single-threaded chat server")
     self._reply(m.RPL_ISUPPORT, f"NETWORK={NETWORK}", "are supported by this server")
+
+
+@_handles("TIME")
+def _time(self: IrcSession, msg: Message, now: float) -> None:
+    self._reply(m.RPL_TIME, self.server, str(int(now)), "0",
+                time.strftime("%A %B %d %Y -- %H:%M:%S %z", time.localtime(now)))
+
+
+@_handles("WHOWAS")
+def _whowas(self: IrcSession, msg: Message, now: float) -> None:
+    """Who held a name lately (newest first), from the Hall's bounded memory of them."""
+    if not msg.params or not msg.params[0]:
+        self._reply(m.ERR_NONICKNAMEGIVEN, "No nickname given")
+        return
+    nick = msg.params[0]
+    count = WHOWAS_MAX
+    if len(msg.params) > 1 and msg.params[1].lstrip("-").isdigit() and int(msg.params[1]) > 0:
+        count = min(int(msg.params[1]), WHOWAS_MAX)
+    key = name_key(nick) if len(nick) <= 64 else ""
+    found = [d for d in reversed(self.hall.departed) if key and name_key(d.name) == key][:count]
+    if not found:
+        self._reply(m.ERR_WASNOSUCHNICK, clip(nick, 64), "There was no such nickname")
+    for gone in found:
+        self._reply(m.RPL_WHOWASUSER, gone.name, gone.ident, gone.host, "*", gone.realname or gone.name)
+        self._reply(m.RPL_WHOISSERVER, gone.name, self.server,
+                    time.strftime("%a %b %d %H:%M:%S %Y", time.gmtime(gone.when)))
+    self._reply(m.RPL_ENDOFWHOWAS, clip(nick, 64), "End of WHOWAS")
 
 
 @_handles("OPER")
 def _oper(self: IrcSession, msg: Message, now: float) -> None:
     if self._need(msg, 2):
-        self._reply("491", "No O-lines for your host")
+        self._reply(m.ERR_NOOPERHOST, "No O-lines for your host")
 
 
 @_handles("KILL", "WALLOPS", "KLINE", "DIE", "RESTART", "REHASH", "SQUIT", "CONNECT")
