@@ -101,6 +101,52 @@ class Invited(NamedTuple):
     target: str
 
 
+class TopicSet(NamedTuple):
+    """A room's topic was set (TEXT empty: cleared)."""
+
+    ts: float
+    room: str
+    setter: str
+    prefix: str
+    text: str
+
+
+class ModeChanged(NamedTuple):
+    """Someone changed a room's modes or members' roles.
+
+    MODES and ARGS as IRC writes them (``+ov``, ``("bob", "carl")``); TEXT
+    says the same in words, for people (``made bob an operator``).
+    """
+
+    ts: float
+    room: str
+    setter: str
+    prefix: str
+    modes: str
+    args: tuple[str, ...]
+    text: str
+
+
+class Kicked(NamedTuple):
+    """Someone was removed from a room (the room, and its target, are told)."""
+
+    ts: float
+    room: str
+    kicker: str
+    prefix: str
+    target: str
+    reason: str
+
+
+class Wall(NamedTuple):
+    """A server operator's message to everyone online."""
+
+    ts: float
+    sender: str
+    prefix: str
+    text: str
+
+
 class Broadcast(NamedTuple):
     """A message to everyone online."""
 
@@ -140,6 +186,14 @@ class Renderer(Protocol):
     def broadcast(self, e: Broadcast) -> bytes: ...
 
     def invited(self, e: Invited) -> bytes: ...
+
+    def topic(self, e: TopicSet) -> bytes: ...
+
+    def mode(self, e: ModeChanged) -> bytes: ...
+
+    def kicked(self, e: Kicked) -> bytes: ...
+
+    def wall(self, e: Wall) -> bytes: ...
 
     def error(self, text: str) -> bytes:
         """A refusal the server tells this user of on its own (not as a reply)."""

@@ -93,6 +93,51 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     DROP TABLE rooms;
     ALTER TABLE rooms_v4 RENAME TO rooms;
     """,
+    # 5: accounts and what rooms keep of their moderation: owner, topic,
+    # modes, roles by account, bans and mutes; server bans (klines); each
+    # account's ignore list. Passwords are stored only as hashes.
+    """
+    CREATE TABLE accounts (
+        key     TEXT PRIMARY KEY,       -- the name's look-alike key
+        name    TEXT NOT NULL,
+        hash    TEXT NOT NULL,
+        created REAL NOT NULL
+    );
+    ALTER TABLE rooms ADD COLUMN owner TEXT;
+    ALTER TABLE rooms ADD COLUMN topic TEXT;
+    ALTER TABLE rooms ADD COLUMN topic_by TEXT;
+    ALTER TABLE rooms ADD COLUMN topic_at REAL;
+    ALTER TABLE rooms ADD COLUMN modes TEXT NOT NULL DEFAULT 'nt';
+    ALTER TABLE rooms ADD COLUMN user_limit INTEGER;
+    CREATE TABLE room_roles (
+        room_id INTEGER NOT NULL,
+        account TEXT NOT NULL,
+        role    TEXT NOT NULL,          -- 'o' operator, 'v' voice
+        PRIMARY KEY (room_id, account)
+    );
+    CREATE TABLE room_bans (
+        room_id INTEGER NOT NULL,
+        mask    TEXT NOT NULL,          -- canonical (pychat.core.masks)
+        shown   TEXT NOT NULL,          -- as it was given
+        set_by  TEXT NOT NULL,
+        set_at  REAL NOT NULL,
+        expires REAL,
+        kind    TEXT NOT NULL DEFAULT 'b',   -- 'b' ban, 'm' mute
+        PRIMARY KEY (room_id, kind, mask)
+    );
+    CREATE TABLE klines (
+        mask    TEXT PRIMARY KEY,
+        set_by  TEXT NOT NULL,
+        set_at  REAL NOT NULL,
+        expires REAL,
+        reason  TEXT NOT NULL
+    );
+    CREATE TABLE ignores (
+        account TEXT NOT NULL,
+        ignored TEXT NOT NULL,          -- a name's look-alike key
+        PRIMARY KEY (account, ignored)
+    );
+    """,
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 
@@ -107,6 +152,12 @@ class StoredRoom:
     name: str
     key_hash: str | None
     created: float = 0.0
+    owner: str | None = None
+    topic: str | None = None
+    topic_by: str | None = None
+    topic_at: float | None = None
+    modes: str = "nt"
+    user_limit: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,11 +221,11 @@ class HistoryStore:
         self.path = path
         # Written at the next commit: room inserts and deletions (in order),
         # then events.
-        self._room_ops: list[tuple[str, tuple]] = []
+        self._writes: list[tuple[str, tuple]] = []
         self._pending: list[tuple[int, int, int | None, float, int, str, str]] = []
         # Already in the open transaction, not yet committed: what a failed
         # commit must undo in memory or try again.
-        self._txn_room_ops: list[tuple[str, tuple]] = []
+        self._txn_writes: list[tuple[str, tuple]] = []
         self._txn_events = 0
         self._broken = False                     # a write in the open transaction failed
         self._last: dict[int, int | None] = {}   # room id -> its last message or action
@@ -212,14 +263,88 @@ class HistoryStore:
         self._moved.clear()
 
     def rooms(self) -> list[StoredRoom]:
-        rows = self._db.execute("SELECT id, name, key_hash, created FROM rooms ORDER BY id")
+        rows = self._db.execute("SELECT id, name, key_hash, created, owner, topic, topic_by, topic_at, modes, "
+                                "user_limit FROM rooms ORDER BY id")
         return [StoredRoom(*row) for row in rows]
+
+    # -- accounts and moderation: read at start, written with the next commit --
+
+    # Each change below is queued for the next commit, in order with the room
+    # rows, and kept for the commit after if one fails.
+
+    def save_account(self, key: str, name: str, password_hash: str, created: float) -> None:
+        self._writes.append(("INSERT OR REPLACE INTO accounts (key, name, hash, created) VALUES (?, ?, ?, ?)",
+                             (key, name, password_hash, created)))
+
+    def delete_account(self, key: str) -> None:
+        """An account and everything kept for it: its roles, its ignore list, its rooms' ownership."""
+        self._writes.append(("DELETE FROM accounts WHERE key = ?", (key,)))
+        self._writes.append(("DELETE FROM room_roles WHERE account = ?", (key,)))
+        self._writes.append(("DELETE FROM ignores WHERE account = ?", (key,)))
+        self._writes.append(("UPDATE rooms SET owner = NULL WHERE owner = ?", (key,)))
+
+    def save_room_settings(self, room_id: int, owner: str | None, topic: str | None, topic_by: str | None,
+                           topic_at: float | None, modes: str, user_limit: int | None) -> None:
+        self._writes.append(("UPDATE rooms SET owner = ?, topic = ?, topic_by = ?, topic_at = ?, modes = ?, "
+                             "user_limit = ? WHERE id = ?",
+                             (owner, topic, topic_by, topic_at, modes, user_limit, room_id)))
+
+    def set_room_key(self, room_id: int, key_hash: str | None) -> None:
+        self._writes.append(("UPDATE rooms SET key_hash = ? WHERE id = ?", (key_hash, room_id)))
+
+    def save_role(self, room_id: int, account: str, role: str | None) -> None:
+        """ROLE ('o' or 'v') for ACCOUNT in the room, or none."""
+        if role is None:
+            self._writes.append(("DELETE FROM room_roles WHERE room_id = ? AND account = ?", (room_id, account)))
+        else:
+            self._writes.append(("INSERT OR REPLACE INTO room_roles (room_id, account, role) VALUES (?, ?, ?)",
+                                 (room_id, account, role)))
+
+    def save_ban(self, room_id: int, kind: str, mask: str, shown: str, set_by: str, set_at: float,
+                 expires: float | None) -> None:
+        self._writes.append(("INSERT OR REPLACE INTO room_bans (room_id, kind, mask, shown, set_by, set_at, expires) "
+                             "VALUES (?, ?, ?, ?, ?, ?, ?)", (room_id, kind, mask, shown, set_by, set_at, expires)))
+
+    def delete_ban(self, room_id: int, kind: str, mask: str) -> None:
+        self._writes.append(("DELETE FROM room_bans WHERE room_id = ? AND kind = ? AND mask = ?",
+                             (room_id, kind, mask)))
+
+    def save_kline(self, mask: str, set_by: str, set_at: float, expires: float | None, reason: str) -> None:
+        self._writes.append(("INSERT OR REPLACE INTO klines (mask, set_by, set_at, expires, reason) "
+                             "VALUES (?, ?, ?, ?, ?)", (mask, set_by, set_at, expires, reason)))
+
+    def delete_kline(self, mask: str) -> None:
+        self._writes.append(("DELETE FROM klines WHERE mask = ?", (mask,)))
+
+    def save_ignore(self, account: str, ignored: str, on: bool) -> None:
+        if on:
+            self._writes.append(("INSERT OR REPLACE INTO ignores (account, ignored) VALUES (?, ?)",
+                                 (account, ignored)))
+        else:
+            self._writes.append(("DELETE FROM ignores WHERE account = ? AND ignored = ?", (account, ignored)))
+
+    def accounts(self) -> list[tuple[str, str, str, float]]:
+        """(key, name, hash, created) of every account."""
+        return self._db.execute("SELECT key, name, hash, created FROM accounts").fetchall()
+
+    def room_roles(self) -> list[tuple[int, str, str]]:
+        return self._db.execute("SELECT room_id, account, role FROM room_roles").fetchall()
+
+    def room_bans(self) -> list[tuple[int, str, str, str, str, float, float | None]]:
+        """(room id, kind, mask, shown, set by, set at, expires) of every ban and mute."""
+        return self._db.execute("SELECT room_id, kind, mask, shown, set_by, set_at, expires FROM room_bans").fetchall()
+
+    def klines(self) -> list[tuple[str, str, float, float | None, str]]:
+        return self._db.execute("SELECT mask, set_by, set_at, expires, reason FROM klines").fetchall()
+
+    def ignores(self) -> list[tuple[str, str]]:
+        return self._db.execute("SELECT account, ignored FROM ignores").fetchall()
 
     def add_room(self, key: str, name: str, key_hash: str | None, ts: float) -> int:
         """A new room's id, at once; its row is written with the next commit."""
         room_id = self._next_room_id
         self._next_room_id = room_id + 1
-        self._room_ops.append(("INSERT INTO rooms (id, key, name, created, key_hash) VALUES (?, ?, ?, ?, ?)",
+        self._writes.append(("INSERT INTO rooms (id, key, name, created, key_hash) VALUES (?, ?, ?, ?, ?)",
                                (room_id, key, name, ts, key_hash)))
         self._last[room_id] = None
         self._committed_last[room_id] = None
@@ -236,7 +361,9 @@ class HistoryStore:
         """
         if self.has_chat(room_id):
             raise ValueError("a room with history is not forgotten")
-        self._room_ops.append(("DELETE FROM rooms WHERE id = ?", (room_id,)))
+        self._writes.append(("DELETE FROM rooms WHERE id = ?", (room_id,)))
+        self._writes.append(("DELETE FROM room_roles WHERE room_id = ?", (room_id,)))
+        self._writes.append(("DELETE FROM room_bans WHERE room_id = ?", (room_id,)))
         self._last.pop(room_id, None)
         self._committed_last.pop(room_id, None)
         self._moved.discard(room_id)
@@ -274,9 +401,9 @@ class HistoryStore:
         db = self._db
         if not db.in_transaction:
             db.execute("BEGIN")
-        if self._room_ops:
-            ops, self._room_ops = self._room_ops, []
-            self._txn_room_ops.extend(ops)
+        if self._writes:
+            ops, self._writes = self._writes, []
+            self._txn_writes.extend(ops)
             for sql, args in ops:
                 try:
                     db.execute(sql, args)
@@ -284,7 +411,7 @@ class HistoryStore:
                     # A row the database will never take would fail every
                     # commit from now on if it were retried: it is dropped.
                     log.error("room change not stored (%s): %s %r", exc, sql.split()[0], args[:3])
-                    self._txn_room_ops.remove((sql, args))
+                    self._txn_writes.remove((sql, args))
         if self._pending:
             rows, self._pending = self._pending, []
             self._txn_events += len(rows)
@@ -304,7 +431,7 @@ class HistoryStore:
         Errors are logged, not raised: the chat goes on when the disk fails,
         and the caller withholds what this batch would have shown.
         """
-        if not self._pending and not self._room_ops and not self._moved and not self._db.in_transaction:
+        if not self._pending and not self._writes and not self._moved and not self._db.in_transaction:
             return True
         try:
             if self._broken:
@@ -318,7 +445,7 @@ class HistoryStore:
         for room in self._txn_moved:
             if room in self._last:
                 self._committed_last[room] = self._last[room]
-        self._txn_room_ops.clear()
+        self._txn_writes.clear()
         self._txn_moved.clear()
         self._txn_events = 0
         return True
@@ -333,8 +460,8 @@ class HistoryStore:
                 self._db.execute("ROLLBACK")
         except sqlite3.Error as again:
             log.error("history rollback failed: %s", again)
-        self._room_ops[:0] = self._txn_room_ops
-        self._txn_room_ops.clear()
+        self._writes[:0] = self._txn_writes
+        self._txn_writes.clear()
         self._pending.clear()
         self._txn_events = 0
         self._broken = False

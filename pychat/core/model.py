@@ -35,6 +35,13 @@ from pychat.core.history import NOTICE as STORED_NOTICE
 from pychat.core.history import HistoryStore, StoredEvent
 from pychat.core.limits import (SUSPECT_PENALTY_MAX, SUSPECT_SECONDS, HallLimits, KeyedBuckets, TokenBucket,
                                 seconds_text)
+from pychat.core.accounts import AccountsMixin
+from pychat.core.errors import *  # noqa: F401,F403  (re-exported: sessions use model.ChatError and the codes)
+from pychat.core.errors import (ALREADY_IN_ROOM, BAD_NAME, BAD_ROOM_NAME, NAME_REGISTERED, NAME_TAKEN, NEEDS_KEY,
+                                NO_SUCH_USER, NOT_IN_ROOM, ROOM_EXISTS, ROOM_LIMIT, SAME_NAME, TRY_LATER, WRONG_KEY,
+                                ChatError)
+from pychat.core.records import Ban, Topic
+from pychat.core.moderation import ModerationMixin
 from pychat.core.ranking import Ranking
 from pychat.core.roomkeys import hash_key, verify_key
 from pychat.core.text import (MAX_ROOM, MAX_TYPED, clip, fold, name_key, name_problem, normalize_name, room_key,
@@ -47,22 +54,6 @@ LIST_LIMIT = 50        # rooms in one listing
 DEPARTED_KEPT = 1000   # names remembered after their users left or changed them
 USERS_LIMIT = 100      # users in one listing
 
-# Why a request was refused, for protocols that answer with a code (IRC numerics).
-NO_SUCH_USER = "no-such-user"
-NO_SUCH_ROOM = "no-such-room"
-BAD_NAME = "bad-name"
-NAME_TAKEN = "name-taken"
-BAD_ROOM_NAME = "bad-room-name"
-ROOM_EXISTS = "room-exists"
-NEEDS_KEY = "needs-key"
-WRONG_KEY = "wrong-key"
-NOT_IN_ROOM = "not-in-room"
-ALREADY_IN_ROOM = "already-in-room"
-TRY_LATER = "try-later"        # a budget is spent; the text says when to try again
-ROOM_LIMIT = "room-limit"
-SAME_NAME = "same-name"
-
-
 class Departed(NamedTuple):
     """A name a user no longer holds: who it was, and when it was given up."""
 
@@ -71,14 +62,6 @@ class Departed(NamedTuple):
     host: str
     realname: str
     when: float
-
-
-class ChatError(Exception):
-    """A user's mistake: TEXT is shown to that user, CODE tells protocols what it was."""
-
-    def __init__(self, text: str, code: str = "") -> None:
-        super().__init__(text)
-        self.code = code
 
 
 class Outbox(Protocol):
@@ -95,6 +78,9 @@ class Outbox(Protocol):
 
     def wake(self) -> None: ...
 
+    def disconnect(self) -> None:
+        """Close the connection once what is queued is written (a kill, a kline)."""
+
     @property
     def unsent(self) -> int:
         """Bytes queued and not yet taken by the peer."""
@@ -103,10 +89,14 @@ class Outbox(Protocol):
 class ListOutbox:
     """An outbox that only collects (tests, and anything without a socket)."""
 
-    __slots__ = ("out",)
+    __slots__ = ("out", "closed")
 
     def __init__(self) -> None:
         self.out: list[bytes] = []
+        self.closed = False
+
+    def disconnect(self) -> None:
+        self.closed = True
 
     def queue(self, data: bytes) -> None:
         self.out.append(data)
@@ -130,7 +120,8 @@ class User:
     """
 
     __slots__ = ("name", "key", "rooms", "outbox", "send", "renderer", "ident", "host", "prefix",
-                 "address", "room_budget", "realname", "away", "invisible")
+                 "address", "room_budget", "realname", "away", "invisible", "account", "oper", "ignoring",
+                 "ignored_by")
 
     def __init__(self, name: str, outbox: Outbox, renderer: Renderer, address: str = "",
                  ident: str = "", host: str = "pychat") -> None:
@@ -148,6 +139,12 @@ class User:
         self.realname = ""            # what the user says of itself (IRC's "real name")
         self.away: str | None = None  # an away message, while away
         self.invisible = False        # left out of listings by mask (IRC's user mode +i)
+        self.account: str | None = None   # the account's key, when logged in
+        self.oper = False                  # a server operator (--oper ACCOUNT, logged in)
+        self.ignoring: set[str] = set()    # name keys whose messages this user does not want
+        # The users ignoring this one, shared with the Hall's map: fan-out
+        # skips them (empty for nearly everyone, which costs one test).
+        self.ignored_by: set[User] | frozenset[User] = _NOBODY
 
     def __repr__(self) -> str:
         return f"User({self.name!r})"
@@ -161,11 +158,27 @@ class Room:
     rendered once per renderer present.
     """
 
-    __slots__ = ("name", "key", "id", "key_hash", "members", "groups", "good_key", "created")
+    __slots__ = ("name", "key", "id", "key_hash", "members", "groups", "good_key", "created", "owner", "topic",
+                 "modes", "limit", "op_accounts", "voice_accounts", "ops", "voiced", "bans", "mutes", "invited",
+                 "gated")
 
     def __init__(self, name: str, room_id: int, key_hash: str | None, created: float = 0.0) -> None:
         self.name = name
         self.created = created
+        self.owner: str | None = None          # the account of the logged-in creator
+        self.topic: Topic | None = None
+        self.modes: set[str] = set(DEFAULT_MODES)  # flags among i m n s t (k: key_hash, l: limit)
+        self.limit: int | None = None
+        self.op_accounts: set[str] = set()     # accounts made operators (kept across restarts)
+        self.voice_accounts: set[str] = set()
+        self.ops: set[User] = set()            # members with operator status now
+        self.voiced: set[User] = set()
+        self.bans: dict[str, Ban] = {}         # canonical mask (pychat.core.masks) -> ban
+        self.mutes: dict[str, Ban] = {}
+        self.invited: dict[str, float] = {}    # name key -> until when the invitation holds
+        # True while the room is moderated or has mutes: only then does a
+        # message cost more than one test before it is fanned out.
+        self.gated = False
         self.key = room_key(name)
         self.id = room_id
         self.key_hash = key_hash
@@ -183,6 +196,10 @@ class Room:
         return f"Room({self.name!r})"
 
 
+_NOBODY: frozenset[User] = frozenset()
+DEFAULT_MODES = "nt"   # no messages from outside, topic set by operators
+
+
 def _busiest_first(room: Room) -> tuple[int, str]:
     return (-len(room.members), room.key)
 
@@ -191,11 +208,16 @@ def _by_name(user: User) -> tuple[str, str]:
     return (fold(user.name), user.key)
 
 
-class Hall:
-    """Owns rooms and users and routes every command between them."""
+class Hall(AccountsMixin, ModerationMixin):
+    """Owns rooms and users and routes every command between them.
+
+    Accounts and server operators are in :class:`AccountsMixin`, the rules
+    of rooms (topics, modes, roles, kicks, bans, mutes, invitations) in
+    :class:`ModerationMixin`; both work on the state kept here.
+    """
 
     def __init__(self, history: HistoryStore | None = None, history_lines: int = 20,
-                 limits: HallLimits | None = None, default_room: str = "") -> None:
+                 limits: HallLimits | None = None, default_room: str = "", opers: Iterable[str] = ()) -> None:
         self.history = history if history is not None else HistoryStore()
         self.history_lines = history_lines
         self.limits = limits if limits is not None else HallLimits()
@@ -218,15 +240,18 @@ class Hall:
         self.most_users = 0  # the most users online at once since the start
         # Who used which name lately, newest last (IRC's WHOWAS), bounded.
         self.departed: collections.deque[Departed] = collections.deque(maxlen=DEPARTED_KEPT)
+        self._load_accounts(opers)
         for stored in self.history.rooms():
             room = Room(stored.name, stored.id, stored.key_hash, stored.created)
-            if not self.history.has_chat(room.id) and room.key != self.default_room:
-                self.history.forget_room(room.id)  # nothing to keep: the name is free again
-            elif room.key in self.rooms:
+            self._load_room_settings(room, stored)
+            if room.key in self.rooms:
                 log.warning("room %r (id %d) has the same name as another once normalized; it is not loaded",
                             room.name, room.id)
             else:
                 self._add_room(room)
+        self._load_room_rules()
+        for room in list(self.rooms.values()):
+            self._forget_if_idle(room)  # nothing to keep: the name is free again
         # Room events (and replays) written since the last commit, with the
         # sender of each message or action: if the commit fails, the shell
         # withholds these bytes and tells the senders.
@@ -237,27 +262,37 @@ class Hall:
 
     # -- users ------------------------------------------------------------
 
-    def check_name(self, name: str, current: User | None = None) -> str:
-        """Return NAME normalized, or raise ChatError if invalid or taken."""
+    def check_name(self, name: str, current: User | None = None, account: str | None = None) -> str:
+        """Return NAME normalized, or raise ChatError if invalid or taken.
+
+        A registered name is taken unless ACCOUNT (or CURRENT's account) is its own.
+        """
         if len(name) > MAX_TYPED:  # before NFKC, which can make a character 18
             raise ChatError(f"invalid name {clip(name)!r}: a name has at most 20 characters", BAD_NAME)
         name = normalize_name(name)
         problem = name_problem(name)
         if problem:
             raise ChatError(f"invalid name {clip(name)!r}: {problem}", BAD_NAME)
-        holder = self.users.get(name_key(name))
+        key = name_key(name)
+        holder = self.users.get(key)
         if holder is not None and holder is not current:
             raise ChatError(f"the name {name} is taken; choose another", NAME_TAKEN)
+        if key in self.accounts and key != (account or (current.account if current is not None else None)):
+            raise ChatError(f"the name {name} is registered: /login {name} PASSWORD", NAME_REGISTERED)
         return name
 
     def register(self, name: str, outbox: Outbox, renderer: Renderer, address: str = "",
-                 ident: str = "") -> User:
-        """Add a named user (in the hall, in no room)."""
-        name = self.check_name(name)
+                 ident: str = "", account: str | None = None) -> User:
+        """Add a named user (in the hall, in no room), logged in to ACCOUNT if
+        given (the caller has checked its password)."""
+        name = self.check_name(name, account=account)
         user = User(name, outbox, renderer, address, ident, self.cloak(address))
         self.users[user.key] = user
         self._ranked_users.add(user)
         self.most_users = max(self.most_users, len(self.users))
+        self._watch_ignorers(user)
+        if account is not None:
+            self._logged_in(user, account)
         return user
 
     def cloak(self, address: str) -> str:
@@ -287,6 +322,7 @@ class Hall:
         user.prefix = f"{new_name}!{user.ident}@{user.host}"
         self.users[user.key] = user
         self._ranked_users.add(user)
+        self._watch_ignorers(user)
         event = Renamed(now, old, new_name, old_prefix)
         self._announce(user, list(user.rooms), f"{old} is now known as {new_name}", now,
                        lambda r, room: r.renamed(event, room))
@@ -319,6 +355,7 @@ class Hall:
             self._forget_if_idle(room)
         del self.users[user.key]
         self._ranked_users.remove(user)
+        self._stop_ignoring(user)
         self.departed.append(Departed(user.name, user.ident, user.host, user.realname, now))
 
     # -- rooms ------------------------------------------------------------
@@ -334,9 +371,10 @@ class Hall:
         self._lookalikes.setdefault(name_key(room.name), room)
 
     def _forget_if_idle(self, room: Room) -> None:
-        """Forget an empty room that has no messages: nothing of it is worth keeping."""
+        """Forget an empty room that has no messages and nothing set by anyone
+        (owner, topic, roles, bans): nothing of it is worth keeping."""
         if (not room.members and not self.history.has_chat(room.id) and room.key != self.default_room
-                and self.rooms.get(room.key) is room):
+                and self.rooms.get(room.key) is room and not self._has_settings(room)):
             del self.rooms[room.key]
             self._ranked_rooms.remove(room)
             if self._lookalikes.get(name_key(room.name)) is room:
@@ -363,13 +401,16 @@ class Hall:
         if limited:
             self._check_room_budgets(user, now)
         if key:
-            self._spend_slow_check(user, now)  # hashing a new key costs what checking one does
+            self._spend_slow_check(user.address, now)  # hashing a new key costs what checking one does
         if limited:
             self._spend_room_budgets(user, now)
         key_hash = hash_key(key) if key else None
         room = Room(name, self.history.add_room(room_key(name), name, key_hash, now), key_hash, now)
         if key:
             room.good_key = key
+        if user.account is not None and room_key(name) != self.default_room:
+            room.owner = user.account  # a logged-in creator owns the room
+            self._save_settings(room)
         self._add_room(room)
         return room
 
@@ -395,50 +436,52 @@ class Hall:
         if self.limits.per_address:
             self._rooms_by_address.take(user.address, now)
 
-    def _spend_slow_check(self, user: User, now: float) -> None:
-        """Allow one slow hash for USER, or refuse it with when to try again.
+    def _spend_slow_check(self, address: str, now: float, cost: float = 1.0, what: str = "key") -> None:
+        """Allow one slow hash (COST units: a password costs two) from ADDRESS,
+        or refuse it with when to try again.
 
         Refused checks cost nothing: they are never queued on the loop's time.
         """
         if self.limits.per_address:
-            wait = self._checks_by_address.wait(user.address, now)
+            wait = self._checks_by_address.wait(address, now, cost)
             if wait > 0:
-                raise ChatError(f"too many key checks from your address; try again in {seconds_text(wait)}",
+                raise ChatError(f"too many {what} checks from your address; try again in {seconds_text(wait)}",
                                 TRY_LATER)
-        shared = self._suspect_checks if self._is_suspect(user.address, now) else self._checks
-        wait = shared.wait(now)
+        shared = self._suspect_checks if self._is_suspect(address, now) else self._checks
+        units = min(cost, shared.rate.burst)
+        wait = shared.wait(now, units)
         if wait > 0:
-            raise ChatError(f"the server is busy checking keys; try again in {seconds_text(wait)}", TRY_LATER)
-        shared.take(now)
+            raise ChatError(f"the server is busy checking {what}s; try again in {seconds_text(wait)}", TRY_LATER)
+        shared.take(now, units)
         if self.limits.per_address:
-            self._checks_by_address.take(user.address, now)
+            self._checks_by_address.take(address, now, cost)
 
     def _is_suspect(self, address: str, now: float) -> bool:
         entry = self._suspects.get(address)
         return entry is not None and now - entry[1] < SUSPECT_SECONDS
 
-    def _wrong_key(self, user: User, now: float) -> None:
-        """Remember a wrong key from USER's address; each one in a row costs double."""
+    def _wrong_key(self, address: str, now: float) -> None:
+        """Remember a wrong key or password from ADDRESS; each one in a row costs double."""
         suspects = self._suspects
         if len(suspects) >= 10_000:  # bounded: the oldest are forgotten first
             for address in [a for a, (_, when) in suspects.items() if now - when >= SUSPECT_SECONDS]:
                 del suspects[address]
             if len(suspects) >= 10_000:
                 suspects.clear()
-        count = suspects[user.address][0] + 1 if self._is_suspect(user.address, now) else 1
-        suspects[user.address] = (count, now)
+        count = suspects[address][0] + 1 if self._is_suspect(address, now) else 1
+        suspects[address] = (count, now)
         if self.limits.per_address and count > 1:
             penalty = min(SUSPECT_PENALTY_MAX, 2.0 ** (count - 1)) - 1
-            bucket = self._checks_by_address.bucket(user.address, now)
+            bucket = self._checks_by_address.bucket(address, now)
             bucket.charge(penalty, floor=-SUSPECT_PENALTY_MAX)
 
     def _check_key(self, user: User, room: Room, key: str, now: float) -> None:
         assert room.key_hash is not None
         if room.good_key is not None and hmac.compare_digest(key.encode(), room.good_key.encode()):
             return
-        self._spend_slow_check(user, now)
+        self._spend_slow_check(user.address, now)
         if not verify_key(key, room.key_hash):
-            self._wrong_key(user, now)
+            self._wrong_key(user.address, now)
             raise ChatError(f"wrong key for #{room.name}", WRONG_KEY)
         room.good_key = key
 
@@ -452,17 +495,16 @@ class Hall:
         someone else).
         """
         room = self.find_room(raw_room)
+        created = room is None
         if room is None:
             room = self._new_room(user, raw_room, key, now, limited=limited)
         elif user in room.members:
             raise ChatError(f"you are already in #{room.name}", ALREADY_IN_ROOM)
-        elif room.locked:
-            if not key:
-                raise ChatError(f"#{room.name} is locked: /join {room.name} KEY", NEEDS_KEY)
-            self._check_key(user, room, key, now)
+        else:
+            self._may_enter(user, room, key, now)
         if leave is not None:
             self.part(user, leave, "", now)
-        self._enter(user, room, now)
+        self._enter(user, room, now, creator=created)
         return room
 
     def create(self, user: User, raw_room: str, key: str | None, now: float, *,
@@ -474,7 +516,7 @@ class Hall:
         room = self._new_room(user, raw_room, key, now)
         if leave is not None:
             self.part(user, leave, "", now)
-        self._enter(user, room, now)
+        self._enter(user, room, now, creator=True)
         return room
 
     def part(self, user: User, room: Room, reason: str, now: float) -> None:
@@ -487,13 +529,20 @@ class Hall:
         self._notice(room, user, text, now, lambda r: r.parted(event))
         self._forget_if_idle(room)
 
-    def _enter(self, user: User, room: Room, now: float) -> None:
+    def _enter(self, user: User, room: Room, now: float, creator: bool = False) -> None:
         rank = self._ranked_rooms.before_change(room)
         push = user.outbox.out.append
         room.members[user] = push
         room.groups.setdefault(user.renderer, {})[user] = push
         self._ranked_rooms.after_change(room, rank)
         user.rooms[room] = None
+        room.invited.pop(user.key, None)
+        if creator and room.key != self.default_room:
+            # Whoever makes a room runs it (for as long as they stay, if not its
+            # owner); the default room is everyone's, not its first comer's.
+            room.ops.add(user)
+        else:
+            self._restore_roles(user, room)
         event = Joined(now, room.name, user.name, user.prefix)
         self._notice(room, user, f"{user.name} has joined", now, lambda r: r.joined(event))
 
@@ -506,6 +555,8 @@ class Hall:
             del room.groups[user.renderer]
         self._ranked_rooms.after_change(room, rank)
         del user.rooms[room]
+        room.ops.discard(user)
+        room.voiced.discard(user)
         if room in self.touched:
             # Room output already appended for this user must still be
             # written, though the shell will not find the user in the room.
@@ -520,18 +571,26 @@ class Hall:
     def say(self, user: User, room: Room, text: str, now: float, kind: int = MESSAGE) -> None:
         """A message, action or notice in ROOM: every other member receives it
         (the sender too, if its renderer echoes)."""
-        if user not in room.members:
+        if user not in room.members and "n" in room.modes:
             raise ChatError(f"you are not in #{room.name}", NOT_IN_ROOM)
+        if room.gated:
+            self._check_voice(user, room, now)
         self.msgids += 1
         event = said((now, room.name, user.name, user.prefix, text, kind, self.msgids))
         # MESSAGE and ACTION are the store's codes too; a NOTICE is kept as a message.
         self.history.append(room.id, now, kind if kind != NOTICE else STORED_MESSAGE, user.name, text)
         skip = None if user.renderer.echo else user
+        ignored_by = user.ignored_by
         uncommitted = self.uncommitted
         self.touched.add(room)
         for renderer, members in room.groups.items():
             data = renderer.said(event)
             uncommitted.append((data, user))
+            if ignored_by:
+                for member, push in members.items():
+                    if member is not skip and member not in ignored_by:
+                        push(data)
+                continue
             for member, push in members.items():
                 if member is not skip:
                     push(data)
@@ -594,23 +653,26 @@ class Hall:
             raise ChatError(f"no such user: {clip(target_name)}", NO_SUCH_USER)
         self.msgids += 1
         event = Direct(now, user.name, user.prefix, target.name, text, kind, self.msgids)
-        target.send(target.renderer.direct(event))
+        if target not in user.ignored_by:  # the sender is not told it is ignored
+            target.send(target.renderer.direct(event))
         echo = user.renderer.direct_echo(event)
         if echo is not None:
             user.send(echo)
         return target
 
     def invite(self, user: User, target: User, room: Room, now: float) -> None:
-        """USER, a member of ROOM, asks TARGET to join it."""
-        if user not in room.members:
-            raise ChatError(f"you are not in #{room.name}", NOT_IN_ROOM)
+        """USER, a member of ROOM, asks TARGET to join it (and lets it in, if invite-only)."""
+        self.allow_in(user, target, room, now)
         target.send(target.renderer.invited(Invited(now, room.name, user.name, user.prefix, target.name)))
 
     def broadcast(self, user: User, text: str, now: float) -> None:
         """A message to everyone online, the sender included (as confirmation)."""
         event = Broadcast(now, user.name, user.prefix, text)
         rendered: dict[Renderer, bytes] = {}
+        ignored_by = user.ignored_by
         for member in self.users.values():
+            if member in ignored_by:
+                continue
             data = rendered.get(member.renderer)
             if data is None:
                 data = rendered[member.renderer] = member.renderer.broadcast(event)

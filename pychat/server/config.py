@@ -47,6 +47,7 @@ class ServerSettings:
     default_room: str = "general"
     history_lines: int = 20
     max_rooms: int = 10_000
+    opers: tuple[str, ...] = ()
     log_level: str = "info"
     # Not a flag: how long a graceful shutdown or a closing connection may
     # spend flushing output before the socket is closed regardless.
@@ -155,6 +156,8 @@ def server_parser() -> argparse.ArgumentParser:
                    help=f"messages replayed on join; 0 for none (default {d.history_lines})")
     p.add_argument("--max-rooms", type=_positive_int, default=d.max_rooms, metavar="N",
                    help=f"rooms the server keeps; creating more is refused (default {d.max_rooms})")
+    p.add_argument("--oper", dest="opers", action="append", default=[], metavar="ACCOUNT",
+                   help="an account that is a server operator once logged in (repeatable)")
     p.add_argument("--log-level", choices=LOG_LEVELS, default=d.log_level, type=str.lower,
                    help=f"server log detail on stderr (default {d.log_level})")
     p.add_argument("--version", action="version", version=f"pychat {__version__}")
@@ -164,6 +167,7 @@ def server_parser() -> argparse.ArgumentParser:
 def parse_server_args(argv: Sequence[str] | None = None) -> ServerSettings:
     ns = server_parser().parse_args(argv)
     values = vars(ns)
+    values["opers"] = tuple(values["opers"])
     if values["db"] is None:
         values["db"] = default_db_path()
     return ServerSettings(**values)

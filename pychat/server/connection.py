@@ -56,6 +56,12 @@ class Connection:
             self.mark_dirty(self)
         self.out.append(data)
 
+    def disconnect(self) -> None:
+        """Close once what is queued is written (the Hall has already let the user go)."""
+        if self.session is not None:
+            self.session.closing = True
+        self.wake()
+
     def wake(self) -> None:
         """Make sure bytes appended to ``out`` directly are flushed."""
         if not self.dirty:

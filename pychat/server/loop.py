@@ -83,7 +83,8 @@ class Server:
         self.history = history if history is not None else HistoryStore(settings.db)
         per_address = settings.max_per_ip > 0
         self.hall = Hall(self.history, settings.history_lines,
-                         HallLimits(max_rooms=settings.max_rooms, per_address=per_address), settings.default_room)
+                         HallLimits(max_rooms=settings.max_rooms, per_address=per_address), settings.default_room,
+                         settings.opers)
         self.sel = selectors.DefaultSelector()
         self.timers = Timers()
         self.listeners: list[_Listener] = []
@@ -389,6 +390,8 @@ class Server:
             elif self._connects is not None and not self._connects.take(where, self.mono):
                 wait = seconds_text(self._connects.wait(where, self.mono))
                 why = f"too many new connections from your address; try again in {wait}"
+            elif self.hall.klines and (kline := self.hall.kline_for(where, self.now)) is not None:
+                why = f"you are banned from this server: {kline.reason}"
             if why:
                 self._refuse(sock, peer, where, frontend.refusal(why), why)
             else:

@@ -15,7 +15,8 @@ from __future__ import annotations
 import time
 from functools import lru_cache
 
-from pychat.core.events import ACTION, NOTICE, Broadcast, Direct, Invited, Joined, Parted, Quit, Renamed, Said
+from pychat.core.events import (ACTION, NOTICE, Broadcast, Direct, Invited, Joined, Kicked, ModeChanged, Parted,
+                                Quit, Renamed, Said, TopicSet, Wall)
 from pychat.protocols.irc.message import MAX_BODY
 
 # A line an IRC client could have sent (512 bytes) grows by the sender's
@@ -113,6 +114,19 @@ class IrcRenderer:
     def broadcast(self, e: Broadcast) -> bytes:
         # A notice to the whole server ($mask, as IRC operators' global notices are).
         return self._message(self._tags(e.ts), e.prefix, "NOTICE", f"${self.server_name}", e.text, 0)
+
+    def topic(self, e: TopicSet) -> bytes:
+        return f"{self._tags(e.ts)}:{e.prefix} TOPIC #{e.room} :{e.text}\r\n".encode()
+
+    def mode(self, e: ModeChanged) -> bytes:
+        args = "".join(f" {arg}" for arg in e.args)
+        return f"{self._tags(e.ts)}:{e.prefix} MODE #{e.room} {e.modes}{args}\r\n".encode()
+
+    def kicked(self, e: Kicked) -> bytes:
+        return f"{self._tags(e.ts)}:{e.prefix} KICK #{e.room} {e.target} :{e.reason or e.kicker}\r\n".encode()
+
+    def wall(self, e: Wall) -> bytes:
+        return f"{self._tags(e.ts)}:{e.prefix} WALLOPS :{e.text}\r\n".encode()
 
     def invited(self, e: Invited) -> bytes:
         return f"{self._tags(e.ts)}:{e.prefix} INVITE {e.target} #{e.room}\r\n".encode()

@@ -13,6 +13,7 @@ holds no such rights (ERR_CHANOPRIVSNEEDED, ERR_NOPRIVILEGES, ...).
 
 from __future__ import annotations
 
+import base64
 import fnmatch
 import itertools
 import logging
@@ -20,10 +21,13 @@ import time
 from typing import Callable
 
 from pychat import __version__
-from pychat.core import model
+from pychat.core import errors as E
 from pychat.core.events import ACTION, MESSAGE, NOTICE, Joined
 from pychat.core.history import HistoryError
 from pychat.core.model import ChatError, Hall, Outbox, Room, User
+from pychat.core.masks import parse_duration
+from pychat.core.moderation import REASON_MAX, TOPIC_MAX, ModeChange
+from pychat.core.records import Account
 from pychat.core.text import MAX_NAME, MAX_ROOM, clip, name_key, sanitize
 from pychat.protocols.irc import message as m
 from pychat.protocols.irc.message import Message, MessageError, ctcp, format_message, parse
@@ -31,7 +35,8 @@ from pychat.protocols.irc.render import IrcRenderer, renderer_for, server_time, 
 
 log = logging.getLogger("pychat.protocols.irc.session")
 
-CAPS = ("batch", "echo-message", "message-tags", "multi-prefix", "server-time")
+CAPS = ("batch", "echo-message", "message-tags", "multi-prefix", "sasl", "server-time")
+CAP_VALUES = {"sasl": "PLAIN"}  # told with CAP LS 302
 NETWORK = "pychat"
 VERSION = f"pychat-{__version__}"
 TARGETS_MAX = 4         # targets in one PRIVMSG, NOTICE or WHOIS (TARGMAX)
@@ -39,6 +44,7 @@ ISUPPORT_PER_LINE = 12
 LIST_MAX = 200          # rooms in one LIST answer (the busiest)
 WHO_MAX = 200           # users in one answer to WHO by mask
 WHOWAS_MAX = 10         # entries in one WHOWAS answer
+MODES_MAX = 12          # mode changes in one MODE command
 AWAY_MAX = 200
 ISON_MAX = 64
 MOTD = ("This pychat server's rooms are shared with its line-protocol users (nc HOST 22222).",
@@ -64,7 +70,8 @@ class IrcSession:
     wants_text = False  # the server hands this session raw lines
 
     __slots__ = ("hall", "outbox", "send", "peer", "address", "server", "user", "closing", "nick",
-                 "ident", "realname", "caps", "negotiating", "pinged", "invisible")
+                 "ident", "realname", "caps", "negotiating", "pinged", "invisible", "cap_version", "password",
+                 "account", "sasl")
 
     def __init__(self, hall: Hall, outbox: Outbox, peer: str, address: str, server_name: str) -> None:
         self.hall = hall
@@ -82,6 +89,10 @@ class IrcSession:
         self.negotiating = False            # CAP LS or REQ seen, CAP END not yet
         self.pinged = False                 # a PING of ours is unanswered
         self.invisible = False              # user mode +i
+        self.cap_version = 0                # 302 if the client said CAP LS 302
+        self.password: str | None = None   # from PASS: the account's password, at registration
+        self.account: Account | None = None  # logged in by SASL before registration
+        self.sasl: str | None = None        # the SASL mechanism under way
 
     # -- the session interface (pychat.server.loop) --------------------------
 
@@ -214,22 +225,42 @@ class IrcSession:
     # -- registration ------------------------------------------------------------
 
     def _try_register(self, now: float) -> None:
+        """Register once NICK and USER are in and CAP negotiation is over.
+
+        A registered name needs its account: logged in by SASL before, or its
+        password given with PASS. With SASL the user takes the account's name.
+        """
         if self.user is not None or self.negotiating or self.nick is None or self.ident is None:
             return
+        account = self.account
+        nick = account.name if account is not None else self.nick
+        if account is None and self.password is not None and self.hall.account_for(nick) is not None:
+            try:
+                account = self.hall.authenticate(nick, self.password, self.address, now)
+            except ChatError as exc:
+                self.password = None
+                self._reply(m.ERR_PASSWDMISMATCH, str(exc))
+                self.send(format_message("ERROR", "Closing link: wrong password"))
+                self.closing = True
+                return
         try:
-            user = self.hall.register(self.nick, self.outbox, self._renderer(), self.address, self.ident)
+            user = self.hall.register(nick, self.outbox, self._renderer(), self.address, self.ident,
+                                      account.key if account is not None else None)
         except ChatError as exc:
-            nick, self.nick = self.nick, None
+            self.nick = None
             self._nick_error(exc, nick)
             return
+        self.password = None
         user.realname = self.realname
         self.user = user
         self._log("%s registered as %s (IRC)", self.peer, user.name)
         self._welcome()
 
     def _nick_error(self, exc: ChatError, nick: str) -> None:
-        if exc.code == model.NAME_TAKEN:
+        if exc.code == E.NAME_TAKEN:
             self._reply(m.ERR_NICKNAMEINUSE, clip(nick, 32), "Nickname is already in use")
+        elif exc.code == E.NAME_REGISTERED:
+            self._reply(m.ERR_NICKNAMEINUSE, clip(nick, 32), "Nickname is registered: log in with SASL or PASS")
         else:
             self._reply(m.ERR_ERRONEUSNICKNAME, clip(nick, 32) or "*", "Erroneous nickname")
 
@@ -237,10 +268,11 @@ class IrcSession:
         self._reply(m.RPL_WELCOME, f"Welcome to the {NETWORK} IRC network, {self._me.prefix}")
         self._reply(m.RPL_YOURHOST, f"Your host is {self.server}, running version {VERSION}")
         self._reply(m.RPL_CREATED, "This server was created when it started")
-        self._reply(m.RPL_MYINFO, self.server, VERSION, "i", "kn", "k")
-        tokens = [f"AWAYLEN={AWAY_MAX}", "CASEMAPPING=ascii", "CHANLIMIT=#:", "CHANMODES=,k,,n",
+        self._reply(m.RPL_MYINFO, self.server, VERSION, "io", "biklmnostv", "bklov")
+        tokens = [f"AWAYLEN={AWAY_MAX}", "CASEMAPPING=ascii", "CHANLIMIT=#:", "CHANMODES=b,k,l,imnst",
                   f"CHANNELLEN={MAX_ROOM + 1}", "CHANTYPES=#", "ELIST=", f"MAXTARGETS={TARGETS_MAX}",
-                  "MODES=1", f"NETWORK={NETWORK}", f"NICKLEN={MAX_NAME}", "PREFIX=(ov)@+",
+                  f"MODES={MODES_MAX}", f"NETWORK={NETWORK}", f"NICKLEN={MAX_NAME}", "PREFIX=(ov)@+",
+                  f"TOPICLEN={TOPIC_MAX}", f"KICKLEN={REASON_MAX}",
                   f"TARGMAX=JOIN:,PART:,PRIVMSG:{TARGETS_MAX},NOTICE:{TARGETS_MAX},WHOIS:1,NAMES:1",
                   "UTF8ONLY"]
         for start in range(0, len(tokens), ISUPPORT_PER_LINE):  # a line holds at most 15 parameters
@@ -251,7 +283,8 @@ class IrcSession:
     def _lusers(self) -> None:
         users, most = len(self.hall.users), self.hall.most_users
         self._reply(m.RPL_LUSERCLIENT, f"There are {users} users and 0 invisible on 1 servers")
-        self._reply(m.RPL_LUSEROP, "0", "operator(s) online")
+        self._reply(m.RPL_LUSEROP, str(sum(1 for u in self.hall.users.values() if u.oper)),
+                    "operator(s) online")
         self._reply(m.RPL_LUSERCHANNELS, str(len(self.hall.rooms)), "channels formed")
         self._reply(m.RPL_LUSERME, f"I have {users} clients and 0 servers")
         self._reply(m.RPL_LOCALUSERS, str(users), str(most), f"Current local users {users}, max {most}")
@@ -269,10 +302,86 @@ class IrcSession:
         """RPL_WHOREPLY for USER: in ROOM, or else in a room the asker may see."""
         me = self._me
         if room is None:
-            room = next((r for r in user.rooms if not r.locked or me in r.members), None)
+            room = next((r for r in user.rooms if self._visible(r)), None)
         where = f"#{room.name}" if room is not None else "*"
-        self._reply(m.RPL_WHOREPLY, where, user.ident, user.host, self.server, user.name, _status(user),
+        flags = _status(user) + ("*" if user.oper else "") + (self._prefixes(user, room) if room else "")
+        self._reply(m.RPL_WHOREPLY, where, user.ident, user.host, self.server, user.name, flags,
                     f"0 {user.realname or user.name}")
+
+    def _prefixes(self, user: User, room: Room) -> str:
+        """@ and + as NAMES and WHO show them (both with multi-prefix, else the highest)."""
+        marks = ("@" if user in room.ops else "") + ("+" if user in room.voiced else "")
+        return marks if "multi-prefix" in self.caps else marks[:1]
+
+    def _visible(self, room: Room) -> bool:
+        """Whether this user may see ROOM in listings (locked and secret rooms: members only)."""
+        return self._me in room.members or not (room.locked or "s" in room.modes)
+
+    def _sasl_plain(self, data: str, now: float) -> None:
+        """The PLAIN credentials: authzid NUL authcid NUL password (authzid empty or the same)."""
+        try:
+            fields = base64.b64decode(data, validate=True).decode().split("\0")
+        except (ValueError, UnicodeDecodeError):
+            fields = []
+        if len(fields) != 3 or not fields[1] or (fields[0] and fields[0] != fields[1]):
+            self._reply(m.ERR_SASLFAIL, "SASL authentication failed")
+            return
+        try:
+            account = self.hall.authenticate(fields[1], fields[2], self.address, now)
+        except ChatError as exc:
+            self._reply(m.ERR_SASLFAIL, f"SASL authentication failed: {exc}")
+            return
+        self.account = account
+        who = f"{self.nick or account.name}!{self.ident or '*'}@*"
+        self._reply(m.RPL_LOGGEDIN, who, account.name, f"You are now logged in as {account.name}")
+        self._reply(m.RPL_SASLSUCCESS, "SASL authentication successful")
+
+    def _topic_reply(self, room: Room) -> None:
+        topic = room.topic
+        if topic is None:
+            self._reply(m.RPL_NOTOPIC, f"#{room.name}", "No topic is set")
+        else:
+            self._reply(m.RPL_TOPIC, f"#{room.name}", topic.text)
+            self._reply(m.RPL_TOPICWHOTIME, f"#{room.name}", topic.by, str(int(topic.at)))
+
+    def _refused(self, room: Room, exc: ChatError, target: str = "") -> None:
+        """A moderation refusal as its numeric."""
+        where = f"#{room.name}"
+        if exc.code == E.NOT_IN_ROOM and target:
+            self._reply(m.ERR_USERNOTINCHANNEL, target, where, "They aren't on that channel")
+        elif exc.code == E.NOT_IN_ROOM:
+            self._reply(m.ERR_NOTONCHANNEL, where, "You're not on that channel")
+        elif exc.code == E.NOT_OPERATOR:
+            self._reply(m.ERR_CHANOPRIVSNEEDED, where, "You're not channel operator")
+        elif exc.code == E.NO_SUCH_USER:
+            self._reply(m.ERR_NOSUCHNICK, clip(target, 40) or "*", "No such nick/channel")
+        else:
+            self._reply(m.ERR_UNKNOWNERROR, where, str(exc))
+
+    def _room_modes(self, room: Room, modestring: str, args: list[str], now: float) -> None:
+        """MODE #room with changes: the ban list if asked for, then the changes (the room is told of
+        those made) and a numeric for each refused."""
+        changes, unknown, ban_list = _mode_changes(modestring, args)
+        for letter in unknown:
+            self._reply(m.ERR_UNKNOWNMODE, letter, "is unknown mode char to me")
+        if ban_list:
+            for ban in self.hall.ban_list(room, now):
+                self._reply(m.RPL_BANLIST, f"#{room.name}", ban.shown, ban.by, str(int(ban.at)))
+            self._reply(m.RPL_ENDOFBANLIST, f"#{room.name}", "End of channel ban list")
+        if not changes:
+            return
+        try:
+            _made, refused = self.hall.set_modes(self._me, room, changes, now)
+        except ChatError as exc:
+            self._refused(room, exc)
+            return
+        for letter, arg, code, text in refused:
+            if code in (E.NOT_IN_ROOM, E.NO_SUCH_USER):
+                self._refused(room, ChatError(text, code), arg or "")
+            elif letter == "k" and code == E.BAD_ARGUMENT:
+                self._reply(m.ERR_INVALIDKEY, f"#{room.name}", text)
+            else:
+                self._reply(_MODE_ERRORS.get(code) or m.ERR_UNKNOWNERROR, f"#{room.name}", letter, arg or "*", text)
 
     def _part_room(self, room: Room, reason: str, now: float) -> None:
         me = self._me
@@ -292,11 +401,11 @@ class IrcSession:
 
     def _names(self, room: Room) -> None:
         me = self._me
-        symbol = "*" if room.locked else "="
-        if room.locked and me not in room.members:
+        symbol = "@" if "s" in room.modes else "*" if room.locked else "="
+        if not self._visible(room):
             names: list[str] = []
         else:
-            names = [member.name for member in room.members]
+            names = [self._prefixes(member, room) + member.name for member in room.members]
         head = f":{self.server} {m.RPL_NAMREPLY} {me.name} {symbol} #{room.name} :"
         line: list[str] = []
         size = len(head)
@@ -353,7 +462,11 @@ def _cap(self: IrcSession, msg: Message, now: float) -> None:
     if sub == "LS":
         if self.user is None:
             self.negotiating = True
-        self.send(format_message("CAP", self._target, "LS", " ".join(CAPS), source=self.server))
+        if len(msg.params) > 1 and msg.params[1].isdigit():
+            self.cap_version = max(self.cap_version, int(msg.params[1]))
+        offered = " ".join(f"{c}={CAP_VALUES[c]}" if self.cap_version >= 302 and c in CAP_VALUES else c
+                           for c in CAPS)
+        self.send(format_message("CAP", self._target, "LS", offered, source=self.server))
     elif sub == "LIST":
         self.send(format_message("CAP", self._target, "LIST", " ".join(sorted(self.caps)), source=self.server))
     elif sub == "REQ":
@@ -379,10 +492,44 @@ def _cap(self: IrcSession, msg: Message, now: float) -> None:
 
 @_handles("PASS")
 def _pass(self: IrcSession, msg: Message, now: float) -> None:
+    """There is no server password: PASS is the password of the account NICK names."""
     if self.user is not None:
         self._reply(m.ERR_ALREADYREGISTERED, "You may not reregister")
     elif self._need(msg, 1):
-        pass  # no server password; accounts (and PASS as a login) come with the accounts work
+        self.password = msg.params[0][:256]
+
+
+@_handles("AUTHENTICATE")
+def _authenticate(self: IrcSession, msg: Message, now: float) -> None:
+    """SASL PLAIN (IRCv3 sasl-3.1): AUTHENTICATE PLAIN, then the credentials in base64."""
+    if "sasl" not in self.caps:
+        self._reply(m.ERR_SASLFAIL, "SASL authentication failed: the sasl capability was not requested")
+        return
+    if self.user is not None or self.account is not None:
+        self._reply(m.ERR_SASLALREADY, "You have already authenticated using SASL")
+        return
+    if not msg.params or not msg.params[0]:
+        self._reply(m.ERR_NEEDMOREPARAMS, "AUTHENTICATE", "Not enough parameters")
+        return
+    data = msg.params[0]
+    if data == "*":
+        self.sasl = None
+        self._reply(m.ERR_SASLABORTED, "SASL authentication aborted")
+    elif self.sasl is None:
+        if data.upper() != "PLAIN":
+            self._reply(m.RPL_SASLMECHS, "PLAIN", "are available SASL mechanisms")
+            self._reply(m.ERR_SASLFAIL, "SASL authentication failed")
+            return
+        self.sasl = "PLAIN"
+        self.send(format_message("AUTHENTICATE", "+"))
+    elif len(data) > 400:
+        self.sasl = None
+        self._reply(m.ERR_SASLTOOLONG, "SASL message too long")
+    else:
+        self.sasl = None
+        self._sasl_plain(data, now)
+
+
 
 
 @_handles("NICK")
@@ -449,9 +596,12 @@ def _quit(self: IrcSession, msg: Message, now: float) -> None:
 # -- rooms ----------------------------------------------------------------------------------
 
 _JOIN_ERRORS = {
-    model.NEEDS_KEY: (m.ERR_BADCHANNELKEY, "Cannot join channel (+k)"),
-    model.WRONG_KEY: (m.ERR_BADCHANNELKEY, "Cannot join channel (+k)"),
-    model.BAD_ROOM_NAME: (m.ERR_BADCHANMASK, "Bad Channel Mask"),
+    E.NEEDS_KEY: (m.ERR_BADCHANNELKEY, "Cannot join channel (+k)"),
+    E.WRONG_KEY: (m.ERR_BADCHANNELKEY, "Cannot join channel (+k)"),
+    E.BAD_ROOM_NAME: (m.ERR_BADCHANMASK, "Bad Channel Mask"),
+    E.BANNED: (m.ERR_BANNEDFROMCHAN, "Cannot join channel (+b)"),
+    E.INVITE_ONLY: (m.ERR_INVITEONLYCHAN, "Cannot join channel (+i)"),
+    E.ROOM_FULL: (m.ERR_CHANNELISFULL, "Cannot join channel (+l)"),
 }
 
 
@@ -479,12 +629,14 @@ def _join(self: IrcSession, msg: Message, now: float) -> None:
             room = self.hall.join(me, target[1:], key, now)
         except ChatError as exc:
             numeric, text = _JOIN_ERRORS.get(exc.code, (m.ERR_UNAVAILRESOURCE, str(exc)))
-            if exc.code == model.BAD_ROOM_NAME:
+            if exc.code == E.BAD_ROOM_NAME:
                 text = str(exc)
             self._reply(numeric, clip(target, 40), text)
             continue
         self._log("%s joined #%s", me.name, room.name)
         self.send(me.renderer.joined(Joined(now, room.name, me.name, me.prefix)))  # the joiner's own JOIN
+        if room.topic is not None:
+            self._topic_reply(room)
         self._names(room)
         self._replay(room)
 
@@ -539,12 +691,43 @@ def _topic(self: IrcSession, msg: Message, now: float) -> None:
     room = self._room_named(msg.params[0])
     if room is None:
         self._reply(m.ERR_NOSUCHCHANNEL, clip(msg.params[0], 40), "No such channel")
-    elif self._me not in room.members:
-        self._reply(m.ERR_NOTONCHANNEL, f"#{room.name}", "You're not on that channel")
     elif len(msg.params) == 1:
-        self._reply(m.RPL_NOTOPIC, f"#{room.name}", "No topic is set")
+        if not self._visible(room):
+            self._reply(m.ERR_NOTONCHANNEL, f"#{room.name}", "You're not on that channel")
+        else:
+            self._topic_reply(room)
     else:
-        self._reply(m.ERR_CHANOPRIVSNEEDED, f"#{room.name}", "You're not channel operator")
+        try:
+            self.hall.set_topic(self._me, room, msg.params[1], now)
+        except ChatError as exc:
+            self._refused(room, exc)
+
+
+_MODE_ERRORS = {E.BAD_ARGUMENT: m.ERR_INVALIDMODEPARAM, E.UNKNOWN_MODE: m.ERR_UNKNOWNMODE}
+
+
+def _mode_changes(modestring: str, args: list[str]) -> tuple[list[ModeChange], list[str], bool]:
+    """IRC's +ov-k ... as changes; the unknown letters; and whether the ban list was asked for."""
+    changes: list[ModeChange] = []
+    unknown: list[str] = []
+    sign = "+"
+    ban_list = False
+    for letter in modestring:
+        if letter in "+-":
+            sign = letter
+        elif letter == "b" and not args:
+            ban_list = True
+        elif letter in "ovb" or letter in "kl" and sign == "+":
+            changes.append(ModeChange(sign, letter, args.pop(0) if args else None))
+        elif letter in "k":
+            if args:
+                args.pop(0)  # -k takes the key, which is not needed to remove it
+            changes.append(ModeChange(sign, letter, None))
+        elif letter in "imnstl":
+            changes.append(ModeChange(sign, letter, None))
+        else:
+            unknown.append(letter)
+    return changes, unknown, ban_list
 
 
 @_handles("MODE")
@@ -558,37 +741,42 @@ def _mode(self: IrcSession, msg: Message, now: float) -> None:
         if room is None:
             self._reply(m.ERR_NOSUCHCHANNEL, clip(target, 40), "No such channel")
         elif len(msg.params) == 1:
-            self._reply(m.RPL_CHANNELMODEIS, f"#{room.name}", "+kn" if room.locked else "+n")
+            flags = "".join(sorted(room.modes)) + ("k" if room.locked else "") + ("l" if room.limit else "")
+            args = (["*"] if room.locked else []) + ([str(room.limit)] if room.limit else [])
+            self._reply(m.RPL_CHANNELMODEIS, f"#{room.name}", f"+{flags}", *args)
             self._reply(m.RPL_CREATIONTIME, f"#{room.name}", str(int(room.created)))
-        elif msg.params[1] in ("b", "+b"):
-            self._reply(m.RPL_ENDOFBANLIST, f"#{room.name}", "End of channel ban list")
-        elif me not in room.members:
-            self._reply(m.ERR_NOTONCHANNEL, f"#{room.name}", "You're not on that channel")
         else:
-            self._reply(m.ERR_CHANOPRIVSNEEDED, f"#{room.name}", "You're not channel operator")
+            self._room_modes(room, msg.params[1], list(msg.params[2:]), now)
         return
-    if self.hall.users.get(name_key(target)) is not me:
-        if name_key(target) in self.hall.users:
+    found = self.hall.users.get(name_key(target)) if len(target) <= 64 else None
+    if found is not me:
+        if found is not None:
             self._reply(m.ERR_USERSDONTMATCH, "Can't change mode for other users")
         else:
             self._reply(m.ERR_NOSUCHNICK, clip(target, 40), "No such nick/channel")
         return
     if len(msg.params) == 1:
-        self._reply(m.RPL_UMODEIS, "+i" if self.invisible else "+")
+        self._reply(m.RPL_UMODEIS, "+" + ("i" if self.invisible else "") + ("o" if me.oper else ""))
         return
-    # Only +i exists (nothing here lists users by mask, so it changes nothing
-    # else); clients set it by default and expect it acknowledged.
+    # Only +i can be set (nothing lists users by mask but WHO); -o drops operator status.
     change, sign = "", ""
     for flag in msg.params[1]:
         if flag in "+-":
             sign = flag
+        elif flag == "o" and sign == "-" and me.oper:
+            me.oper = False
+            change += "-o"
+        elif flag == "o":
+            continue  # +o is given by OPER only
         elif flag != "i":
             self._reply(m.ERR_UMODEUNKNOWNFLAG, "Unknown MODE flag")
         elif sign and (sign == "+") != self.invisible:
             self.invisible = me.invisible = sign == "+"
-            change = f"{sign}i"
+            change += f"{sign}i"
     if change:
         self.send(f":{me.prefix} MODE {me.name} :{change}\r\n".encode())
+
+
 
 
 @_handles("KICK")
@@ -598,10 +786,13 @@ def _kick(self: IrcSession, msg: Message, now: float) -> None:
     room = self._room_named(msg.params[0])
     if room is None:
         self._reply(m.ERR_NOSUCHCHANNEL, clip(msg.params[0], 40), "No such channel")
-    elif self._me not in room.members:
-        self._reply(m.ERR_NOTONCHANNEL, f"#{room.name}", "You're not on that channel")
-    else:
-        self._reply(m.ERR_CHANOPRIVSNEEDED, f"#{room.name}", "You're not channel operator")
+        return
+    reason = msg.params[2] if len(msg.params) > 2 else ""
+    for name in msg.params[1].split(",")[:TARGETS_MAX]:
+        try:
+            self.hall.kick(self._me, room, name, reason, now)
+        except ChatError as exc:
+            self._refused(room, exc, name)
 
 
 @_handles("INVITE")
@@ -609,19 +800,21 @@ def _invite(self: IrcSession, msg: Message, now: float) -> None:
     if not self._need(msg, 2):
         return
     me = self._me
-    target = self.hall.users.get(name_key(msg.params[0]))
+    target = self.hall.users.get(name_key(msg.params[0])) if len(msg.params[0]) <= 64 else None
     room = self._room_named(msg.params[1])
     if target is None:
         self._reply(m.ERR_NOSUCHNICK, clip(msg.params[0], 40), "No such nick/channel")
     elif room is None:
         self._reply(m.ERR_NOSUCHCHANNEL, clip(msg.params[1], 40), "No such channel")
-    elif me not in room.members:
-        self._reply(m.ERR_NOTONCHANNEL, f"#{room.name}", "You're not on that channel")
     elif target in room.members:
         self._reply(m.ERR_USERONCHANNEL, target.name, f"#{room.name}", "is already on channel")
     else:
+        try:
+            self.hall.invite(me, target, room, now)
+        except ChatError as exc:
+            self._refused(room, exc)
+            return
         self._reply(m.RPL_INVITING, target.name, f"#{room.name}")
-        self.hall.invite(me, target, room, now)
 
 
 # -- messages -------------------------------------------------------------------------------
@@ -656,11 +849,12 @@ def _privmsg(self: IrcSession, msg: Message, now: float) -> None:
             if room is None:
                 if not notice:
                     self._reply(m.ERR_NOSUCHCHANNEL, clip(target, 40), "No such channel")
-            elif me not in room.members:
-                if not notice:
-                    self._reply(m.ERR_CANNOTSENDTOCHAN, f"#{room.name}", "Cannot send to channel")
             else:
-                self.hall.say(me, room, text, now, kind)
+                try:
+                    self.hall.say(me, room, text, now, kind)
+                except ChatError as exc:  # outside the room (+n), moderated (+m), muted
+                    if not notice:
+                        self._reply(m.ERR_CANNOTSENDTOCHAN, f"#{room.name}", f"Cannot send to channel: {exc}")
             continue
         try:
             recipient = self.hall.direct(me, target, text, now, kind)
@@ -720,10 +914,14 @@ def _whois(self: IrcSession, msg: Message, now: float) -> None:
         self._reply(m.RPL_ENDOFWHOIS, clip(nick, 40), "End of /WHOIS list")
         return
     self._reply(m.RPL_WHOISUSER, user.name, user.ident, user.host, "*", user.realname or user.name)
-    rooms = [f"#{r.name}" for r in user.rooms if not r.locked or me in r.members]
+    rooms = [f"{self._prefixes(user, r)}#{r.name}" for r in user.rooms if self._visible(r)]
     if rooms:
         self._reply(m.RPL_WHOISCHANNELS, user.name, " ".join(rooms))
     self._reply(m.RPL_WHOISSERVER, user.name, self.server, f"pychat {VERSION}")
+    if user.oper:
+        self._reply(m.RPL_WHOISOPERATOR, user.name, "is an IRC operator")
+    if user.account is not None:
+        self._reply(m.RPL_WHOISACCOUNT, user.name, self.hall.accounts[user.account].name, "is logged in as")
     if user.away is not None:
         self._reply(m.RPL_AWAY, user.name, user.away)
     self._reply(m.RPL_ENDOFWHOIS, user.name, "End of /WHOIS list")
@@ -809,11 +1007,66 @@ def _whowas(self: IrcSession, msg: Message, now: float) -> None:
 
 @_handles("OPER")
 def _oper(self: IrcSession, msg: Message, now: float) -> None:
-    if self._need(msg, 2):
+    """OPER ACCOUNT PASSWORD: the account must be one of --oper."""
+    if not self._need(msg, 2):
+        return
+    me = self._me
+    try:
+        account = self.hall.authenticate(msg.params[0], msg.params[1], self.address, now)
+    except ChatError as exc:
+        self._reply(m.ERR_PASSWDMISMATCH, f"Password incorrect ({exc})")
+        return
+    if account.key not in self.hall.opers:
         self._reply(m.ERR_NOOPERHOST, "No O-lines for your host")
+        return
+    me.oper = True
+    self._log("%s is a server operator (as %s)", me.name, account.name)
+    self._reply(m.RPL_YOUREOPER, "You are now an IRC operator")
+    self.send(f":{me.prefix} MODE {me.name} :+o\r\n".encode())
 
 
-@_handles("KILL", "WALLOPS", "KLINE", "DIE", "RESTART", "REHASH", "SQUIT", "CONNECT")
+def _not_oper(self: IrcSession) -> bool:
+    if self._me.oper:
+        return False
+    self._reply(m.ERR_NOPRIVILEGES, "Permission Denied- You're not an IRC operator")
+    return True
+
+
+@_handles("KILL")
+def _kill(self: IrcSession, msg: Message, now: float) -> None:
+    if _not_oper(self) or not self._need(msg, 1):
+        return
+    reason = sanitize(msg.params[1])[:REASON_MAX] if len(msg.params) > 1 else ""
+    try:
+        self.hall.kill(self._me, msg.params[0], reason, now)
+    except ChatError:
+        self._reply(m.ERR_NOSUCHNICK, clip(msg.params[0], 40), "No such nick/channel")
+
+
+@_handles("WALLOPS")
+def _wallops(self: IrcSession, msg: Message, now: float) -> None:
+    if _not_oper(self) or not self._need(msg, 1):
+        return
+    self.hall.wall(self._me, sanitize(msg.params[0]), now)
+
+
+@_handles("KLINE")
+def _kline(self: IrcSession, msg: Message, now: float) -> None:
+    """KLINE [DURATION] ADDRESS-OR-CIDR [:REASON] (duration in seconds, or 30m, 2h, 7d)."""
+    if _not_oper(self) or not self._need(msg, 1):
+        return
+    params = list(msg.params)
+    duration = parse_duration(params[0]) if len(params) > 1 else None
+    if duration is not None:
+        params.pop(0)
+    reason = sanitize(params[1])[:REASON_MAX] if len(params) > 1 else ""
+    try:
+        self.hall.kline(self._me, params[0], duration, reason, now)
+    except ChatError as exc:
+        self.send(self._server_notice(str(exc)))
+
+
+@_handles("DIE", "RESTART", "REHASH", "SQUIT", "CONNECT")
 def _operator_only(self: IrcSession, msg: Message, now: float) -> None:
     self._reply(m.ERR_NOPRIVILEGES, "Permission Denied- You're not an IRC operator")
 

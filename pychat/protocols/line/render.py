@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import time
 
-from pychat.core.events import ACTION, Broadcast, Direct, Invited, Joined, Parted, Quit, Renamed, Said
+from pychat.core.events import (ACTION, Broadcast, Direct, Invited, Joined, Kicked, ModeChanged, Parted, Quit,
+                                Renamed, Said, TopicSet, Wall)
 
 _EOL = "\r\n"
 _stamp_second = -1
@@ -112,6 +113,20 @@ class LineRenderer:
 
     def broadcast(self, e: Broadcast) -> bytes:
         return event(e.ts, "(all)", message(e.sender, e.text))
+
+    def topic(self, e: TopicSet) -> bytes:
+        what = f"{e.setter} set the topic: {e.text}" if e.text else f"{e.setter} cleared the topic"
+        return event(e.ts, f"#{e.room}", notice(CHANGED, what))
+
+    def mode(self, e: ModeChanged) -> bytes:
+        return event(e.ts, f"#{e.room}", notice(CHANGED, f"{e.setter} {e.text}"))
+
+    def kicked(self, e: Kicked) -> bytes:
+        reason = f" ({e.reason})" if e.reason else ""
+        return event(e.ts, f"#{e.room}", notice(LEFT, f"{e.target} was kicked by {e.kicker}{reason}"))
+
+    def wall(self, e: Wall) -> bytes:
+        return event(e.ts, "(wall)", message(e.sender, e.text))
 
     def invited(self, e: Invited) -> bytes:
         return info(f"{e.sender} invites you to #{e.room}: /join {e.room}")
