@@ -20,7 +20,8 @@ from pychat.core import roomkeys
 from pychat.core.events import ACTION, MESSAGE, Broadcast, Direct, Joined, Parted, Quit, Renamed, Said
 from pychat.core.history import HistoryStore
 from pychat.core.limits import HallLimits, Rate
-from pychat.core.model import ChatError, Hall, ListOutbox
+from pychat.core.errors import ChatError
+from pychat.core.model import Hall, ListOutbox
 from pychat.core.text import fold, name_key
 from pychat.protocols.line.render import LINE
 

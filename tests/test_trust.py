@@ -25,7 +25,8 @@ from helpers import EVENT, ROOT, LineClient, wait_for
 from pychat.core import roomkeys
 from pychat.core.history import HistoryStore
 from pychat.core.limits import HallLimits, Rate
-from pychat.core.model import ChatError, Hall, ListOutbox
+from pychat.core.errors import ChatError
+from pychat.core.model import Hall, ListOutbox
 from pychat.protocols.line.render import LINE
 
 NOTICE = re.compile(EVENT + r"#\S+ (-->|<--|--) ")

@@ -36,8 +36,7 @@ from pychat.core.history import HistoryStore, StoredEvent
 from pychat.core.limits import (SUSPECT_PENALTY_MAX, SUSPECT_SECONDS, HallLimits, KeyedBuckets, TokenBucket,
                                 seconds_text)
 from pychat.core.accounts import AccountsMixin
-from pychat.core.errors import *  # noqa: F401,F403  (re-exported: sessions use model.ChatError and the codes)
-from pychat.core.errors import (ALREADY_IN_ROOM, BAD_NAME, BAD_ROOM_NAME, NAME_REGISTERED, NAME_TAKEN, NEEDS_KEY,
+from pychat.core.errors import (ALREADY_IN_ROOM, BAD_NAME, BAD_ROOM_NAME, NAME_REGISTERED, NAME_TAKEN,
                                 NO_SUCH_USER, NOT_IN_ROOM, ROOM_EXISTS, ROOM_LIMIT, SAME_NAME, TRY_LATER, WRONG_KEY,
                                 ChatError)
 from pychat.core.records import Ban, Topic

@@ -23,7 +23,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Callable, NamedTuple
 
 from pychat.core.errors import (BAD_ARGUMENT, BANNED, CANNOT_SPEAK, INVITE_ONLY, NEEDS_KEY, NO_SUCH_USER,
-                                NOT_IN_ROOM, NOT_OPERATOR, ROOM_FULL, UNKNOWN_MODE, ChatError)
+                                NOT_IN_ROOM, NOT_OPERATOR, ROOM_FULL, TARGET_NOT_IN_ROOM, UNKNOWN_MODE,
+                                ChatError)
 from pychat.core.events import Kicked, ModeChanged, TopicSet
 from pychat.core.history import NOTICE as STORED_NOTICE
 from pychat.core.masks import ACCOUNT_PREFIX, Subject, matches, normalize_mask
@@ -150,7 +151,7 @@ class ModerationMixin:
         if target is None:
             raise ChatError(f"no such user: {clip(name)}", NO_SUCH_USER)
         if target not in room.members:
-            raise ChatError(f"{target.name} is not in #{room.name}", NOT_IN_ROOM)
+            raise ChatError(f"{target.name} is not in #{room.name}", TARGET_NOT_IN_ROOM)
         return target
 
     # -- entering and speaking ------------------------------------------------

@@ -24,7 +24,8 @@ from pychat import __version__
 from pychat.core import errors as E
 from pychat.core.events import ACTION, MESSAGE, NOTICE, Joined
 from pychat.core.history import HistoryError
-from pychat.core.model import ChatError, Hall, Outbox, Room, User
+from pychat.core.errors import ChatError
+from pychat.core.model import Hall, Outbox, Room, User
 from pychat.core.masks import parse_duration
 from pychat.core.moderation import REASON_MAX, TOPIC_MAX, ModeChange
 from pychat.core.records import Account
@@ -161,6 +162,8 @@ class IrcSession:
         name = head[9:].decode("utf-8", "replace")
         for room in user.rooms:
             if room.name == name:
+                if room.gated:
+                    return False  # the general path answers a refusal with its numeric
                 self.pinged = False
                 self.hall.say(user, room, text, now)
                 return True
@@ -300,7 +303,6 @@ class IrcSession:
 
     def _who_reply(self, user: User, room: Room | None) -> None:
         """RPL_WHOREPLY for USER: in ROOM, or else in a room the asker may see."""
-        me = self._me
         if room is None:
             room = next((r for r in user.rooms if self._visible(r)), None)
         where = f"#{room.name}" if room is not None else "*"
@@ -347,8 +349,8 @@ class IrcSession:
     def _refused(self, room: Room, exc: ChatError, target: str = "") -> None:
         """A moderation refusal as its numeric."""
         where = f"#{room.name}"
-        if exc.code == E.NOT_IN_ROOM and target:
-            self._reply(m.ERR_USERNOTINCHANNEL, target, where, "They aren't on that channel")
+        if exc.code == E.TARGET_NOT_IN_ROOM:
+            self._reply(m.ERR_USERNOTINCHANNEL, clip(target, 40) or "*", where, "They aren't on that channel")
         elif exc.code == E.NOT_IN_ROOM:
             self._reply(m.ERR_NOTONCHANNEL, where, "You're not on that channel")
         elif exc.code == E.NOT_OPERATOR:
@@ -376,7 +378,7 @@ class IrcSession:
             self._refused(room, exc)
             return
         for letter, arg, code, text in refused:
-            if code in (E.NOT_IN_ROOM, E.NO_SUCH_USER):
+            if code in (E.NOT_IN_ROOM, E.TARGET_NOT_IN_ROOM, E.NO_SUCH_USER):
                 self._refused(room, ChatError(text, code), arg or "")
             elif letter == "k" and code == E.BAD_ARGUMENT:
                 self._reply(m.ERR_INVALIDKEY, f"#{room.name}", text)
@@ -671,16 +673,15 @@ def _names(self: IrcSession, msg: Message, now: float) -> None:
 
 @_handles("LIST")
 def _list(self: IrcSession, msg: Message, now: float) -> None:
-    me = self._me
     self._reply(m.RPL_LISTSTART, "Channel", "Users  Name")
     if msg.params and msg.params[0]:
         rooms = [r for r in (self._room_named(t) for t in msg.params[0].split(",")[:TARGETS_MAX]) if r]
     else:
         rooms = self.hall.busiest_rooms(None, LIST_MAX)[1]
     for room in rooms:
-        if room.locked and me not in room.members:
-            continue
-        self._reply(m.RPL_LIST, f"#{room.name}", str(len(room.members)), "")
+        if self._visible(room):
+            topic = room.topic.text if room.topic is not None else ""
+            self._reply(m.RPL_LIST, f"#{room.name}", str(len(room.members)), topic)
     self._reply(m.RPL_LISTEND, "End of /LIST")
 
 
@@ -906,7 +907,6 @@ def _whois(self: IrcSession, msg: Message, now: float) -> None:
     if not msg.params or not msg.params[-1]:
         self._reply(m.ERR_NONICKNAMEGIVEN, "No nickname given")
         return
-    me = self._me
     nick = msg.params[-1].split(",")[0]
     user = self.hall.users.get(name_key(nick))
     if user is None:

@@ -19,7 +19,8 @@ from typing import Callable
 from pychat.core.events import ACTION, MESSAGE
 from pychat.core.history import HistoryError, StoredEvent
 from pychat.core.history import MESSAGE as STORED_MESSAGE
-from pychat.core.model import ChatError, Hall, Outbox, Room, User
+from pychat.core.errors import ChatError
+from pychat.core.model import Hall, Outbox, Room, User
 from pychat.core.text import clip
 from pychat.protocols.line import render
 from pychat.protocols.line.commands import (COMMANDS, Command, UsageError, help_lines, lookup, parse_args,
@@ -111,7 +112,10 @@ class Session:
             return
         elif line[0] != "/":
             for room in user.rooms:  # the common case: a message to the user's one room
-                self.hall.say(user, room, line, now)
+                try:
+                    self.hall.say(user, room, line, now)
+                except ChatError as exc:  # a muted user, a moderated room
+                    self.send(render.error(str(exc)))
                 return
             if lookup(split_command(line)[0]) is not None:
                 self._command(line, now)  # in the hall a command may be typed without its slash
@@ -127,7 +131,10 @@ class Session:
         if room is None:
             self._not_in_room()
         else:
-            self.hall.say(self._me, room, text, now, kind)
+            try:
+                self.hall.say(self._me, room, text, now, kind)
+            except ChatError as exc:
+                self.send(render.error(str(exc)))
 
     def disconnected(self, reason: str, now: float, *, said: bool = False) -> None:
         """The connection is gone (or going): leave the hall.
