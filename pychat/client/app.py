@@ -333,7 +333,7 @@ class ChatState:
         elif line.startswith("* you left #"):
             self.room, self.members, self.count = None, set(), 0
         elif (m := _ROOMINFO.match(line)) and m.group(1) == self.room:
-            self.members = set(m.group(2).split(", "))
+            self.members = {name.lstrip("@+") for name in m.group(2).split(", ")}  # @ operator, + voiced
             self.count = len(self.members)
         elif event is not None and event.group(2) == f"#{self.room}" and not self.replaying:
             self._room_event(event.group(3))
@@ -352,6 +352,8 @@ class ChatState:
         elif kind == "<--":
             self.members.discard(who)
             self.count = max(0, self.count - 1)
+            if who == self.name and rest.startswith("was kicked by "):
+                self.room, self.members, self.count = None, set(), 0
         elif renamed := _RENAMED.match(rest):
             self.members.discard(who)
             self.members.add(renamed.group(1))

@@ -222,6 +222,10 @@ class AccountsMixin:
         target = self.users.get(key)
         return target.name if target is not None else name
 
+    def ignored_names(self, user: User) -> list[str]:
+        """USER's ignore list: names as shown when online, else as kept."""
+        return [self.users[key].name if key in self.users else key for key in user.ignoring]
+
     def unignore(self, user: User, name: str) -> None:
         key = name_key(name) if len(name) <= MAX_TYPED else ""
         if key not in user.ignoring:

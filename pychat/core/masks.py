@@ -45,6 +45,15 @@ def parse_duration(text: str) -> float | None:
     return float(seconds) if 0 < seconds <= MAX_DURATION else None
 
 
+def duration_text(seconds: float) -> str:
+    """SECONDS in the largest unit that divides it: '45 s', '30 min', '2 h', '7 d'."""
+    whole = max(1, round(seconds))
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if whole % size == 0:
+            return f"{whole // size} {unit}"
+    return f"{whole} s"
+
+
 def network(text: str) -> Network | None:
     """TEXT as an address or CIDR network, or None."""
     try:

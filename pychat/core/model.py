@@ -226,6 +226,7 @@ class Hall(AccountsMixin, ModerationMixin):
         self.users: dict[str, User] = {}  # name key (pychat.core.text.name_key) -> user
         self.rooms: dict[str, Room] = {}  # room key (pychat.core.text.room_key) -> room
         self._lookalikes: dict[str, Room] = {}  # name_key of a room's name -> room
+        self.secret_rooms: set[Room] = set()  # mode +s: listed only to their members
         self._ranked_rooms: Ranking[Room] = Ranking(_busiest_first)
         self._ranked_users: Ranking[User] = Ranking(_by_name)
         self._rooms_by_address = KeyedBuckets(self.limits.rooms_per_address)
@@ -293,6 +294,10 @@ class Hall(AccountsMixin, ModerationMixin):
         if account is not None:
             self._logged_in(user, account)
         return user
+
+    def find_user(self, name: str) -> User | None:
+        """The user online under NAME (or a name that looks like it)."""
+        return self.users.get(name_key(name)) if len(name) <= MAX_TYPED else None
 
     def cloak(self, address: str) -> str:
         """The host others are shown for ADDRESS: stable for the server's life, not the address."""
@@ -376,6 +381,7 @@ class Hall(AccountsMixin, ModerationMixin):
                 and self.rooms.get(room.key) is room and not self._has_settings(room)):
             del self.rooms[room.key]
             self._ranked_rooms.remove(room)
+            self.secret_rooms.discard(room)
             if self._lookalikes.get(name_key(room.name)) is room:
                 del self._lookalikes[name_key(room.name)]
             self.history.forget_room(room.id)
@@ -407,6 +413,8 @@ class Hall(AccountsMixin, ModerationMixin):
         room = Room(name, self.history.add_room(room_key(name), name, key_hash, now), key_hash, now)
         if key:
             room.good_key = key
+        if room.key == self.default_room:
+            room.modes.discard("t")  # it has no operator to set a locked topic
         if user.account is not None and room_key(name) != self.default_room:
             room.owner = user.account  # a logged-in creator owns the room
             self._save_settings(room)
@@ -679,17 +687,23 @@ class Hall(AccountsMixin, ModerationMixin):
 
     # -- reports ----------------------------------------------------------
 
-    def busiest_rooms(self, pattern: str | None = None, limit: int = LIST_LIMIT) -> tuple[int, list[Room]]:
-        """How many rooms there are (that match PATTERN) and the busiest LIMIT of them.
+    def busiest_rooms(self, pattern: str | None = None, limit: int = LIST_LIMIT,
+                      viewer: User | None = None) -> tuple[int, list[Room]]:
+        """How many rooms VIEWER may see (that match PATTERN) and the busiest LIMIT of them.
 
         PATTERN keeps the rooms whose name contains it (or matches it whole,
-        with * ? or [), ignoring case. The order is kept up to date as
-        members come and go, so this costs what it returns.
+        with * ? or [), ignoring case. A secret room (+s) is seen by its
+        members only. The order is kept up to date as members come and go,
+        so this costs what it returns.
         """
+        hidden = {room for room in self.secret_rooms if viewer not in room.members}
         if pattern:
             match = _matcher(pattern)
-            rooms = [room for room in self._ranked_rooms if match(room.key)]
+            rooms = [room for room in self._ranked_rooms if match(room.key) and room not in hidden]
             return len(rooms), rooms[:limit]
+        if hidden:
+            rooms = [room for room in self._ranked_rooms.first(limit + len(hidden)) if room not in hidden]
+            return len(self.rooms) - len(hidden), rooms[:limit]
         return len(self.rooms), self._ranked_rooms.first(limit)
 
     def users_by_name(self, pattern: str | None = None, limit: int = USERS_LIMIT) -> tuple[int, list[User]]:
@@ -723,6 +737,7 @@ class Hall(AccountsMixin, ModerationMixin):
                 assert room in member.rooms, (member, room)
                 assert self.users.get(member.key) is member, member
         assert list(self._ranked_rooms) == sorted(self.rooms.values(), key=_busiest_first)
+        assert self.secret_rooms == {room for room in self.rooms.values() if "s" in room.modes}
         assert list(self._ranked_users) == sorted(self.users.values(), key=_by_name)
 
 

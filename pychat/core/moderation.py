@@ -27,7 +27,7 @@ from pychat.core.errors import (BAD_ARGUMENT, BANNED, CANNOT_SPEAK, INVITE_ONLY,
                                 ChatError)
 from pychat.core.events import Kicked, ModeChanged, TopicSet
 from pychat.core.history import NOTICE as STORED_NOTICE
-from pychat.core.masks import ACCOUNT_PREFIX, Subject, matches, normalize_mask
+from pychat.core.masks import ACCOUNT_PREFIX, Subject, duration_text, matches, normalize_mask
 from pychat.core.records import Ban, Topic
 from pychat.core.roomkeys import hash_key
 from pychat.core.text import MAX_TYPED, clip, name_key, sanitize
@@ -51,11 +51,16 @@ MODE_WORDS = {
 
 
 class ModeChange(NamedTuple):
-    """One change of a MODE request: '+' or '-', the letter, and its argument."""
+    """One change of a MODE request: '+' or '-', the letter, and its argument.
+
+    Letters are IRC's, plus ``q`` for a mute (IRC writes it ``+b m:MASK``);
+    a ban or mute may last DURATION seconds.
+    """
 
     sign: str
     letter: str
     arg: str | None
+    duration: float | None = None
 
 
 class ModeRefusal(NamedTuple):
@@ -73,6 +78,7 @@ class ModerationMixin:
     # The Hall's state this part uses.
     users: dict[str, User]
     rooms: dict[str, Room]
+    secret_rooms: set[Room]
     history: HistoryStore
     uncommitted: list[tuple[bytes, User | None]]
     touched: set[Room]
@@ -91,6 +97,8 @@ class ModerationMixin:
             room.topic = Topic(stored.topic, stored.topic_by or "", stored.topic_at or 0.0)
         room.modes = set(stored.modes or "") & set(FLAGS)
         room.limit = stored.user_limit
+        if "s" in room.modes:
+            self.secret_rooms.add(room)
 
     def _load_room_rules(self) -> None:
         by_id = {room.id: room for room in self.rooms.values()}
@@ -125,7 +133,7 @@ class ModerationMixin:
     def _require_operator(self, user: User, room: Room) -> None:
         if user not in room.members:
             raise ChatError(f"you are not in #{room.name}", NOT_IN_ROOM)
-        if user not in room.ops:
+        if user not in room.ops and not user.oper:  # server operators run every room
             raise ChatError(f"only operators of #{room.name} may do that", NOT_OPERATOR)
 
     def _restore_roles(self, user: User, room: Room) -> None:
@@ -189,7 +197,7 @@ class ModerationMixin:
 
     def _check_voice(self, user: User, room: Room, now: float) -> None:
         """In a moderated room, or one with mutes: raise ChatError unless USER may speak."""
-        if user in room.ops:
+        if user in room.ops or user.oper:
             return
         if room.mutes and self._find_ban(room.mutes, user, room, "m", now):
             raise ChatError(f"you are muted in #{room.name}", CANNOT_SPEAK)
@@ -214,7 +222,7 @@ class ModerationMixin:
     def set_topic(self, user: User, room: Room, text: str, now: float) -> None:
         if user not in room.members:
             raise ChatError(f"you are not in #{room.name}", NOT_IN_ROOM)
-        if "t" in room.modes and user not in room.ops:
+        if "t" in room.modes and user not in room.ops and not user.oper:
             raise ChatError(f"the topic of #{room.name} is locked: only operators set it", NOT_OPERATOR)
         text = sanitize(text).strip()[:TOPIC_MAX]
         room.topic = Topic(text, user.name, now) if text else None
@@ -233,12 +241,12 @@ class ModerationMixin:
         words: list[str] = []
         for change in changes[:12]:
             try:
-                word = self._change_mode(user, room, change, now)
+                word, shown = self._change_mode(user, room, change, now)
             except ChatError as exc:
                 refused.append(ModeRefusal(change.letter, change.arg, exc.code, str(exc)))
                 continue
             if word:
-                made.append(change)
+                made.append(change._replace(arg=shown))
                 words.append(word)
         if made:
             self._save_settings(room)
@@ -247,52 +255,59 @@ class ModerationMixin:
             self._tell_room(room, lambda r: r.mode(event))
         return made, refused
 
-    def _change_mode(self, user: User, room: Room, change: ModeChange, now: float) -> str:
-        """Make one change; its description in words, or "" if it changed nothing."""
-        sign, letter, arg = change
+    def _change_mode(self, user: User, room: Room, change: ModeChange, now: float) -> tuple[str, str | None]:
+        """Make one change: its description in words ("" if it changed
+        nothing) and its argument as the room is shown it."""
+        sign, letter, arg, duration = change
         on = sign == "+"
         if letter in FLAGS:
             if (letter in room.modes) == on:
-                return ""
+                return "", None
             (room.modes.add if on else room.modes.discard)(letter)
             room.gated = "m" in room.modes or bool(room.mutes)
-            return MODE_WORDS[letter][0 if on else 1]
+            (self.secret_rooms.add if "s" in room.modes else self.secret_rooms.discard)(room)
+            return MODE_WORDS[letter][0 if on else 1], None
         if letter == "l":
             if not on:
                 if room.limit is None:
-                    return ""
+                    return "", None
                 room.limit = None
-                return "lifted the member limit"
+                return "lifted the member limit", None
             if arg is None or not arg.isdigit() or not 0 < int(arg) <= 100_000:
                 raise ChatError(f"a member limit is a number from 1 to 100000, not {clip(arg or '')!r}", BAD_ARGUMENT)
             room.limit = int(arg)
-            return f"limited the room to {room.limit} members"
+            return f"limited the room to {room.limit} members", arg
         if letter == "k":
             if not on:
                 if room.key_hash is None:
-                    return ""
+                    return "", None
                 room.key_hash, room.good_key = None, None
                 self.history.set_room_key(room.id, None)
-                return "removed the room's key"
+                return "removed the room's key", None
             if not arg or " " in arg or len(arg) > 64:
                 raise ChatError("a key is 1-64 characters, without spaces", BAD_ARGUMENT)
             self._spend_slow_check(user.address, now)  # hashing a key costs a check
             room.key_hash, room.good_key = hash_key(arg), arg
             self.history.set_room_key(room.id, room.key_hash)
-            return "locked the room with a key"
+            return "locked the room with a key", arg
         if letter in "ov":
             if arg is None:
                 raise ChatError(f"+{letter} needs a name", BAD_ARGUMENT)
-            return self._set_role(room, self._member(room, arg), letter, on)
-        if letter == "b" and arg is not None:
-            if on:
-                return f"banned {self.ban(user, room, arg, None, now)}"
-            return f"lifted the ban on {self.unban(user, room, arg, now)}"
+            target = self._member(room, arg)
+            return self._set_role(room, target, letter, on), target.name
+        if letter in "bq" and arg is not None:
+            kind = "b" if letter == "b" else "m"
+            if not on:
+                shown = self.unban(user, room, arg, now, kind)
+                return (f"lifted the ban on {shown}" if kind == "b" else f"let {shown} speak again"), shown
+            shown = self.ban(user, room, arg, duration, now, kind)
+            lasting = f" for {duration_text(duration)}" if duration else ""
+            return (f"banned {shown}{lasting}" if kind == "b" else f"muted {shown}{lasting}"), shown
         raise ChatError(f"unknown mode {letter!r}", UNKNOWN_MODE)
 
     def _set_role(self, room: Room, target: User, letter: str, on: bool) -> str:
         people, accounts = (room.ops, room.op_accounts) if letter == "o" else (room.voiced, room.voice_accounts)
-        what = "an operator" if letter == "o" else "a voice in the room"
+        what = "an operator" if letter == "o" else "a voice"
         if (target in people) == on:
             return ""
         if not on and letter == "o" and target.account is not None and target.account == room.owner:
@@ -301,7 +316,9 @@ class ModerationMixin:
         if target.account is not None:  # a role given to an account is kept
             (accounts.add if on else accounts.discard)(target.account)
             self.history.save_role(room.id, target.account, letter if on else None)
-        return f"made {target.name} {what}" if on else f"took {what} from {target.name}"
+        if letter == "v":
+            return f"gave {target.name} a voice" if on else f"took the voice of {target.name}"
+        return f"made {target.name} {what}" if on else f"took operator from {target.name}"
 
     # -- kicks, bans, mutes, invitations -----------------------------------------------
 
@@ -375,11 +392,17 @@ class ModerationMixin:
                 self.history.delete_ban(room.id, kind, mask)
         return list(table.values())
 
+    def banned_members(self, room: Room, now: float) -> list[User]:
+        """The members of ROOM a ban in force covers."""
+        if not room.bans:
+            return []
+        return [member for member in room.members if self._find_ban(room.bans, member, room, "b", now)]
+
     def allow_in(self, user: User, target: User, room: Room, now: float) -> None:
         """USER invites TARGET: it may join ROOM for an hour, invite-only or banned."""
         if user not in room.members:
             raise ChatError(f"you are not in #{room.name}", NOT_IN_ROOM)
-        if "i" in room.modes and user not in room.ops:
+        if "i" in room.modes and user not in room.ops and not user.oper:
             raise ChatError(f"#{room.name} is invite-only: only its operators invite", NOT_OPERATOR)
         if len(room.invited) > 1000:
             room.invited = {k: t for k, t in room.invited.items() if t > now}
@@ -393,8 +416,8 @@ def _modestring(changes: list[ModeChange]) -> tuple[str, tuple[str, ...]]:
         if change.sign != sign:
             out.append(change.sign)
             sign = change.sign
-        out.append(change.letter)
-        if change.arg is not None and (change.letter in "ovb" or change.sign == "+" and change.letter in "kl"):
-            args.append("*" if change.letter == "k" else change.arg)
+        out.append("b" if change.letter == "q" else change.letter)  # IRC's mute: +b m:MASK
+        if change.arg is not None and (change.letter in "ovbq" or change.sign == "+" and change.letter in "kl"):
+            args.append("*" if change.letter == "k" else f"m:{change.arg}" if change.letter == "q" else change.arg)
     return "".join(out), tuple(args)
 

@@ -29,6 +29,8 @@ def password_problem(password: str) -> str | None:
         return f"a password needs at least {MIN_LENGTH} characters"
     if len(password) > MAX_LENGTH:
         return f"a password has at most {MAX_LENGTH} characters"
+    if password != password.strip():
+        return "a password cannot start or end with a space"  # the line protocol could not send it
     return None
 
 

@@ -273,7 +273,7 @@ class IrcSession:
         self._reply(m.RPL_CREATED, "This server was created when it started")
         self._reply(m.RPL_MYINFO, self.server, VERSION, "io", "biklmnostv", "bklov")
         tokens = [f"AWAYLEN={AWAY_MAX}", "CASEMAPPING=ascii", "CHANLIMIT=#:", "CHANMODES=b,k,l,imnst",
-                  f"CHANNELLEN={MAX_ROOM + 1}", "CHANTYPES=#", "ELIST=", f"MAXTARGETS={TARGETS_MAX}",
+                  f"CHANNELLEN={MAX_ROOM + 1}", "CHANTYPES=#", "ELIST=", "EXTBAN=,m", f"MAXTARGETS={TARGETS_MAX}",
                   f"MODES={MODES_MAX}", f"NETWORK={NETWORK}", f"NICKLEN={MAX_NAME}", "PREFIX=(ov)@+",
                   f"TOPICLEN={TOPIC_MAX}", f"KICKLEN={REASON_MAX}",
                   f"TARGMAX=JOIN:,PART:,PRIVMSG:{TARGETS_MAX},NOTICE:{TARGETS_MAX},WHOIS:1,NAMES:1",
@@ -369,6 +369,8 @@ class IrcSession:
         if ban_list:
             for ban in self.hall.ban_list(room, now):
                 self._reply(m.RPL_BANLIST, f"#{room.name}", ban.shown, ban.by, str(int(ban.at)))
+            for mute in self.hall.ban_list(room, now, "m"):
+                self._reply(m.RPL_BANLIST, f"#{room.name}", f"m:{mute.shown}", mute.by, str(int(mute.at)))
             self._reply(m.RPL_ENDOFBANLIST, f"#{room.name}", "End of channel ban list")
         if not changes:
             return
@@ -677,7 +679,7 @@ def _list(self: IrcSession, msg: Message, now: float) -> None:
     if msg.params and msg.params[0]:
         rooms = [r for r in (self._room_named(t) for t in msg.params[0].split(",")[:TARGETS_MAX]) if r]
     else:
-        rooms = self.hall.busiest_rooms(None, LIST_MAX)[1]
+        rooms = self.hall.busiest_rooms(None, LIST_MAX, self.user)[1]
     for room in rooms:
         if self._visible(room):
             topic = room.topic.text if room.topic is not None else ""
@@ -718,6 +720,8 @@ def _mode_changes(modestring: str, args: list[str]) -> tuple[list[ModeChange], l
             sign = letter
         elif letter == "b" and not args:
             ban_list = True
+        elif letter == "b" and args and args[0].startswith("m:"):  # a mute, as the EXTBAN token says
+            changes.append(ModeChange(sign, "q", args.pop(0)[2:]))
         elif letter in "ovb" or letter in "kl" and sign == "+":
             changes.append(ModeChange(sign, letter, args.pop(0) if args else None))
         elif letter in "k":

@@ -15,11 +15,13 @@ from pychat.core.text import unquote
 
 @dataclass(frozen=True, slots=True)
 class Param:
-    """One argument. A ``rest`` parameter takes the rest of the line."""
+    """One argument. A ``rest`` parameter takes the rest of the line; a
+    ``verbatim`` one takes it as typed (a password keeps its quotes)."""
 
     name: str
     optional: bool = False
     rest: bool = False
+    verbatim: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +42,10 @@ class Command:
 
 _NAME = Param("NAME")
 _TEXT = Param("TEXT", rest=True)
+_PASSWORD = Param("PASSWORD", rest=True, verbatim=True)
+_REASON = Param("REASON", optional=True, rest=True)
+_DURATION = Param("DURATION", optional=True)
+DURATIONS = "DURATION is seconds or a number with s, m, h or d (30m, 2h, 7d; at most 366d)."
 
 COMMANDS: Final[tuple[Command, ...]] = (
     Command("help", ("manual", "?"), (Param("COMMAND", optional=True),),
@@ -63,7 +69,7 @@ COMMANDS: Final[tuple[Command, ...]] = (
     Command("leave", ("part",), (),
             "leave your room, back to the hall"),
     Command("roominfo", ("who", "names"), (),
-            "your room's name and members"),
+            "your room's name, topic, modes and members (@ operator, + voiced)"),
     Command("users", (), (Param("PATTERN", optional=True),),
             "everyone online and their rooms; a locked room shows as a private room to others",
             "Shows at most 100 users and how many more there are; PATTERN keeps the names that "
@@ -80,8 +86,77 @@ COMMANDS: Final[tuple[Command, ...]] = (
             "action in your room: * NAME TEXT"),
     Command("history", (), (Param("N", optional=True),),
             "the last N (default 20, at most 500) messages of your room"),
-    Command("quit", ("exit",), (Param("REASON", optional=True, rest=True),),
+    Command("quit", ("exit",), (_REASON,),
             "say goodbye and disconnect; your room sees that you quit"),
+    # Accounts
+    Command("register", (), (_PASSWORD,),
+            "reserve your current name; from then on it needs the password",
+            "A password has 8-256 characters and may contain spaces. Names that look like yours "
+            "(ALICE, Cyrillic a) are reserved too. Rooms you create while logged in are yours."),
+    Command("login", ("identify",), (_NAME, _PASSWORD),
+            "log in to a registered name (you take that name)",
+            "At the name prompt, typing a registered name asks for its password instead."),
+    Command("logout", (), (),
+            "log out; you go on under a guest name"),
+    Command("password", (), (Param("OLD"), Param("NEW", rest=True, verbatim=True)),
+            "change your account's password",
+            "OLD is one word; NEW may contain spaces."),
+    Command("unregister", (), (_PASSWORD,),
+            "delete your account: its name is free again, its rooms unowned"),
+    # Rooms
+    Command("topic", (), (Param("TEXT", optional=True, rest=True),),
+            "show or set your room's topic (operators only when it is locked)",
+            "/topic with a single - clears the topic."),
+    Command("op", (), (_NAME,),
+            "make someone an operator of your room (operators only)",
+            "A logged-in user keeps the role: it comes back when they rejoin."),
+    Command("deop", (), (_NAME,),
+            "take operator from someone (not from the room's owner)"),
+    Command("voice", (), (_NAME,),
+            "let someone speak in your moderated room"),
+    Command("devoice", (), (_NAME,),
+            "take voice from someone"),
+    Command("kick", (), (_NAME, _REASON),
+            "remove someone from your room (they may come back unless banned)"),
+    Command("ban", (), (Param("NAME-OR-MASK"), _DURATION),
+            "keep someone out of your room, for good or for DURATION",
+            "A name bans that user's account if logged in, else the name. A mask is $a:ACCOUNT, "
+            "nick!user@host with * and ?, or an address or network (10.0.0.0/8). " + DURATIONS),
+    Command("unban", (), (Param("MASK"),),
+            "lift a ban"),
+    Command("bans", (), (),
+            "your room's bans and mutes"),
+    Command("invite", (), (_NAME,),
+            "ask someone into your room (and let them in if it is invite-only or they are banned)",
+            "An invitation holds for an hour. In an invite-only room only operators invite."),
+    Command("mode", ("set",), (Param("CHANGES", optional=True, rest=True),),
+            "show or change your room's modes: +i invite-only, +m moderated, +t topic locked",
+            "Several at once: /mode +im-t. Also +s (secret: hidden from /list), +k KEY (locked), "
+            "+l N (at most N members), and - to undo each. Operators only."),
+    Command("mute", (), (_NAME, _DURATION),
+            "silence someone in your room, for good or for DURATION",
+            "NAME may be a mask as for /ban. " + DURATIONS),
+    Command("unmute", (), (_NAME,),
+            "let someone speak again"),
+    # Your own view
+    Command("ignore", (), (_NAME,),
+            "stop seeing someone's messages, actions, direct messages and broadcasts",
+            "Your own list (at most 100 names), kept with your account if you are logged in. "
+            "They are not told."),
+    Command("unignore", (), (_NAME,),
+            "see someone's messages again"),
+    Command("ignores", (), (),
+            "the names you ignore"),
+    # Server operators
+    Command("kill", (), (_NAME, _REASON),
+            "disconnect someone (server operators)"),
+    Command("kline", (), (Param("ADDRESS-OR-CIDR"), _DURATION, Param("REASON", optional=True, rest=True)),
+            "ban an address or network from the server (server operators)",
+            "Its users are disconnected and new connections refused. " + DURATIONS),
+    Command("unkline", (), (Param("ADDRESS-OR-CIDR"),),
+            "lift a server ban (server operators)"),
+    Command("wall", (), (_TEXT,),
+            "a message to everyone online (server operators)"),
 )
 
 _BY_WORD: Final[dict[str, Command]] = {
@@ -112,7 +187,9 @@ def parse_args(cmd: Command, rest: str) -> list[str]:
     """
     args: list[str] = []
     for param in cmd.params:
-        if param.rest:
+        if param.rest and param.verbatim:
+            value, rest = rest.strip(), ""
+        elif param.rest:
             value = unquote(rest.strip()) if rest.strip() else ""
             rest = ""
         else:

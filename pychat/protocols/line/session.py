@@ -19,12 +19,14 @@ from typing import Callable
 from pychat.core.events import ACTION, MESSAGE
 from pychat.core.history import HistoryError, StoredEvent
 from pychat.core.history import MESSAGE as STORED_MESSAGE
-from pychat.core.errors import ChatError
+from pychat.core.errors import NO_SUCH_USER, TARGET_NOT_IN_ROOM, ChatError
+from pychat.core.masks import duration_text, parse_duration
 from pychat.core.model import Hall, Outbox, Room, User
+from pychat.core.moderation import ModeChange
 from pychat.core.text import clip
 from pychat.protocols.line import render
-from pychat.protocols.line.commands import (COMMANDS, Command, UsageError, help_lines, lookup, parse_args,
-                                            split_command)
+from pychat.protocols.line.commands import (COMMANDS, DURATIONS, Command, UsageError, help_lines, lookup,
+                                            parse_args, split_command)
 
 log = logging.getLogger("pychat.protocols.line.session")
 
@@ -53,7 +55,7 @@ class Session:
 
     wants_text = True  # the server hands this session decoded, clean lines
 
-    __slots__ = ("hall", "outbox", "send", "peer", "address", "default_room", "user", "closing")
+    __slots__ = ("hall", "outbox", "send", "peer", "address", "default_room", "user", "closing", "asked")
 
     def __init__(self, hall: Hall, outbox: Outbox, peer: str = "", default_room: str = "general",
                  address: str = "") -> None:
@@ -67,6 +69,8 @@ class Session:
         # Set when the session has said goodbye: the connection closes once
         # its output is flushed.
         self.closing = False
+        # The registered name whose password the prompt asked for, if any.
+        self.asked: str | None = None
 
     def _log(self, level: int, msg: str, *args: object) -> None:
         """Log about this client; the log throttles each address (pychat.server.logsink)."""
@@ -152,7 +156,11 @@ class Session:
     # -- registration -----------------------------------------------------
 
     def _at_prompt(self, answer: str, now: float) -> None:
-        """The answer to the name prompt: a name, or /quit or /help."""
+        """The answer to the name prompt: a name, the password of a registered
+        name, or /quit, /help or /login NAME PASSWORD."""
+        if self.asked is not None:
+            self._password_answer(self.asked, answer, now)
+            return
         if answer.startswith("/") and not answer.startswith("//"):
             word, rest = split_command(answer[1:])
             cmd = lookup(word)
@@ -162,6 +170,13 @@ class Session:
             elif cmd is not None and cmd.name == "help":
                 self._command(answer[1:], now)
                 self.send(render.info(NAME_PROMPT))
+            elif cmd is not None and cmd.name == "login":
+                try:
+                    name, password = parse_args(cmd, rest)
+                except UsageError as exc:
+                    self.send(render.error(str(exc)) + render.info(NAME_PROMPT))
+                    return
+                self._log_in_at_prompt(name, password, now)
             else:
                 self.send(render.error("choose a name first (or /quit to leave, /help for the commands)")
                           + render.info(NAME_PROMPT))
@@ -170,14 +185,47 @@ class Session:
 
     def _choose_name(self, name: str, now: float) -> None:
         hall = self.hall
+        # A registered name, or one that looks like it (ALICE, Cyrillic a), asks for its password.
+        account = hall.account_for(name) if name else None
+        if account is not None and account.key not in hall.users:
+            self.asked = account.key
+            self.send(render.info(f"{account.name} is a registered name: type its password "
+                                  "(or press Enter to choose another name)"))
+            return
         try:
             user = hall.register(name or hall.guest_name(), self.outbox, render.LINE, self.address)
         except ChatError as exc:
             self.send(render.error(str(exc)) + render.info(NAME_PROMPT))
             return
+        self._welcome(user, now)
+
+    def _password_answer(self, key: str, password: str, now: float) -> None:
+        """The answer to 'type its password': log in, or back to the name prompt."""
+        self.asked = None
+        account = self.hall.accounts.get(key)
+        if not password or account is None:  # Enter, or the account was deleted meanwhile
+            self.send(render.info(NAME_PROMPT))
+            return
+        self._log_in_at_prompt(account.name, password, now)
+
+    def _log_in_at_prompt(self, name: str, password: str, now: float) -> None:
+        hall = self.hall
+        try:
+            account = hall.authenticate(name, password, self.address, now)
+            user = hall.register(account.name, self.outbox, render.LINE, self.address, account=account.key)
+        except ChatError as exc:
+            self.send(render.error(str(exc)) + render.info(NAME_PROMPT))
+            return
+        self._welcome(user, now)
+
+    def _welcome(self, user: User, now: float) -> None:
+        """USER has a name: greet it, show the rooms, enter the default room."""
+        hall = self.hall
         self.user = user
-        self._log(logging.INFO, "%s registered as %s", self.peer, user.name)
-        out = [render.info(f"hello {user.name}! /help lists the commands")]
+        self._log(logging.INFO, "%s registered as %s%s", self.peer, user.name,
+                  " (logged in)" if user.account is not None else "")
+        logged_in = " you are logged in;" if user.account is not None else ""
+        out = [render.info(f"hello {user.name}!{logged_in} /help lists the commands")]
         if hall.rooms or not self.default_room:
             out.extend(render.info(line) for line in self._room_list(None, GREETING_ROOMS))
         self.send(b"".join(out))
@@ -227,7 +275,7 @@ class Session:
         self.send(data)
 
     def _room_list(self, pattern: str | None, limit: int) -> list[str]:
-        total, rooms = self.hall.busiest_rooms(pattern, limit)
+        total, rooms = self.hall.busiest_rooms(pattern, limit, self.user)
         if not total:
             return [f"no room matches {pattern!r}"] if pattern else ["no rooms yet: /join ROOM creates one"]
         lines = [f"{total} {'room' if total == 1 else 'rooms'}, busiest first:"]
@@ -251,8 +299,8 @@ class Session:
             if not user.rooms:
                 where = "the hall"
             else:
-                where = ", ".join("a private room" if room.locked and me not in room.members else f"#{room.name}"
-                                  for room in user.rooms)
+                where = ", ".join(f"#{room.name}" if me in room.members or not (room.locked or "s" in room.modes)
+                                  else "a private room" for room in user.rooms)
             lines.append(f"  {user.name} in {where}")
         if total > len(users):
             lines.append(f"and {total - len(users)} more: /users PATTERN shows the names that contain PATTERN")
@@ -332,8 +380,17 @@ class Session:
         room = self._require_room()
         lock = " (locked)" if room.locked else ""
         count = len(room.members)
-        names = ", ".join(m.name for m in room.members)
-        self._info([f"#{room.name}{lock}: {count} {_users(count)}: {names}"])
+        names = ", ".join(("@" if m in room.ops else "+" if m in room.voiced else "") + m.name
+                          for m in room.members)
+        lines = [f"#{room.name}{lock}: {count} {_users(count)}: {names}"]
+        if room.topic is not None:
+            lines.append(_topic_line(room))
+        modes = _mode_words(room)
+        if modes:
+            lines.append(f"modes: {modes}")
+        if room.owner is not None and room.owner in self.hall.accounts:
+            lines.append(f"owner: {self.hall.accounts[room.owner].name}")
+        self._info(lines)
 
     @_handles("users")
     def _users(self, args: list[str], now: float) -> None:
@@ -373,6 +430,253 @@ class Session:
     def _quit(self, args: list[str], now: float) -> None:
         self.send(render.info(f"goodbye, {self._me.name}!"))
         self.disconnected(args[0] if args else "", now, said=True)
+
+
+    # -- accounts -----------------------------------------------------------
+
+    @_handles("register")
+    def _register(self, args: list[str], now: float) -> None:
+        account = self.hall.register_account(self._me, args[0], now)
+        self.send(render.info(f"the name {account.name} is yours: from now on it needs your password "
+                              f"(/login {account.name} PASSWORD)"))
+        self._log(logging.INFO, "%s registered an account", account.name)
+
+    @_handles("login")
+    def _login(self, args: list[str], now: float) -> None:
+        me = self._me
+        old = me.name
+        account = self.hall.login(me, args[0], args[1], now)
+        if me.name != old:
+            self.send(render.info(f"you are now known as {me.name}"))
+        self.send(render.info(f"you are logged in as {account.name}"))
+        self._log(logging.INFO, "%s logged in as %s", old, account.name)
+
+    @_handles("logout")
+    def _logout(self, args: list[str], now: float) -> None:
+        me = self._me
+        old = self.hall.logout(me, now)
+        self.send(render.info(f"you are now known as {me.name}")
+                  + render.info(f"you are logged out; {old} needs its password again"))
+        self._log(logging.INFO, "%s logged out, now %s", old, me.name)
+
+    @_handles("password")
+    def _password(self, args: list[str], now: float) -> None:
+        self.hall.change_password(self._me, args[0], args[1], now)
+        self.send(render.info("your password is changed"))
+        self._log(logging.INFO, "%s changed its password", self._me.name)
+
+    @_handles("unregister")
+    def _unregister(self, args: list[str], now: float) -> None:
+        me = self._me
+        self.hall.unregister(me, args[0], now)
+        self.send(render.info(f"the account {me.name} is deleted: anyone may take the name once you leave it"))
+        self._log(logging.INFO, "%s deleted its account", me.name)
+
+    # -- rooms --------------------------------------------------------------
+
+    @_handles("topic")
+    def _topic(self, args: list[str], now: float) -> None:
+        room = self._require_room()
+        if not args:
+            self._info([_topic_line(room) if room.topic is not None else f"#{room.name} has no topic"])
+            return
+        self.hall.set_topic(self._me, room, "" if args[0] == "-" else args[0], now)  # the room is told
+
+    def _change(self, change: ModeChange, now: float) -> None:
+        """One mode change in the user's room; the room is told, a refusal raises."""
+        room = self._require_room()
+        made, refused = self.hall.set_modes(self._me, room, [change], now)
+        if refused:
+            raise ChatError(refused[0].text, refused[0].code)
+        if not made:
+            self.send(render.info(_UNCHANGED[change.sign + change.letter].format(name=change.arg, room=room.name)))
+
+    @_handles("op")
+    def _op(self, args: list[str], now: float) -> None:
+        self._change(ModeChange("+", "o", args[0]), now)
+
+    @_handles("deop")
+    def _deop(self, args: list[str], now: float) -> None:
+        self._change(ModeChange("-", "o", args[0]), now)
+
+    @_handles("voice")
+    def _voice(self, args: list[str], now: float) -> None:
+        self._change(ModeChange("+", "v", args[0]), now)
+
+    @_handles("devoice")
+    def _devoice(self, args: list[str], now: float) -> None:
+        self._change(ModeChange("-", "v", args[0]), now)
+
+    @_handles("kick")
+    def _kick(self, args: list[str], now: float) -> None:
+        target = self.hall.kick(self._me, self._require_room(), args[0], args[1] if len(args) > 1 else "", now)
+        self._log(logging.INFO, "%s kicked %s", self._me.name, target.name)
+
+    @_handles("ban")
+    def _ban(self, args: list[str], now: float) -> None:
+        room = self._require_room()
+        self._change(ModeChange("+", "b", args[0], _duration(args, "ban")), now)
+        for member in self.hall.banned_members(room, now):  # a ban keeps them out: those here go
+            if member is not self._me and member not in room.ops:
+                self.hall.kick(self._me, room, member.name, "banned", now)
+
+    @_handles("unban")
+    def _unban(self, args: list[str], now: float) -> None:
+        self._change(ModeChange("-", "b", args[0]), now)
+
+    @_handles("mute")
+    def _mute(self, args: list[str], now: float) -> None:
+        self._change(ModeChange("+", "q", args[0], _duration(args, "mute")), now)
+
+    @_handles("unmute")
+    def _unmute(self, args: list[str], now: float) -> None:
+        self._change(ModeChange("-", "q", args[0]), now)
+
+    @_handles("bans")
+    def _bans(self, args: list[str], now: float) -> None:
+        room = self._require_room()
+        lines = []
+        for kind, what in (("b", "banned"), ("m", "muted")):
+            for ban in self.hall.ban_list(room, now, kind):
+                until = f", for {duration_text(ban.expires - now)} more" if ban.expires is not None else ""
+                lines.append(f"  {what}: {ban.shown} (by {ban.by}{until})")
+        self._info([f"#{room.name}: bans and mutes ({len(lines)})" + (":" if lines else ""), *lines])
+
+    @_handles("invite")
+    def _invite(self, args: list[str], now: float) -> None:
+        room = self._require_room()
+        target = self.hall.find_user(args[0])
+        if target is None:
+            raise ChatError(f"no such user: {clip(args[0])}", NO_SUCH_USER)
+        if target in room.members:
+            raise ChatError(f"{target.name} is in #{room.name} already", TARGET_NOT_IN_ROOM)
+        self.hall.invite(self._me, target, room, now)
+        self.send(render.info(f"you invited {target.name} to #{room.name}"))
+
+    @_handles("mode")
+    def _mode(self, args: list[str], now: float) -> None:
+        room = self._require_room()
+        if not args:
+            self._info([f"#{room.name} modes: {_mode_words(room) or 'none'}"])
+            return
+        changes = _parse_modes(args[0])
+        made, refused = self.hall.set_modes(self._me, room, changes, now)
+        if refused:
+            self.send(b"".join(render.error(r.text) for r in refused))
+        elif not made:
+            self.send(render.info(f"#{room.name} modes are so already: {_mode_words(room) or 'none'}"))
+
+    # -- what a user sees ---------------------------------------------------------
+
+    @_handles("ignore")
+    def _ignore(self, args: list[str], now: float) -> None:
+        me = self._me
+        name = self.hall.ignore(me, args[0])
+        kept = "" if me.account is not None else " (for this session: log in to keep the list)"
+        self.send(render.info(f"you ignore {name} now{kept}"))
+
+    @_handles("unignore")
+    def _unignore(self, args: list[str], now: float) -> None:
+        self.hall.unignore(self._me, args[0])
+        self.send(render.info(f"you see {args[0]} again"))
+
+    @_handles("ignores")
+    def _ignores(self, args: list[str], now: float) -> None:
+        names = sorted(self.hall.ignored_names(self._me))
+        self._info([f"you ignore {len(names)}: {', '.join(names)}" if names else "you ignore nobody"])
+
+    # -- server operators -----------------------------------------------------------
+
+    @_handles("kill")
+    def _kill(self, args: list[str], now: float) -> None:
+        target = self.hall.kill(self._me, args[0], args[1] if len(args) > 1 else "", now)
+        self.send(render.info(f"{target.name} is disconnected"))
+        self._log(logging.WARNING, "%s killed %s", self._me.name, target.name)
+
+    @_handles("kline")
+    def _kline(self, args: list[str], now: float) -> None:
+        mask, reason, duration = args[0], " ".join(args[2:]), None
+        if len(args) > 1:
+            duration = parse_duration(args[1])
+            if duration is None:  # not a duration: the reason's first word
+                reason = " ".join(args[1:])
+        gone = self.hall.kline(self._me, mask, duration, reason, now)
+        lasting = f" for {duration_text(duration)}" if duration else ""
+        self.send(render.info(f"{mask} is banned from the server{lasting}; {len(gone)} disconnected"))
+        self._log(logging.WARNING, "%s banned %s from the server%s", self._me.name, mask, lasting)
+
+    @_handles("unkline")
+    def _unkline(self, args: list[str], now: float) -> None:
+        self.hall.unkline(self._me, args[0])
+        self.send(render.info(f"{args[0]} may connect again"))
+        self._log(logging.WARNING, "%s lifted the server ban on %s", self._me.name, args[0])
+
+    @_handles("wall")
+    def _wall(self, args: list[str], now: float) -> None:
+        self.hall.wall(self._me, args[0], now)
+
+
+# What a mode change that changed nothing says.
+_UNCHANGED = {
+    "+o": "{name} is an operator of #{room} already", "-o": "{name} is not an operator of #{room}",
+    "+v": "{name} has a voice in #{room} already", "-v": "{name} has no voice in #{room}",
+    "+b": "that ban is in place already", "+q": "that mute is in place already",
+}
+
+
+def _duration(args: list[str], what: str) -> float | None:
+    """The optional DURATION of /ban and /mute."""
+    if len(args) < 2:
+        return None
+    duration = parse_duration(args[1])
+    if duration is None:
+        raise UsageError(f"usage: /{what} NAME [DURATION]: {DURATIONS}")
+    return duration
+
+
+def _parse_modes(text: str) -> list[ModeChange]:
+    """``+im -t +k KEY +l 10`` as changes: each letter takes the sign before it;
+    k and l take the next word. Roles, bans and mutes have their own commands."""
+    words = text.split()
+    changes: list[ModeChange] = []
+    sign = ""
+    while words:
+        word = words.pop(0)
+        if word[0] not in "+-":
+            raise UsageError("usage: /mode [+i -i +m -m +t -t +s -s +k KEY -k +l N -l], several at once: /mode +im-t")
+        for letter in word:
+            if letter in "+-":
+                sign = letter
+            elif letter in "kl" and sign == "+":
+                if not words:
+                    raise UsageError(f"usage: /mode +{letter} {'KEY' if letter == 'k' else 'N'}")
+                changes.append(ModeChange(sign, letter, words.pop(0)))
+            elif letter in "imnstkl":
+                changes.append(ModeChange(sign, letter, None))
+            elif letter in "ovbq":
+                raise UsageError("roles, bans and mutes have their own commands: /op, /voice, /ban, /mute")
+            else:
+                raise UsageError(f"unknown mode {letter!r}: /help mode lists them")
+    return changes
+
+
+def _mode_words(room: Room) -> str:
+    """ROOM's modes as people read them."""
+    words = [_MODE_NAMES[letter] for letter in sorted(room.modes) if letter in _MODE_NAMES]
+    if room.locked:
+        words.append("locked with a key")
+    if room.limit is not None:
+        words.append(f"at most {room.limit} members")
+    return ", ".join(words)
+
+
+_MODE_NAMES = {"i": "invite-only", "m": "moderated", "s": "secret", "t": "topic locked"}
+
+
+def _topic_line(room: Room) -> str:
+    topic = room.topic
+    assert topic is not None
+    return f"topic: {topic.text} (set by {topic.by}, {render.stamp(topic.at)[1:-1]})"
 
 
 def _history_lines(room: str, events: list[StoredEvent], clip: int | None) -> list[bytes]:
