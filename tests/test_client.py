@@ -1,5 +1,6 @@
 """The client for real: plain mode in a subprocess, full-screen mode in tmux."""
 
+import os
 import subprocess
 import sys
 
@@ -73,6 +74,45 @@ def test_plain_mode_server_closing_before_the_name_is_accepted_is_status_1(make_
     assert result.stderr.decode().splitlines() == [
         "pychat-client: the server closed the connection before accepting the name bot: server full"]
     holder.close()
+
+
+def register_account(server, name: str, password: str) -> None:
+    """NAME becomes a registered name; its holder then leaves, so the name is free (and reserved)."""
+    owner = server.client(name)
+    owner.send(f"/register {password}")
+    owner.expect(rf"^\* the name {name} is yours")
+    owner.send("/quit")
+    owner.wait_closed()
+
+
+def test_plain_mode_logs_in_to_a_registered_name_with_the_password_from_the_environment(server):
+    register_account(server, "robot", "correct horse")
+    watcher = server.client("watcher")
+    result = subprocess.run([*CLIENT, "127.0.0.1", "--port", str(server.port), "--name", "robot"],
+                            input=b"beep\n", capture_output=True, timeout=30,
+                            env={**os.environ, "PYCHAT_PASSWORD": "correct horse"})
+    assert result.returncode == 0, result.stderr
+    out = result.stdout.decode().splitlines()
+    assert "* hello robot! you are logged in; /help lists the commands" in out
+    watcher.expect(EVENT + r"#general robot: beep$")  # stdin was sent once the name was accepted
+
+
+@pytest.mark.parametrize("password", [None, "wrong password"])
+def test_plain_mode_without_the_right_password_sends_nothing_and_exits_1(server, password):
+    register_account(server, "robot", "correct horse")
+    watcher = server.client("watcher")
+    env = {k: v for k, v in os.environ.items() if k != "PYCHAT_PASSWORD"}
+    if password is not None:
+        env["PYCHAT_PASSWORD"] = password
+    result = subprocess.run([*CLIENT, "127.0.0.1", "--port", str(server.port), "--name", "robot"],
+                            input=b"never sent\n", capture_output=True, timeout=30, env=env)
+    assert result.returncode == 1
+    errors = result.stderr.decode().splitlines()
+    if password is None:
+        assert errors == ["pychat-client: robot is a registered name: set PYCHAT_PASSWORD to its password"]
+    else:
+        assert errors == ["pychat-client: the server refused the name robot: wrong password for robot"]
+    assert not any("never sent" in line or "robot" in line for line in watcher.sync())
 
 
 def test_bad_host_is_one_line_and_status_1():

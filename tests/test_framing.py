@@ -69,6 +69,30 @@ def test_push_and_pop_a_few_at_a_time_gives_the_same_lines(case, max_line, limit
     assert out == reference(data, max_line)
 
 
+@settings(max_examples=300)
+@given(chunked(), st.integers(1, 12), st.lists(st.integers(1, 4), min_size=1, max_size=8),
+       st.lists(st.integers(0, 3), min_size=1, max_size=8))
+def test_lines_given_back_come_first_and_nothing_is_lost(case, max_line, limits, handled):
+    """A held request: the lines cut after it are given back (unread) and
+    popped again first, before the rest of the chunk and the unfinished tail."""
+    data, chunks = case
+    buf = LineBuffer(max_line)
+    out, turn = [], 0
+    for chunk in chunks:
+        buf.push(chunk)
+        while buf.waiting:
+            got = buf.pop(limits[turn % len(limits)])
+            keep = min(len(got), handled[turn % len(handled)])
+            out.extend(got[:keep])
+            buf.unread(got[keep:])  # handled KEEP of them, gave the others back
+            if keep == 0 and got:
+                out.append(got[0])  # at least one each turn, so that the loop ends
+                buf.pop(1)
+            turn += 1
+    out.extend(buf.finish())
+    assert out == reference(data, max_line)
+
+
 def test_waiting_input_stays_one_compact_chunk():
     """21,845 lines in one read are not turned into 21,845 objects while they wait."""
     buf = LineBuffer(4096)

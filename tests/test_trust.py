@@ -7,6 +7,7 @@ Attackers connect from 127.0.0.1; bystanders from other loopback addresses
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 import resource
@@ -121,6 +122,48 @@ def test_key_checks_have_a_per_address_and_a_server_wide_budget(cheap_keys):
     for i in range(20):
         hall.part(friend, vault, "", 121.0)
         hall.join(friend, "vault", "right", 121.0)
+
+
+def registered(srv, names: list[str], password: str) -> None:
+    """Accounts NAMES with PASSWORD, registered one after another (each from its own address); nobody online."""
+    for i, name in enumerate(names):
+        owner = srv.client(name, source=f"127.0.1.{i + 1}")
+        owner.send(f"/register {password}")
+        owner.expect(rf"^\* the name {name} is yours")
+        owner.send("/quit")
+        owner.wait_closed()
+
+
+@pytest.mark.parametrize("flood", [[], ["--flood-rate", "0"]], ids=["flood-control", "no-flood-control"])
+def test_when_the_server_is_busy_checking_passwords_honest_logins_wait_their_turn(make_server, flood):
+    srv = make_server("--log-level", "debug", *flood)
+    names = ["ann", "ben", "cat", "dan"]
+    registered(srv, names, "correct horse")
+    watcher = srv.client("watcher")
+    logins = [LineClient(srv.port, source=f"127.0.2.{i + 1}") for i in range(len(names))]
+    for client, name in zip(logins, names):  # all at once: the server's burst is one password check
+        client.send_raw(f"{name}\r\ncorrect horse\r\nhello from {name}\r\n".encode())
+    for client, name in zip(logins, names):
+        client.expect(rf"^\* hello {name}! you are logged in;")
+        assert not [line for line in client.seen if line.startswith("! ")], client.seen
+    said = [watcher.expect(EVENT + r"#general (\w+): hello from \1$") for _ in names]
+    assert sorted(line.split()[-1] for line in said) == sorted(names)  # each line waited for its login
+    assert wait_for(lambda: "waits" in srv.log(), what="a held check in the log")
+
+
+def test_irc_sasl_logins_wait_their_turn_too(make_server):
+    srv = make_server()
+    names = ["eve", "fay", "gus"]
+    registered(srv, names, "correct horse")
+    clients = [LineClient(srv.irc_port, source=f"127.0.3.{i + 1}") for i in range(len(names))]
+    for client, name in zip(clients, names):
+        creds = base64.b64encode(f"{name}\0{name}\0correct horse".encode()).decode()
+        client.send_raw(("CAP LS 302\r\nCAP REQ :sasl\r\nAUTHENTICATE PLAIN\r\n"
+                         f"AUTHENTICATE {creds}\r\nCAP END\r\nNICK {name}\r\nUSER {name} 0 * :{name}\r\n").encode())
+    for client, name in zip(clients, names):
+        client.expect(r" 903 \S+ :SASL authentication successful$")
+        client.expect(rf" 001 {name} ")
+        assert not [line for line in client.seen if " 904 " in line], client.seen
 
 
 def test_refused_checks_cost_no_hashing(cheap_keys, monkeypatch):

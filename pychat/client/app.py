@@ -27,7 +27,7 @@ from collections import deque
 from typing import Callable
 
 from pychat.protocols.line.commands import COMMANDS, lookup, split_command
-from pychat.client.config import ClientSettings, parse_client_args
+from pychat.client.config import PASSWORD_VARIABLE, ClientSettings, parse_client_args
 from pychat.client.editor import LineEditor
 from pychat.protocols.framing import Frame, LineBuffer
 from pychat.client.keys import KeyParser
@@ -201,6 +201,7 @@ class PlainClient(ClientLoop):
         self.out = sys.stdout
         self.name_pending = settings.name   # sent, not yet accepted by the server
         self.name_error: str | None = None  # the server's `! ` answer to it, if any
+        self.password = settings.password
         if settings.name is not None:
             self.send_line(settings.name)
         else:
@@ -256,6 +257,13 @@ class PlainClient(ClientLoop):
         if line.startswith("* hello "):
             self.name_pending = None
             self._start_stdin()
+        elif PASSWORD_PROMPT.match(line):
+            if self.password is None:
+                self.name_pending = None
+                self.fail(f"{name} is a registered name: set {PASSWORD_VARIABLE} to its password")
+            else:
+                self.send_line(self.password)
+                self.password = None  # a wrong one is not sent again: the prompt then refuses the name
         elif line.startswith("! "):
             self.name_error = line[2:]
         elif line.startswith("* ") and self.name_error is not None:
@@ -292,6 +300,10 @@ _ROOMINFO = re.compile(r"^\* #(\S+?)(?: \(locked\))?: \d+ users?: (.*)$")
 # User text always follows "NAME: " or "* NAME ", so no user can write one.
 _NOTICE = re.compile(r"^(-->|<--|--) (\S+) (.*)$")
 _RENAMED = re.compile(r"^is now known as (\S+)$")
+# The name prompt's question for a registered name (the line protocol's session).
+PASSWORD_PROMPT = re.compile(r"^\* (\S+) is a registered name: type its password")
+# Commands whose line holds a password: kept out of the input history.
+_WITH_PASSWORD = frozenset(cmd for cmd in COMMANDS if cmd.name in ("register", "login", "password", "unregister"))
 _REPLAY = re.compile(r"^\* last (?:\d+ messages|message) of #")
 
 
@@ -437,6 +449,7 @@ class FullScreen(ClientLoop):
         # came: shown after the terminal is restored if the server hangs up.
         self.last_info: tuple[float, str] | None = None
         self.goodbye: str | None = None   # the server's last words, once it has hung up
+        self.password_sent = False        # $PYCHAT_PASSWORD is sent once, not again after a refusal
         try:
             # The size curses started with may already be stale: a resize before
             # our handler was in place, or LINES/COLUMNS in the environment.
@@ -487,8 +500,13 @@ class FullScreen(ClientLoop):
         elif name == "paste":
             self._paste(text)
         else:
+            secret = self.editor.secret
             submitted = self.editor.handle(name, text)
             if submitted is not None:
+                history = self.editor.history
+                if (not secret and history and history[-1] == submitted
+                        and lookup(split_command(submitted.removeprefix("/"))[0]) in _WITH_PASSWORD):
+                    history.pop()  # recalled with Up, a password would show
                 self.submit(submitted)
 
     def _page(self) -> int:
@@ -562,6 +580,12 @@ class FullScreen(ClientLoop):
 
     def on_server_lines(self, lines: list[str]) -> None:
         for line in lines:
+            if PASSWORD_PROMPT.match(line):
+                if self.settings.password and not self.password_sent:
+                    self.password_sent = True
+                    self.send_line(self.settings.password)
+                else:
+                    self.editor.secret = True  # the next line typed is the password
             if self.state.observe(line):
                 self.send_line("/roominfo")  # learn the members, for Tab completion
             self.add_line(style_line(line, self.state.name))
@@ -621,7 +645,8 @@ class FullScreen(ClientLoop):
         if self.more:
             status += "| -- more -- "
         prompt = "> "
-        text, col = fit_input(self.editor.text, self.editor.cursor, max(2, cols - len(prompt) - 1))
+        shown = "*" * len(self.editor.text) if self.editor.secret else self.editor.text
+        text, col = fit_input(shown, self.editor.cursor, max(2, cols - len(prompt) - 1))
         return View(visible, status, prompt, text, len(prompt) + col, self.more)
 
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import os
 from dataclasses import dataclass
 from typing import Sequence
 
 from pychat import __version__
 
 DEFAULT_PORT = 22222
+PASSWORD_VARIABLE = "PYCHAT_PASSWORD"
 
 
 def _port(text: str) -> int:
@@ -24,6 +26,9 @@ class ClientSettings:
     port: int = DEFAULT_PORT
     name: str | None = None
     plain: bool = False
+    # The password of a registered NAME, from the environment (PYCHAT_PASSWORD):
+    # a command-line argument would show in every user's `ps`.
+    password: str | None = None
 
 
 def client_parser() -> argparse.ArgumentParser:
@@ -33,7 +38,8 @@ def client_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("host", help="the server's host name or address")
     p.add_argument("--port", type=_port, default=DEFAULT_PORT, help=f"the server's port (default {DEFAULT_PORT})")
-    p.add_argument("--name", default=None, help="answer the server's name prompt with NAME")
+    p.add_argument("--name", default=None,
+                   help=f"answer the server's name prompt with NAME (a registered name's password: ${PASSWORD_VARIABLE})")
     p.add_argument("--plain", action="store_true",
                    help="line mode: stdin lines go to the server, server lines to stdout "
                         "(the default when stdin is not a terminal)")
@@ -42,4 +48,5 @@ def client_parser() -> argparse.ArgumentParser:
 
 
 def parse_client_args(argv: Sequence[str] | None = None) -> ClientSettings:
-    return ClientSettings(**vars(client_parser().parse_args(argv)))
+    return ClientSettings(**vars(client_parser().parse_args(argv)),
+                          password=os.environ.get(PASSWORD_VARIABLE) or None)

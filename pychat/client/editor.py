@@ -18,6 +18,7 @@ class LineEditor:
         self.history: list[str] = []
         self.history_size = history_size
         self._browse: int | None = None   # index into history while browsing
+        self.secret = False               # a password: drawn as stars, kept out of the history
         self._draft = ""                  # the unsent line, kept while browsing
         self._completer = completer
         self._cycle: tuple[int, int, list[str], int] | None = None  # start, end, candidates, index
@@ -43,7 +44,8 @@ class LineEditor:
 
     def submit(self) -> str:
         line = self.text
-        if line and (not self.history or self.history[-1] != line):
+        secret, self.secret = self.secret, False
+        if line and not secret and (not self.history or self.history[-1] != line):
             self.history.append(line)
             del self.history[:-self.history_size]
         self.text, self.cursor = "", 0

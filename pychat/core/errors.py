@@ -41,3 +41,15 @@ class ChatError(Exception):
     def __init__(self, text: str, code: str = "") -> None:
         super().__init__(text)
         self.code = code
+
+
+class Busy(ChatError):
+    """Not a mistake: the server's budget for slow checks (password and key
+    hashes) is spent for now by others. Sessions hold the request and try it
+    again in WAIT seconds instead of refusing it; where a request cannot be
+    held, it is a refusal like any other, whose text says when to try again.
+    Raised before anything changed, so trying again is safe."""
+
+    def __init__(self, text: str, wait: float) -> None:
+        super().__init__(text, TRY_LATER)
+        self.wait = wait

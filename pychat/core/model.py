@@ -38,7 +38,7 @@ from pychat.core.limits import (SUSPECT_PENALTY_MAX, SUSPECT_SECONDS, HallLimits
 from pychat.core.accounts import AccountsMixin
 from pychat.core.errors import (ALREADY_IN_ROOM, BAD_NAME, BAD_ROOM_NAME, NAME_REGISTERED, NAME_TAKEN,
                                 NO_SUCH_USER, NOT_IN_ROOM, ROOM_EXISTS, ROOM_LIMIT, SAME_NAME, TRY_LATER, WRONG_KEY,
-                                ChatError)
+                                Busy, ChatError)
 from pychat.core.records import Ban, Topic
 from pychat.core.moderation import ModerationMixin
 from pychat.core.ranking import Ranking
@@ -454,11 +454,15 @@ class Hall(AccountsMixin, ModerationMixin):
             if wait > 0:
                 raise ChatError(f"too many {what} checks from your address; try again in {seconds_text(wait)}",
                                 TRY_LATER)
-        shared = self._suspect_checks if self._is_suspect(address, now) else self._checks
+        suspect = self._is_suspect(address, now)
+        shared = self._suspect_checks if suspect else self._checks
         units = min(cost, shared.rate.burst)
         wait = shared.wait(now, units)
         if wait > 0:
-            raise ChatError(f"the server is busy checking {what}s; try again in {seconds_text(wait)}", TRY_LATER)
+            text = f"the server is busy checking {what}s; try again in {seconds_text(wait)}"
+            if suspect:  # a guesser is refused
+                raise ChatError(text, TRY_LATER)
+            raise Busy(text, wait)  # anyone else waits their turn
         shared.take(now, units)
         if self.limits.per_address:
             self._checks_by_address.take(address, now, cost)

@@ -37,7 +37,7 @@ class LineBuffer:
     most one read), instead of becoming thousands of small line objects.
     """
 
-    __slots__ = ("max_line", "_buf", "_discarding", "_chunk", "_pos")
+    __slots__ = ("max_line", "_buf", "_discarding", "_chunk", "_pos", "_held")
 
     def __init__(self, max_line: int = 4096) -> None:
         self.max_line = max_line
@@ -47,6 +47,8 @@ class LineBuffer:
         # A pushed chunk and how far lines have been cut from it.
         self._chunk = b""
         self._pos = 0
+        # Lines cut but given back (unread) to be handled later, before the rest.
+        self._held: list[Frame] = []
 
     @property
     def pending(self) -> int:
@@ -55,8 +57,8 @@ class LineBuffer:
 
     @property
     def waiting(self) -> bool:
-        """True while a pushed chunk has bytes not yet cut into lines."""
-        return self._pos < len(self._chunk)
+        """True while a pushed chunk has bytes not yet cut into lines, or lines were given back."""
+        return self._pos < len(self._chunk) or bool(self._held)
 
     def feed(self, data: bytes) -> list[Frame]:
         """Add bytes; return the lines they complete, in order."""
@@ -74,9 +76,15 @@ class LineBuffer:
             raise RuntimeError("push() before the previous chunk was popped")
         self._chunk, self._pos = data, 0
 
+    def unread(self, frames: list[Frame]) -> None:
+        """Give back FRAMES, cut but not handled: :meth:`pop` returns them first."""
+        self._held[:0] = frames
+
     def pop(self, limit: int) -> list[Frame]:
         """Up to LIMIT lines (overlong-line markers included) from pushed bytes."""
         frames: list[Frame] = []
+        if self._held:
+            frames, self._held = self._held[:limit], self._held[limit:]
         chunk, pos, buf, max_line = self._chunk, self._pos, self._buf, self.max_line
         end = len(chunk)
         while pos < end and len(frames) < limit:

@@ -23,7 +23,7 @@ class Connection:
 
     __slots__ = (
         "sock", "fd", "peer", "addr", "framer", "session", "out", "wbuf",
-        "closed", "eof", "tokens", "token_time", "paused", "last_input",
+        "closed", "eof", "tokens", "token_time", "paused", "held", "last_input",
         "interest", "dirty", "mark_dirty", "close_deadline",
     )
 
@@ -44,6 +44,8 @@ class Connection:
         self.last_input = 0.0               # when the peer last sent anything (monotonic)
         self.paused = False                 # reading stopped by flood control; the
                                             # framer holds the read that waits
+        self.held = False                   # the session waits to retry a request; later
+                                            # lines wait in the framer (reading is paused)
         self.interest = 0                   # selector events registered
         self.dirty = False                  # on the loop's list of connections to flush
         self.mark_dirty = mark_dirty

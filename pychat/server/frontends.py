@@ -28,6 +28,10 @@ class SessionLike(Protocol):
 
     closing: bool
     wants_text: bool   # decoded, clean text (the line protocol) or raw lines (IRC)
+    # Set by handle_line when a request must wait (a slow check the server has
+    # no time for now): the loop calls retry() after that many seconds, and
+    # holds the connection's later lines until the request is done.
+    held: float
 
     @property
     def registered(self) -> bool: ...
@@ -35,6 +39,8 @@ class SessionLike(Protocol):
     def start(self) -> None: ...
 
     def handle_line(self, line: Union[str, bytes], now: float) -> None: ...
+
+    def retry(self, now: float) -> None: ...
 
     def line_too_long(self, max_line: int) -> None: ...
 

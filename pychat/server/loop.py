@@ -485,7 +485,7 @@ class Server:
             self._drain(conn)
             return
         self._handle_all(conn, conn.framer.feed(data) if data else conn.framer.finish())
-        if conn.eof and not conn.closed:
+        if conn.eof and not conn.closed and not conn.held:
             self._input_ended(conn)
 
     def _handle_all(self, conn: Connection, frames: list[Frame]) -> None:
@@ -498,15 +498,61 @@ class Server:
         if session.closing:
             return
         handle, now, text = session.handle_line, self.now, session.wants_text
-        for frame in frames:
+        rest = iter(frames)
+        for frame in rest:
             if isinstance(frame, bytes):
                 handle(decode_line(frame) if text else frame, now)
                 if session.closing:
                     break
+                if session.held:
+                    self._hold(conn, list(rest))
+                    return
             else:
                 session.line_too_long(conn.framer.max_line)
         if session.closing:
             self._close_after_flush(conn)
+
+    def _hold(self, conn: Connection, later: list[Frame]) -> None:
+        """The session holds a request for a while (pychat.core.errors.Busy):
+        the lines after it wait, unread, and reading pauses until it is done."""
+        session = conn.session
+        assert session is not None
+        wait, session.held = session.held, 0.0
+        log.debug("%s waits %.2f s for the server's slow-check budget", conn.peer, wait, extra={"addr": conn.addr})
+        conn.framer.unread(later)
+        conn.held = True
+        was_paused, conn.paused = conn.paused, True
+        self.timers.call_at(self.mono + wait, lambda: self._retry_held(conn))
+        if not was_paused:
+            self._update_interest(conn)
+
+    def _retry_held(self, conn: Connection) -> None:
+        """Try the held request again; then the lines that waited, as usual."""
+        session = conn.session
+        if conn.closed or session is None:
+            return
+        try:
+            session.retry(self.now)
+            if session.closing:
+                self._close_after_flush(conn)
+                return
+            if session.held:
+                self._hold(conn, [])
+                return
+            conn.held = False
+            if self.settings.flood_rate > 0:
+                self._drain(conn)
+                return
+            self._handle_all(conn, conn.framer.pop(1 << 30))
+            if conn.closed or conn.held:
+                return
+            conn.paused = False
+            self._update_interest(conn)
+            if conn.eof:
+                self._input_ended(conn)
+        except Exception:
+            log.exception("internal error on connection %s; closing it", conn.peer, extra={"addr": conn.addr})
+            self._drop(conn, "internal error")
 
     def _drain(self, conn: Connection) -> None:
         """Handle waiting lines while the flood budget allows; pause reading otherwise.
@@ -515,6 +561,8 @@ class Server:
         (ADDRESS_LINES_FACTOR): 100 connections from one address get no more
         than ten would.
         """
+        if conn.held:
+            return  # _retry_held drains once the held request is done
         rate = self.settings.flood_rate
         conn.tokens = min(float(self.settings.flood_burst),
                           conn.tokens + (self.mono - conn.token_time) * rate)
@@ -530,8 +578,16 @@ class Server:
             conn.tokens -= len(frames)
             if shared is not None:
                 shared.tokens -= len(frames)
-            for frame in frames:
+            rest = iter(frames)
+            for frame in rest:
                 self._handle_frame(conn, frame)
+                if conn.session is not None and conn.session.held and not conn.closed:
+                    later = list(rest)
+                    conn.tokens += len(later)  # not handled yet: they are paid for when they are
+                    if shared is not None:
+                        shared.tokens += len(later)
+                    self._hold(conn, later)
+                    return
         if conn.closed:
             return
         if conn.eof and not framer.waiting:

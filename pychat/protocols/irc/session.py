@@ -24,7 +24,7 @@ from pychat import __version__
 from pychat.core import errors as E
 from pychat.core.events import ACTION, MESSAGE, NOTICE, Joined
 from pychat.core.history import HistoryError
-from pychat.core.errors import ChatError
+from pychat.core.errors import Busy, ChatError
 from pychat.core.model import Hall, Outbox, Room, User
 from pychat.core.masks import parse_duration
 from pychat.core.moderation import REASON_MAX, TOPIC_MAX, ModeChange
@@ -53,7 +53,7 @@ MOTD = ("This pychat server's rooms are shared with its line-protocol users (nc 
 
 Handler = Callable[["IrcSession", Message, float], None]
 _HANDLERS: dict[str, Handler] = {}
-_BEFORE_REGISTRATION = {"CAP", "PASS", "NICK", "USER", "PING", "PONG", "QUIT"}
+_BEFORE_REGISTRATION = {"CAP", "AUTHENTICATE", "PASS", "NICK", "USER", "PING", "PONG", "QUIT"}
 _batch_ids = itertools.count(1)
 
 
@@ -72,7 +72,7 @@ class IrcSession:
 
     __slots__ = ("hall", "outbox", "send", "peer", "address", "server", "user", "closing", "nick",
                  "ident", "realname", "caps", "negotiating", "pinged", "invisible", "cap_version", "password",
-                 "account", "sasl")
+                 "account", "sasl", "held", "held_action")
 
     def __init__(self, hall: Hall, outbox: Outbox, peer: str, address: str, server_name: str) -> None:
         self.hall = hall
@@ -94,6 +94,10 @@ class IrcSession:
         self.password: str | None = None   # from PASS: the account's password, at registration
         self.account: Account | None = None  # logged in by SASL before registration
         self.sasl: str | None = None        # the SASL mechanism under way
+        # A check the server had no time for (pychat.core.errors.Busy): what to
+        # try again, and in how many seconds; the loop holds the lines after it.
+        self.held = 0.0
+        self.held_action: Callable[[float], None] | None = None
 
     # -- the session interface (pychat.server.loop) --------------------------
 
@@ -137,8 +141,22 @@ class IrcSession:
             return
         try:
             handler(self, msg, now)
+        except Busy as exc:  # registration and SASL name their retry; anything else is the whole line again
+            self.held = exc.wait
+            if self.held_action is None:
+                self.held_action = lambda later: self.handle_line(raw, later)
         except ChatError as exc:  # a refusal no handler expected: say it plainly
             self.send(self._server_notice(str(exc)))
+
+    def retry(self, now: float) -> None:
+        """Try the held request again."""
+        action, self.held_action = self.held_action, None
+        if action is None:
+            return
+        try:
+            action(now)
+        except Busy as exc:
+            self.held, self.held_action = exc.wait, action
 
     def _fast_privmsg(self, user: User, raw: bytes, now: float) -> bool:
         """The hot path: ``PRIVMSG #room :text`` with no tags, no prefix, one
@@ -240,6 +258,9 @@ class IrcSession:
         if account is None and self.password is not None and self.hall.account_for(nick) is not None:
             try:
                 account = self.hall.authenticate(nick, self.password, self.address, now)
+            except Busy:
+                self.held_action = self._try_register
+                raise
             except ChatError as exc:
                 self.password = None
                 self._reply(m.ERR_PASSWDMISMATCH, str(exc))
@@ -330,6 +351,9 @@ class IrcSession:
             return
         try:
             account = self.hall.authenticate(fields[1], fields[2], self.address, now)
+        except Busy:
+            self.held_action = lambda later: self._sasl_plain(data, later)
+            raise
         except ChatError as exc:
             self._reply(m.ERR_SASLFAIL, f"SASL authentication failed: {exc}")
             return
@@ -544,8 +568,14 @@ def _nick(self: IrcSession, msg: Message, now: float) -> None:
     wanted = msg.params[0]
     user = self.user
     try:
-        name = self.hall.check_name(wanted, current=user)
+        name = self.hall.check_name(wanted, current=user,
+                                    account=self.account.key if self.account is not None else None)
     except ChatError as exc:
+        if exc.code == E.NAME_REGISTERED and user is None:
+            # PASS or SASL may still come: the account is checked at registration.
+            self.nick = wanted
+            self._try_register(now)
+            return
         self._nick_error(exc, wanted)
         return
     if user is None:
@@ -631,6 +661,8 @@ def _join(self: IrcSession, msg: Message, now: float) -> None:
         key = keys[i] if i < len(keys) and keys[i] else None
         try:
             room = self.hall.join(me, target[1:], key, now)
+        except Busy:
+            raise  # the JOIN is tried again whole: the rooms joined by then are skipped
         except ChatError as exc:
             numeric, text = _JOIN_ERRORS.get(exc.code, (m.ERR_UNAVAILRESOURCE, str(exc)))
             if exc.code == E.BAD_ROOM_NAME:

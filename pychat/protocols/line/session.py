@@ -19,7 +19,7 @@ from typing import Callable
 from pychat.core.events import ACTION, MESSAGE
 from pychat.core.history import HistoryError, StoredEvent
 from pychat.core.history import MESSAGE as STORED_MESSAGE
-from pychat.core.errors import NO_SUCH_USER, TARGET_NOT_IN_ROOM, ChatError
+from pychat.core.errors import NO_SUCH_USER, Busy, TARGET_NOT_IN_ROOM, ChatError
 from pychat.core.masks import duration_text, parse_duration
 from pychat.core.model import Hall, Outbox, Room, User
 from pychat.core.moderation import ModeChange
@@ -55,7 +55,8 @@ class Session:
 
     wants_text = True  # the server hands this session decoded, clean lines
 
-    __slots__ = ("hall", "outbox", "send", "peer", "address", "default_room", "user", "closing", "asked")
+    __slots__ = ("hall", "outbox", "send", "peer", "address", "default_room", "user", "closing", "asked",
+                 "held", "held_line")
 
     def __init__(self, hall: Hall, outbox: Outbox, peer: str = "", default_room: str = "general",
                  address: str = "") -> None:
@@ -71,6 +72,9 @@ class Session:
         self.closing = False
         # The registered name whose password the prompt asked for, if any.
         self.asked: str | None = None
+        # Seconds until the held line (a check the server had no time for) is tried again.
+        self.held = 0.0
+        self.held_line = ""
 
     def _log(self, level: int, msg: str, *args: object) -> None:
         """Log about this client; the log throttles each address (pychat.server.logsink)."""
@@ -110,25 +114,33 @@ class Session:
         user = self.user
         if self.closing:
             return
-        if user is None:
-            self._at_prompt(line.strip(), now)
-        elif not line or line.isspace():
-            return
-        elif line[0] != "/":
-            for room in user.rooms:  # the common case: a message to the user's one room
-                try:
-                    self.hall.say(user, room, line, now)
-                except ChatError as exc:  # a muted user, a moderated room
-                    self.send(render.error(str(exc)))
+        try:
+            if user is None:
+                self._at_prompt(line.strip(), now)
+            elif not line or line.isspace():
                 return
-            if lookup(split_command(line)[0]) is not None:
-                self._command(line, now)  # in the hall a command may be typed without its slash
+            elif line[0] != "/":
+                for room in user.rooms:  # the common case: a message to the user's one room
+                    try:
+                        self.hall.say(user, room, line, now)
+                    except ChatError as exc:  # a muted user, a moderated room
+                        self.send(render.error(str(exc)))
+                    return
+                if lookup(split_command(line)[0]) is not None:
+                    self._command(line, now)  # in the hall a command may be typed without its slash
+                else:
+                    self._not_in_room()
+            elif line.startswith("//"):
+                self._say(line[1:], now)
             else:
-                self._not_in_room()
-        elif line.startswith("//"):
-            self._say(line[1:], now)
-        else:
-            self._command(line[1:], now)
+                self._command(line[1:], now)
+        except Busy as exc:  # a password or key check waits for the server's budget
+            self.held, self.held_line = exc.wait, line
+
+    def retry(self, now: float) -> None:
+        """Handle the held line again (the loop holds the lines after it)."""
+        line, self.held_line = self.held_line, ""
+        self.handle_line(line, now)
 
     def _say(self, text: str, now: float, kind: int = MESSAGE) -> None:
         room = self.room
@@ -201,18 +213,21 @@ class Session:
 
     def _password_answer(self, key: str, password: str, now: float) -> None:
         """The answer to 'type its password': log in, or back to the name prompt."""
-        self.asked = None
         account = self.hall.accounts.get(key)
         if not password or account is None:  # Enter, or the account was deleted meanwhile
+            self.asked = None
             self.send(render.info(NAME_PROMPT))
             return
-        self._log_in_at_prompt(account.name, password, now)
+        self._log_in_at_prompt(account.name, password, now)  # if held (Busy), still asked
+        self.asked = None
 
     def _log_in_at_prompt(self, name: str, password: str, now: float) -> None:
         hall = self.hall
         try:
             account = hall.authenticate(name, password, self.address, now)
             user = hall.register(account.name, self.outbox, render.LINE, self.address, account=account.key)
+        except Busy:
+            raise
         except ChatError as exc:
             self.send(render.error(str(exc)) + render.info(NAME_PROMPT))
             return
@@ -326,6 +341,8 @@ class Session:
         try:
             args = parse_args(cmd, rest)
             _HANDLERS[cmd.name](self, args, now)
+        except Busy:
+            raise
         except (UsageError, ChatError) as exc:
             self.send(render.error(str(exc)))
 
