@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from helpers import EVENT, ROOT, Tmux
+from helpers import EVENT, ROOT, LineClient, Tmux
 
 CLIENT = [sys.executable, str(ROOT / "pychat_client.py")]
 
@@ -77,8 +77,10 @@ def test_plain_mode_server_closing_before_the_name_is_accepted_is_status_1(make_
 
 
 def register_account(server, name: str, password: str) -> None:
-    """NAME becomes a registered name; its holder then leaves, so the name is free (and reserved)."""
-    owner = server.client(name)
+    """NAME becomes a registered name; its holder then leaves, so the name is free (and reserved).
+    It is registered from another address (127.0.0.9): password checks are budgeted per address."""
+    owner = LineClient(server.port, source="127.0.0.9")
+    owner.register(name)
     owner.send(f"/register {password}")
     owner.expect(rf"^\* the name {name} is yours")
     owner.send("/quit")
@@ -294,3 +296,31 @@ def test_multi_line_paste_asks_first(server, tmux_client):
     term.type("y")
     for text in ("line one", "line two", "line three"):
         watcher.expect(rf"ivan: {text}$")
+
+
+def test_a_password_typed_at_the_prompt_is_drawn_as_stars_and_not_kept(server, tmux_client):
+    term = tmux_client
+    register_account(server, "robot", "correct horse")
+    term.wait(lambda s: any("what is your name" in line for line in s), "the name prompt")
+    term.type("robot")
+    term.keys("Enter")
+    term.wait(lambda s: any("robot is a registered name: type its password" in line for line in s),
+              "the password question")
+    term.type("correct horse")
+    screen = term.wait(lambda s: s[-1] == "> " + "*" * len("correct horse"), "the password as stars")
+    assert not any("correct horse" in line for line in screen)
+    term.keys("Enter")
+    term.wait(lambda s: "robot | #general" in status_line(s), "the login")
+    # A line with a password (/password, /login...) is kept out of the input history; an ordinary one is not.
+    term.type("/password not-the-password battery staple")
+    term.keys("Enter")
+    term.wait(lambda s: any("wrong password for robot" in line for line in s), "the refusal")
+    term.type("just a line")
+    term.keys("Enter")
+    term.keys("Up")
+    term.wait(lambda s: s[-1] == "> just a line", "the last line recalled")
+    term.keys("Up")
+    screen = term.wait(lambda s: s[-1] == "> robot", "the name typed at the prompt")
+    assert not any("correct horse" in line or "battery" in line for line in screen)
+    term.keys("Up")
+    term.wait(lambda s: s[-1] == "> robot", "no older line")
