@@ -166,6 +166,30 @@ def test_irc_sasl_logins_wait_their_turn_too(make_server):
         assert not [line for line in client.seen if " 904 " in line], client.seen
 
 
+def test_passwords_reach_neither_the_log_nor_the_database(make_server, tmp_path):
+    db = tmp_path / "chat.db"
+    srv = make_server("--log-level", "debug", "--max-per-ip", "0", db=str(db))
+    owner = srv.client("owner")
+    owner.send("/register first-Secret-1")
+    owner.expect(r"^\* the name owner is yours")
+    owner.send("/password first-Secret-1 second-Secret-2")
+    owner.expect(r"^\* your password is changed")
+    owner.send("/logout")
+    owner.expect(r"^\* you are logged out")
+    owner.send("/login owner wrong-Secret-3")
+    owner.expect(r"^! wrong password for owner")
+    irc = LineClient(srv.irc_port)
+    creds = base64.b64encode(b"owner\0owner\0second-Secret-2").decode()
+    irc.send_raw(f"CAP LS 302\r\nCAP REQ :sasl\r\nAUTHENTICATE PLAIN\r\nAUTHENTICATE {creds}\r\n".encode())
+    irc.expect(r" 903 ")
+    srv.stop()
+    stored = b"".join(p.read_bytes() for p in tmp_path.glob("chat.db*"))
+    assert b"scrypt$" in stored  # the hash is there...
+    for secret in ("first-Secret-1", "second-Secret-2", "wrong-Secret-3", creds):
+        assert secret not in srv.log()
+        assert secret.encode() not in stored  # ...and no password in clear
+
+
 def test_refused_checks_cost_no_hashing(cheap_keys, monkeypatch):
     hall = hall_with(checks_per_address=Rate(1, 0.001))
     owner = user_in(hall, "owner", "10.0.0.9")

@@ -80,12 +80,18 @@ class AccountsMixin:
 
     # -- passwords ----------------------------------------------------------
 
-    def _check_password(self, account: Account, password: str, address: str, now: float) -> None:
-        """Verify PASSWORD for ACCOUNT within the budgets, or raise ChatError."""
+    def _check_password(self, account: Account, password: str, address: str, now: float,
+                        hashes: int = 1) -> None:
+        """Verify PASSWORD for ACCOUNT within the budgets, or raise ChatError.
+
+        HASHES > 1 pays for the hashes the caller makes next as well, in one
+        go: a request must be paid for whole before anything is done, so that
+        one held for the server's budget (Busy) can be tried again as it was.
+        """
         wait = self._logins.wait(account.key, now)
         if wait > 0:
             raise ChatError(f"too many logins to {account.name}; try again in {seconds_text(wait)}", TRY_LATER)
-        self._spend_slow_check(address, now, CHECK_COST, "password")
+        self._spend_slow_check(address, now, CHECK_COST * hashes, "password")
         self._logins.take(account.key, now)
         if not verify_password(password, account.password_hash):
             self._wrong_key(address, now)
@@ -160,8 +166,7 @@ class AccountsMixin:
         problem = password_problem(new)
         if problem:
             raise ChatError(problem, BAD_ARGUMENT)
-        self._check_password(account, old, user.address, now)
-        self._spend_slow_check(user.address, now, CHECK_COST, "password")
+        self._check_password(account, old, user.address, now, hashes=2)  # the new one is hashed too
         changed = account._replace(password_hash=hash_password(new))
         self.accounts[account.key] = changed
         self.history.save_account(changed.key, changed.name, changed.password_hash, changed.created)

@@ -445,16 +445,19 @@ class Hall(AccountsMixin, ModerationMixin):
 
     def _spend_slow_check(self, address: str, now: float, cost: float = 1.0, what: str = "key") -> None:
         """Allow one slow hash (COST units: a password costs two) from ADDRESS,
-        or refuse it with when to try again.
+        or say when it can be done: a suspect (an address that gave a wrong key
+        or password lately) is refused, anyone else is told to wait (Busy).
 
-        Refused checks cost nothing: they are never queued on the loop's time.
+        Checks not allowed cost nothing: they are never queued on the loop's time.
         """
+        suspect = self._is_suspect(address, now)
         if self.limits.per_address:
             wait = self._checks_by_address.wait(address, now, cost)
             if wait > 0:
-                raise ChatError(f"too many {what} checks from your address; try again in {seconds_text(wait)}",
-                                TRY_LATER)
-        suspect = self._is_suspect(address, now)
+                text = f"too many {what} checks from your address; try again in {seconds_text(wait)}"
+                if suspect:
+                    raise ChatError(text, TRY_LATER)
+                raise Busy(text, wait)
         shared = self._suspect_checks if suspect else self._checks
         units = min(cost, shared.rate.burst)
         wait = shared.wait(now, units)
