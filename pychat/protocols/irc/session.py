@@ -1049,6 +1049,8 @@ def _oper(self: IrcSession, msg: Message, now: float) -> None:
     me = self._me
     try:
         account = self.hall.authenticate(msg.params[0], msg.params[1], self.address, now)
+    except Busy:
+        raise  # held, and tried again whole
     except ChatError as exc:
         self._reply(m.ERR_PASSWDMISMATCH, f"Password incorrect ({exc})")
         return
