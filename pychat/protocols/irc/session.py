@@ -53,7 +53,7 @@ MOTD = ("This pychat server's rooms are shared with its line-protocol users (nc 
 
 Handler = Callable[["IrcSession", Message, float], None]
 _HANDLERS: dict[str, Handler] = {}
-_BEFORE_REGISTRATION = {"CAP", "PASS", "NICK", "USER", "PING", "PONG", "QUIT"}
+_BEFORE_REGISTRATION = {"CAP", "AUTHENTICATE", "PASS", "NICK", "USER", "PING", "PONG", "QUIT"}
 _batch_ids = itertools.count(1)
 
 
