@@ -80,12 +80,14 @@ class AccountsMixin:
 
     # -- passwords ----------------------------------------------------------
 
-    def _check_password(self, account: Account, password: str, address: str, now: float) -> None:
-        """Verify PASSWORD for ACCOUNT within the budgets, or raise ChatError."""
+    def _check_password(self, account: Account, password: str, address: str, now: float,
+                        cost: float = CHECK_COST) -> None:
+        """Verify PASSWORD for ACCOUNT within the budgets, or raise ChatError.
+        COST is what the whole request draws from the slow-check budgets."""
         wait = self._logins.wait(account.key, now)
         if wait > 0:
             raise ChatError(f"too many logins to {account.name}; try again in {seconds_text(wait)}", TRY_LATER)
-        self._spend_slow_check(address, now, CHECK_COST, "password")
+        self._spend_slow_check(address, now, cost, "password")
         self._logins.take(account.key, now)
         if not verify_password(password, account.password_hash):
             self._wrong_key(address, now)
@@ -160,8 +162,9 @@ class AccountsMixin:
         problem = password_problem(new)
         if problem:
             raise ChatError(problem, BAD_ARGUMENT)
-        self._check_password(account, old, user.address, now)
-        self._spend_slow_check(user.address, now, CHECK_COST, "password")
+        # One draw pays for checking OLD and hashing NEW: a second draw right
+        # after the first would find the server-wide budget (one check at once) spent.
+        self._check_password(account, old, user.address, now, 2 * CHECK_COST)
         changed = account._replace(password_hash=hash_password(new))
         self.accounts[account.key] = changed
         self.history.save_account(changed.key, changed.name, changed.password_hash, changed.created)
