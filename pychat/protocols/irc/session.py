@@ -546,6 +546,11 @@ def _nick(self: IrcSession, msg: Message, now: float) -> None:
     try:
         name = self.hall.check_name(wanted, current=user)
     except ChatError as exc:
+        if user is None and exc.code == E.NAME_REGISTERED:
+            # Its password may come yet (SASL, or PASS given before): registration decides.
+            self.nick = wanted
+            self._try_register(now)
+            return
         self._nick_error(exc, wanted)
         return
     if user is None:
