@@ -6,6 +6,7 @@ from the server), never a fixed sleep.
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 import select
@@ -17,6 +18,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from typing import NamedTuple
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_TIMEOUT = 10.0
@@ -84,8 +86,8 @@ class ServerProcess:
         self.stop(signal.SIGKILL)
 
 
-class LineClient:
-    """A raw TCP client that reads the server's lines against deadlines."""
+class SocketLines:
+    """A raw TCP client that reads CRLF-terminated lines against deadlines."""
 
     def __init__(self, port: int, host: str = "127.0.0.1", timeout: float = DEFAULT_TIMEOUT,
                  rcvbuf: int | None = None, source: str | None = None) -> None:
@@ -150,6 +152,24 @@ class LineClient:
             if re.search(pattern, line):
                 return out
 
+    def wait_closed(self, timeout: float | None = None) -> list[str]:
+        """Read until the server closes the connection; return the lines read."""
+        out = []
+        try:
+            while True:
+                out.append(self.read_line(timeout))
+        except EOFError:
+            return out
+        except ConnectionResetError:
+            return out
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+class LineClient(SocketLines):
+    """A client of the line protocol (what `nc` users type and read)."""
+
     def sync(self) -> list[str]:
         """Everything the server sent before a marker reply: proves what did NOT arrive."""
         self.send("/help me")  # a one-line reply
@@ -166,19 +186,117 @@ class LineClient:
         self.name = name
         self.sync()
 
-    def wait_closed(self, timeout: float | None = None) -> list[str]:
-        """Read until the server closes the connection; return the lines read."""
-        out = []
-        try:
-            while True:
-                out.append(self.read_line(timeout))
-        except EOFError:
-            return out
-        except ConnectionResetError:
-            return out
+    def password_command(self, line: str, timeout: float | None = None) -> list[str]:
+        """Send LINE, a command that checks or hashes a password, and read its answer (up to a sync).
 
-    def close(self) -> None:
-        self.sock.close()
+        Password checks are budgeted per address and server-wide; while the
+        answer is that the budget is spent ("try again in N s"), the command is
+        sent again until the deadline (a refused check costs nothing). Returns
+        every line read except those "try again" answers.
+        """
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        kept: list[str] = []
+        while True:
+            self.send(line)
+            answer = self.sync()
+            later = [text for text in answer if TRY_LATER.search(text)]
+            kept.extend(text for text in answer if not TRY_LATER.search(text))
+            if not later:
+                return kept
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the password budget stayed spent for {line.split()[0]}: {later}")
+            time.sleep(0.05)
+
+
+# The answer to a spent budget (pychat.core.errors.TRY_LATER): "! ...; try again in 3 s".
+TRY_LATER = re.compile(r"^! .*try again in \d+ (s|min)$")
+
+
+class IrcLine(NamedTuple):
+    """One IRC message as received: its source (nick!user@host or the server), command and parameters."""
+
+    source: str
+    command: str
+    params: list[str]
+
+
+def parse_irc(line: str) -> IrcLine:
+    """A received line split the way RFC 1459 does (tags are dropped)."""
+    if line.startswith("@"):
+        line = line.split(" ", 1)[1]
+    source = ""
+    if line.startswith(":"):
+        source, line = line[1:].split(" ", 1)
+    head, sep, trailing = line.partition(" :")
+    words = head.split()
+    return IrcLine(source, words[0].upper(), words[1:] + ([trailing] if sep else []))
+
+
+class IrcClient(SocketLines):
+    """A raw IRC client: registration (plain, PASS or SASL PLAIN), commands out,
+    parsed messages in. It answers the server's PINGs itself."""
+
+    def __init__(self, port: int, **kw) -> None:
+        super().__init__(port, **kw)
+        self._syncs = 0
+
+    def read_line(self, timeout: float | None = None) -> str:
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        while True:
+            line = super().read_line(max(0.0, deadline - time.monotonic()))
+            if line.startswith("PING "):  # the server checks the client is alive
+                self.send("PONG " + line[5:])
+                continue
+            return line
+
+    def expect_msg(self, command: str, timeout: float | None = None) -> IrcLine:
+        """Read until a message with COMMAND (a word or a numeric) arrives; return it parsed."""
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        while True:
+            msg = parse_irc(self.read_line(max(0.0, deadline - time.monotonic())))
+            if msg.command == command.upper():
+                return msg
+
+    def sync(self) -> list[str]:
+        """Everything the server sent before the answer to our PING: proves what did NOT arrive."""
+        self._syncs += 1
+        token = f"sync{self._syncs}"
+        self.send(f"PING {token}")
+        return self.lines_until(rf"^:\S+ PONG \S+ :?{token}$")[:-1]
+
+    def welcome(self) -> IrcLine:
+        """Read the welcome through the end of the MOTD; the 001, whose first parameter is our nick."""
+        first = self.expect_msg("001")
+        self.name = first.params[0]
+        self.expect(r"^:\S+ (376|422) ")
+        return first
+
+    def register(self, nick: str, user: str = "u") -> IrcLine:
+        """NICK and USER, without capabilities or an account; the 001."""
+        self.send(f"NICK {nick}")
+        self.send(f"USER {user} 0 * :{nick}")
+        return self.welcome()
+
+    def sasl_plain(self, account: str, password: str, timeout: float | None = None) -> list[IrcLine]:
+        """AUTHENTICATE PLAIN with ACCOUNT's credentials (the sasl capability
+        acknowledged, registration not ended): the numerics up to 903 or 904.
+
+        A 904 that says the password budget is spent ("try again in N s") is
+        retried until the deadline; a refused check costs nothing.
+        """
+        creds = base64.b64encode(f"\0{account}\0{password}".encode()).decode()
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        while True:
+            self.send("AUTHENTICATE PLAIN")
+            self.expect(r"^AUTHENTICATE \+$")
+            self.send(f"AUTHENTICATE {creds}")
+            answer = [parse_irc(line) for line in self.lines_until(r"^:\S+ (903|904) ")]
+            last = answer[-1]
+            if last.command == "903" or not re.search(r"try again in \d+", last.params[-1]):
+                return answer
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the password budget stayed spent: {last}")
+            time.sleep(0.05)
 
 
 EVENT = r"^\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\] "
