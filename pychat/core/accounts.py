@@ -250,6 +250,10 @@ class AccountsMixin:
 
     def _unignore(self, user: User, key: str) -> None:
         user.ignoring.discard(key)
+        self._drop_ignorer(user, key)
+
+    def _drop_ignorer(self, user: User, key: str) -> None:
+        """USER no longer ignores the name KEY; with nobody left ignoring it, fan-out stops checking."""
         ignorers = self.ignorers.get(key)
         if ignorers is not None:
             ignorers.discard(user)
@@ -266,14 +270,7 @@ class AccountsMixin:
     def _stop_ignoring(self, user: User) -> None:
         """USER leaves: its own ignore list goes (an account's stays stored)."""
         for key in list(user.ignoring):
-            ignorers = self.ignorers.get(key)
-            if ignorers is not None:
-                ignorers.discard(user)
-                if not ignorers:
-                    del self.ignorers[key]
-                    target = self.users.get(key)
-                    if target is not None:
-                        target.ignored_by = _NOBODY
+            self._drop_ignorer(user, key)
 
     # -- server operators --------------------------------------------------
 
