@@ -575,9 +575,11 @@ def test_moderated_room_refuses_a_plain_line_from_an_unvoiced_member(den):
     speaks(den.alice, "operators speak", den.bob)  # the room itself works
 
 
-def test_moderated_room_mute_silences_even_a_voiced_member(den):
-    den.setup("/mode +m", "/voice bob", "/mute bob")
+def test_a_mute_silences_a_member_until_given_a_voice(den):
+    den.setup("/mute bob")
     refused(den.bob, "and now?", "you are muted in #den", den.alice)
+    den.setup("/voice bob")  # as on IRC: a voice overrides a mute
+    speaks(den.bob, "and now?", den.alice)
 
 
 # -- /ignore, /unignore, /ignores --------------------------------------------------------------------

@@ -92,8 +92,12 @@ class HallMachine(RuleBasedStateMachine):
         self.room_keys: dict[str, str | None] = {}  # model: folded room -> key
         self.chatty: set[str] = set()               # model: rooms with messages (never forgotten)
         self.counter = itertools.count()
+        self.clock = itertools.count(1)  # each step is a pass of the loop, with a clock of its own
 
     # -- helpers --------------------------------------------------------------
+
+    def _now(self) -> float:
+        return float(next(self.clock))
 
     def _pick(self, data):
         return data.draw(st.sampled_from(sorted(self.rooms_of)), label="user")
@@ -177,7 +181,7 @@ class HallMachine(RuleBasedStateMachine):
             ok = True
         self._clear()
         try:
-            (self.hall.create if create else self.hall.join)(user, room, key, 0.0, leave=leave)
+            (self.hall.create if create else self.hall.join)(user, room, key, self._now(), leave=leave)
         except ChatError:
             assert not ok
             assert self.rooms_of[me] == before
@@ -201,7 +205,7 @@ class HallMachine(RuleBasedStateMachine):
         user = self._user(me)
         room = data.draw(st.sampled_from(sorted(user.rooms, key=lambda r: r.key)), label="room")
         self._clear()
-        self.hall.part(user, room, "", 0.0)
+        self.hall.part(user, room, "", self._now())
         self.rooms_of[me].discard(room.key)
         assert self._count(f"{user.name} has left") == {m: 1 for m in self._members(room.key)}
         self._vacated(room.key)
@@ -217,7 +221,7 @@ class HallMachine(RuleBasedStateMachine):
               and new != old_name)
         self._clear()
         try:
-            self.hall.rename(user, new, 0.0)
+            self.hall.rename(user, new, self._now())
         except ChatError:
             assert not ok
             return
@@ -241,7 +245,7 @@ class HallMachine(RuleBasedStateMachine):
                 return
         self._clear()
         try:
-            self.hall.say(user, room, marker, 0.0, ACTION if action else MESSAGE)
+            self.hall.say(user, room, marker, self._now(), ACTION if action else MESSAGE)
         except ChatError:
             assert room.key not in self.rooms_of[me]
             assert not self._count(marker)
@@ -259,7 +263,7 @@ class HallMachine(RuleBasedStateMachine):
         marker = self._marker()
         self._clear()
         try:
-            self.hall.direct(self._user(me), to, marker, 0.0)
+            self.hall.direct(self._user(me), to, marker, self._now())
         except ChatError:
             assert name_key(to) not in self.rooms_of
             return
@@ -275,7 +279,7 @@ class HallMachine(RuleBasedStateMachine):
         me = self._pick(data)
         marker = self._marker()
         self._clear()
-        self.hall.broadcast(self._user(me), marker, 0.0)
+        self.hall.broadcast(self._user(me), marker, self._now())
         assert self._count(marker) == {u: 1 for u in self.rooms_of}
 
     @precondition(lambda self: self.rooms_of)
@@ -286,7 +290,7 @@ class HallMachine(RuleBasedStateMachine):
         rooms = set(self.rooms_of[me])
         expected = self._told_across(me, rooms, "")
         self._clear()
-        self.hall.quit(user, "bye", 0.0)
+        self.hall.quit(user, "bye", self._now())
         del self.rooms_of[me]
         del self.inboxes[me]
         del self.kinds[me]

@@ -340,6 +340,8 @@ class AccountsMixin:
         event = Wall(now, oper.name, oper.prefix, text)
         rendered: dict[Renderer, bytes] = {}
         for member in self.users.values():
+            if not member.wallops and member is not oper:
+                continue
             data = rendered.get(member.renderer)
             if data is None:
                 data = rendered[member.renderer] = member.renderer.wall(event)

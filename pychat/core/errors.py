@@ -52,4 +52,4 @@ class Busy(ChatError):
 
     def __init__(self, text: str, wait: float) -> None:
         super().__init__(text, TRY_LATER)
-        self.wait = wait
+        self.wait = max(wait, 0.001)  # at least the next pass of the loop

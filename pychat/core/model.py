@@ -119,8 +119,8 @@ class User:
     """
 
     __slots__ = ("name", "key", "rooms", "outbox", "send", "renderer", "ident", "host", "prefix",
-                 "address", "room_budget", "realname", "away", "invisible", "account", "oper", "ignoring",
-                 "ignored_by")
+                 "address", "room_budget", "realname", "away", "invisible", "wallops", "account", "oper",
+                 "ignoring", "ignored_by")
 
     def __init__(self, name: str, outbox: Outbox, renderer: Renderer, address: str = "",
                  ident: str = "", host: str = "pychat") -> None:
@@ -138,6 +138,7 @@ class User:
         self.realname = ""            # what the user says of itself (IRC's "real name")
         self.away: str | None = None  # an away message, while away
         self.invisible = False        # left out of listings by mask (IRC's user mode +i)
+        self.wallops = True           # receives server operators' /wall (IRC's user mode +w, opt-in there)
         self.account: str | None = None   # the account's key, when logged in
         self.oper = False                  # a server operator (--oper ACCOUNT, logged in)
         self.ignoring: set[str] = set()    # name keys whose messages this user does not want
@@ -233,6 +234,7 @@ class Hall(AccountsMixin, ModerationMixin):
         self._checks_by_address = KeyedBuckets(self.limits.checks_per_address)
         self._checks = TokenBucket(self.limits.checks_server, 0.0)
         self._suspect_checks = TokenBucket(self.limits.checks_suspect, 0.0)
+        self._hashed_at = -1.0  # the time (the loop's pass) of the last slow hash
         # Addresses that gave a wrong key: (wrong keys in a row, when the last).
         self._suspects: dict[str, tuple[int, float]] = {}
         self._cloak_key = os.urandom(16)
@@ -450,6 +452,10 @@ class Hall(AccountsMixin, ModerationMixin):
 
         Checks not allowed cost nothing: they are never queued on the loop's time.
         """
+        if now == self._hashed_at:
+            # One slow hash per pass of the loop (its clock is read once a pass):
+            # budgets that each allow one could otherwise add up to a long pause.
+            raise Busy(f"the server is busy checking {what}s; try again in 1 s", 0.0)
         suspect = self._is_suspect(address, now)
         if self.limits.per_address:
             wait = self._checks_by_address.wait(address, now, cost)
@@ -467,6 +473,7 @@ class Hall(AccountsMixin, ModerationMixin):
                 raise ChatError(text, TRY_LATER)
             raise Busy(text, wait)  # anyone else waits their turn
         shared.take(now, units)
+        self._hashed_at = now
         if self.limits.per_address:
             self._checks_by_address.take(address, now, cost)
 

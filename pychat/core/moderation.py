@@ -196,12 +196,13 @@ class ModerationMixin:
             self._check_key(user, room, key, now)
 
     def _check_voice(self, user: User, room: Room, now: float) -> None:
-        """In a moderated room, or one with mutes: raise ChatError unless USER may speak."""
-        if user in room.ops or user.oper:
+        """In a moderated room, or one with mutes: raise ChatError unless USER may
+        speak. Operators and voiced members always may (a voice overrides a mute, as on IRC)."""
+        if user in room.ops or user in room.voiced or user.oper:
             return
         if room.mutes and self._find_ban(room.mutes, user, room, "m", now):
             raise ChatError(f"you are muted in #{room.name}", CANNOT_SPEAK)
-        if "m" in room.modes and user not in room.voiced:
+        if "m" in room.modes:
             raise ChatError(f"#{room.name} is moderated: only operators and voiced members speak", CANNOT_SPEAK)
 
     # -- events ----------------------------------------------------------------

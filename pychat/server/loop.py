@@ -46,6 +46,7 @@ LISTEN_BACKLOG = 4096
 _ACCEPT_PAUSE_ERRORS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 ACCEPT_PAUSE = 0.1
 GATHER_ROUNDS = 3  # select() passes whose input is flushed together
+HELD_RETRIES_PER_PASS = 32  # held requests (pychat.core.errors.Busy) tried again in one pass
 ACCEPTS_PER_PASS = 64  # connections accepted from one listener per select() pass
 # New connections one address may open: --max-per-ip at once (a whole office
 # behind one address reconnecting after a restart), then this many a second.
@@ -102,6 +103,8 @@ class Server:
         # must be committed before anyone is sent them.
         self._flushing = False
         self._drop_after_flush: list[tuple[Connection, str, bool]] = []
+        self._retry_pass = -1.0   # the pass (its clock) that _retries counts for
+        self._retries = 0
         self._dirty: list[Connection] = []
         self._signals: list[int] = []
         self._wake_r, self._wake_w = socket.socketpair()
@@ -527,10 +530,21 @@ class Server:
             self._update_interest(conn)
 
     def _retry_held(self, conn: Connection) -> None:
-        """Try the held request again; then the lines that waited, as usual."""
+        """Try the held request again; then the lines that waited, as usual.
+
+        At most HELD_RETRIES_PER_PASS are tried in one pass of the loop: a
+        thousand requests held at once, all due at once, would otherwise
+        make one long pause for everyone. The others wait for the next pass.
+        """
         session = conn.session
         if conn.closed or session is None:
             return
+        if self._retry_pass != self.now:
+            self._retry_pass, self._retries = self.now, 0
+        if self._retries >= HELD_RETRIES_PER_PASS:
+            self.timers.call_at(self.mono, lambda: self._retry_held(conn))
+            return
+        self._retries += 1
         try:
             session.retry(self.now)
             if session.closing:

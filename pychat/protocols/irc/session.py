@@ -276,6 +276,7 @@ class IrcSession:
             return
         self.password = None
         user.realname = self.realname
+        user.wallops = False  # IRC users ask for WALLOPS with user mode +w
         self.user = user
         self._log("%s registered as %s (IRC)", self.peer, user.name)
         self._welcome()
@@ -292,7 +293,7 @@ class IrcSession:
         self._reply(m.RPL_WELCOME, f"Welcome to the {NETWORK} IRC network, {self._me.prefix}")
         self._reply(m.RPL_YOURHOST, f"Your host is {self.server}, running version {VERSION}")
         self._reply(m.RPL_CREATED, "This server was created when it started")
-        self._reply(m.RPL_MYINFO, self.server, VERSION, "io", "biklmnostv", "bklov")
+        self._reply(m.RPL_MYINFO, self.server, VERSION, "iow", "biklmnostv", "bklov")
         tokens = [f"AWAYLEN={AWAY_MAX}", "CASEMAPPING=ascii", "CHANLIMIT=#:", "CHANMODES=b,k,l,imnst",
                   f"CHANNELLEN={MAX_ROOM + 1}", "CHANTYPES=#", "ELIST=", "EXTBAN=,m", f"MAXTARGETS={TARGETS_MAX}",
                   f"MODES={MODES_MAX}", f"NETWORK={NETWORK}", f"NICKLEN={MAX_NAME}", "PREFIX=(ov)@+",
@@ -793,9 +794,10 @@ def _mode(self: IrcSession, msg: Message, now: float) -> None:
             self._reply(m.ERR_NOSUCHNICK, clip(target, 40), "No such nick/channel")
         return
     if len(msg.params) == 1:
-        self._reply(m.RPL_UMODEIS, "+" + ("i" if self.invisible else "") + ("o" if me.oper else ""))
+        self._reply(m.RPL_UMODEIS, "+" + ("i" if self.invisible else "") + ("o" if me.oper else "")
+                    + ("w" if me.wallops else ""))
         return
-    # Only +i can be set (nothing lists users by mask but WHO); -o drops operator status.
+    # +i (nothing lists users by mask but WHO) and +w (WALLOPS) can be set; -o drops operator status.
     change, sign = "", ""
     for flag in msg.params[1]:
         if flag in "+-":
@@ -805,6 +807,10 @@ def _mode(self: IrcSession, msg: Message, now: float) -> None:
             change += "-o"
         elif flag == "o":
             continue  # +o is given by OPER only
+        elif flag == "w":
+            if sign and (sign == "+") != me.wallops:
+                me.wallops = sign == "+"
+                change += f"{sign}w"
         elif flag != "i":
             self._reply(m.ERR_UMODEUNKNOWNFLAG, "Unknown MODE flag")
         elif sign and (sign == "+") != self.invisible:
@@ -1104,6 +1110,81 @@ def _kline(self: IrcSession, msg: Message, now: float) -> None:
         self.send(self._server_notice(str(exc)))
 
 
+@_handles("INFO")
+def _info(self: IrcSession, msg: Message, now: float) -> None:
+    for line in (f"pychat {VERSION}: a small chat server; one thread, one selectors loop.",
+                 "It speaks IRC and a line protocol you can use with nc, in the same rooms.",
+                 "Accounts, moderation and history are kept in one SQLite file."):
+        self._reply(m.RPL_INFO, line)
+    self._reply(m.RPL_ENDOFINFO, "End of /INFO list")
+
+
+@_handles("HELP", "HELPOP")
+def _help(self: IrcSession, msg: Message, now: float) -> None:
+    """HELP: the commands; HELP COMMAND: what it does (Modern's 704/705/706)."""
+    subject = msg.params[0].upper() if msg.params and msg.params[0] else ""
+    if not subject:
+        lines = ["pychat's IRC commands (HELP COMMAND tells more):"]
+        names = sorted(_HELP)
+        lines += [" ".join(names[i:i + 10]) for i in range(0, len(names), 10)]
+        subject = "index"
+    elif subject in _HELP:
+        lines = [f"** {subject} **", *_HELP[subject].split("\n")]
+    else:
+        self._reply(m.ERR_HELPNOTFOUND, clip(subject, 32), "No help available on this topic")
+        return
+    self._reply(m.RPL_HELPSTART, subject, lines[0])
+    for line in lines[1:]:
+        self._reply(m.RPL_HELPTXT, subject, line)
+    self._reply(m.RPL_ENDOFHELP, subject, "End of /HELP")
+
+
+# What HELP says of each command (a test checks that every command has a line).
+_HELP = {
+    "AUTHENTICATE": "AUTHENTICATE PLAIN, then the base64 credentials: log in to an account (SASL)",
+    "AWAY": "AWAY [:message]: set or clear your away message",
+    "CAP": "CAP LS|REQ|LIST|END: negotiate capabilities",
+    "CONNECT": "CONNECT: links to other servers are not supported",
+    "DIE": "DIE: the server is stopped by its host, not over IRC",
+    "HELP": "HELP [command]: this help",
+    "HELPOP": "HELPOP [command]: the same as HELP",
+    "INFO": "INFO: about this server",
+    "INVITE": "INVITE nick #room: ask someone in (operators only in a +i room)",
+    "ISON": "ISON nick...: which of these nicks are online",
+    "JOIN": "JOIN #room[,#room] [key[,key]]: join rooms, creating them if missing",
+    "KICK": "KICK #room nick [:reason]: remove someone from a room (operators)",
+    "KILL": "KILL nick [:reason]: disconnect someone (server operators)",
+    "KLINE": "KLINE [duration] address-or-cidr [:reason]: ban an address (server operators)",
+    "LIST": "LIST [#room,...]: rooms with member counts and topics",
+    "LUSERS": "LUSERS: how many users and rooms",
+    "MODE": "MODE #room [changes]: show or change a room's modes (i m n s t k l o v b);\n"
+            "MODE nick [+i|-i|+w|-w]: your own user modes",
+    "MOTD": "MOTD: the message of the day",
+    "NAMES": "NAMES #room: who is in a room",
+    "NICK": "NICK name: choose or change your name",
+    "NOTICE": "NOTICE target :text: a message that is never answered automatically",
+    "OPER": "OPER account password: become a server operator (accounts given with --oper)",
+    "PART": "PART #room [:reason]: leave a room",
+    "PASS": "PASS password: at registration, the password of the account your NICK names",
+    "PING": "PING token: the server answers PONG",
+    "PONG": "PONG token: the answer to the server's PING",
+    "PRIVMSG": "PRIVMSG target :text: a message to a room (#room) or a user (nick)",
+    "QUIT": "QUIT [:reason]: leave the server",
+    "REHASH": "REHASH: the server is configured by its command line",
+    "RESTART": "RESTART: the server is restarted by its host, not over IRC",
+    "SQUIT": "SQUIT: links to other servers are not supported",
+    "TIME": "TIME: the server's time",
+    "TOPIC": "TOPIC #room [:text]: show or set a room's topic",
+    "USER": "USER ident 0 * :real name: at registration",
+    "USERHOST": "USERHOST nick...: the user@host of these nicks",
+    "VERSION": "VERSION: the server's version",
+    "WALLOPS": "WALLOPS :text: a message to everyone with user mode +w (server operators)",
+    "WHO": "WHO mask|#room: who matches",
+    "WHOIS": "WHOIS nick: about someone",
+    "WHOWAS": "WHOWAS nick: who held a nick lately",
+}
+
+
 @_handles("DIE", "RESTART", "REHASH", "SQUIT", "CONNECT")
 def _operator_only(self: IrcSession, msg: Message, now: float) -> None:
     self._reply(m.ERR_NOPRIVILEGES, "Permission Denied- You're not an IRC operator")
@@ -1111,3 +1192,4 @@ def _operator_only(self: IrcSession, msg: Message, now: float) -> None:
 
 _missing = {"JOIN", "PART", "PRIVMSG", "NOTICE", "WHO", "WHOIS", "NICK", "QUIT", "CAP"} - set(_HANDLERS)
 assert not _missing, f"IRC commands without a handler: {_missing}"
+assert set(_HELP) == set(_HANDLERS), f"HELP and the handlers disagree: {set(_HELP) ^ set(_HANDLERS)}"

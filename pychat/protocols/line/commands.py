@@ -135,7 +135,8 @@ COMMANDS: Final[tuple[Command, ...]] = (
             "+l N (at most N members), and - to undo each. Operators only."),
     Command("mute", (), (_NAME, _DURATION),
             "silence someone in your room, for good or for DURATION",
-            "NAME may be a mask as for /ban. " + DURATIONS),
+            "NAME may be a mask as for /ban. Operators and voiced members are never silenced "
+            "(a voice overrides a mute, as on IRC). " + DURATIONS),
     Command("unmute", (), (_NAME,),
             "let someone speak again"),
     # Your own view
