@@ -300,6 +300,7 @@ def test_tiny_attack_measures_every_attack_and_loses_no_reply(tmp_path):
         assert "error" not in row, (name, row)
         by = row["bystander"]
         assert by["samples"] > 0 and by["p99_ms"] is not None, (name, by)
+        assert (by["over_target"] > 0) == (by["max_ms"] > attack.TARGET_P99_MS), (name, by)
         for key in ("lost", "duplicates", "out_of_order", "bad", "closed"):
             assert by[key] == 0, (name, key, by)
         if name != "none":
@@ -322,6 +323,18 @@ def test_tiny_attack_measures_every_attack_and_loses_no_reply(tmp_path):
     assert "<!-- attack:begin -->" in markdown and "`python3 -m bench.attack --tiny" in markdown
     assert "| key-guess | pychat |" in markdown and "| password-guess-spread | pychat |" in markdown
     assert "- password-guess, pychat: " in markdown  # what the server answered the guesses
+
+    # Then one attack again into the same place: its row is new, the others are kept.
+    again = subprocess.run([sys.executable, "-m", "bench.attack", "--tiny", "--attacks", "password-guess",
+                            "--out", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    newer = json.loads((tmp_path / "attack.json").read_text())
+    assert list(newer["results"]) == list(rows)
+    assert newer["results"]["churn"] == data["results"]["churn"]
+    assert newer["results"]["password-guess"] != data["results"]["password-guess"]
+    assert [run["attacks"] for run in newer["runs"]] == [[a for a in rows if a != "password-guess"],
+                                                         ["password-guess"]]
+    assert "Rows from 2 tiny runs" in (tmp_path / "BENCHMARKS.md").read_text()
 
 
 def test_attackers_keep_reconnecting_when_refused(make_server):
