@@ -872,9 +872,13 @@ def run_and_report(args: argparse.Namespace, outdir: Path, command: str) -> dict
     data.update(date=time.strftime("%Y-%m-%d %H:%M %Z"), machine=machine(), command=command,
                 mode="tiny" if args.tiny else ("quick" if args.quick else "full"), json="attack.json")
     data["runs"] = [{"attacks": attacks, "date": data["date"], "command": command, "servers": data["servers"]}]
-    kept = keep_earlier_rows(data, read_json(outdir / "attack.json"))
+    earlier = read_json(outdir / "attack.json")
+    kept = keep_earlier_rows(data, earlier)
     if kept:
         print(f"kept the earlier rows of {', '.join(kept)} from {outdir / 'attack.json'}", file=sys.stderr)
+    elif earlier and set(earlier.get("results", {})) - set(attacks):
+        print(f"dropped the earlier rows in {outdir / 'attack.json'}: that run was made differently "
+              "(mode, machine, servers or settings)", file=sys.stderr)
     (outdir / "attack.json").write_text(json.dumps(data, indent=1))
     print("\n".join(table(data)))
     put_section(outdir / "BENCHMARKS.md", section(data))
