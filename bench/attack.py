@@ -4,6 +4,8 @@ address attacks a pychat server started with its defaults.
     python3 -m bench.attack --tiny      # a few seconds; checks that it runs
     python3 -m bench.attack --quick     # 5 s per attack
     python3 -m bench.attack             # 12 s per attack, writes docs/
+    python3 -m bench.attack --attacks password-guess,password-guess-spread
+                                        # just those; the other rows in docs/ are kept
 
 Each attack runs against a fresh server started only as
 ``pychat_server.py 127.0.0.1 --port P --db FILE`` (so flood control at 10
@@ -19,9 +21,10 @@ Everything else runs on core 1, in three processes:
   the ``(dm) SELF: SEQ`` line, checking that every reply comes once and in
   order. They run with real-time priority where allowed, so that a busy
   attacker process on the same core does not delay their clocks;
-* attackers (``--worker attackers``): N connections from 127.0.0.1 that
-  keep going whatever they are told: they read and discard everything,
-  reconnect when closed or refused, and count what they did;
+* attackers (``--worker attackers``): N connections from 127.0.0.1 (or,
+  with ``--spread M``, from M addresses 127.0.1.1 and up) that keep going
+  whatever they are told: they read and discard everything, reconnect when
+  closed or refused, and count what they did;
 * this controller, which starts the server, samples its CPU time and
   memory, and writes the report.
 
@@ -29,8 +32,12 @@ Attacks: ``none`` (the baseline), ``key-guess`` (``/join vault guessN`` as
 fast as the server reads them; each is a slow key hash on the server's one
 thread), ``room-spam`` (``/create`` with fresh names), ``line-flood`` (``ab``
 lines as fast as the sockets take them, all in one room; the server's RSS
-per flooding connection is measured) and ``churn`` (connect, name,
-``/quit``, wait for the close, again).
+per flooding connection is measured), ``churn`` (connect, name,
+``/quit``, wait for the close, again), ``password-guess`` (``/login victim
+guessN`` once named, one line a guess; the controller registers ``victim``
+from another address first) and ``password-guess-spread`` (the same from
+1,000 connections on 100 addresses, 10 each: each address's first guess
+is not yet a suspect's).
 """
 
 from __future__ import annotations
@@ -41,6 +48,7 @@ import json
 import math
 import os
 import re
+import resource
 import selectors
 import shlex
 import socket
@@ -51,14 +59,18 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from bench.common import (ROOT, checkout, default_out, free_port, irc_off, machine, pin, server_cpu, server_rss,
-                          stop, wait_listening)
+from bench.common import (ROOT, checkout, default_out, free_port, irc_off, machine, pin, raise_nofile, server_cpu,
+                          server_rss, stop, wait_listening)
 
-ATTACKS = ("none", "key-guess", "room-spam", "line-flood", "churn")
+ATTACKS = ("none", "key-guess", "room-spam", "line-flood", "churn", "password-guess", "password-guess-spread")
+PASSWORD_ATTACKS = ("password-guess", "password-guess-spread")
 TARGET_P99_MS = 50.0
 FLOOD_RSS_TARGET_KIB = 128
 HOST = "127.0.0.1"                # the server, and the attackers' one address
-KEEPER_ADDRESS = "127.0.0.250"    # the client that owns #vault
+KEEPER_ADDRESS = "127.0.0.250"    # the client that owns #vault, or registers the victim's account
+SPREAD_NETWORK = "127.0.1."       # password-guess-spread's addresses: 127.0.1.1 and up
+VICTIM = "victim"                 # the account the password attacks guess at
+VICTIM_PASSWORD = "not-a-guess-0"
 PROBE_ADDRESS = "127.0.0.254"     # "is it listening yet?"
 ATTACK_SNDBUF = 64 * 1024         # bounds what the kernel holds for each attacker
 FLOOD_CHUNK = b"ab\n" * 4096
@@ -74,6 +86,15 @@ class Settings:
     bystanders: int = 5
     rate: float = 8.0          # requests per second per bystander (flood limit: 10)
     drain: float = 5.0         # after an attack: how long bystanders wait for late replies
+    spread_conns: int = 1000   # password-guess-spread's connections...
+    spread_addresses: int = 100  # ...from this many addresses, as evenly as may be
+
+    def attack_conns(self, attack: str) -> int:
+        return self.spread_conns if attack == "password-guess-spread" else self.conns
+
+    def attack_spread(self, attack: str) -> int:
+        """The addresses ATTACK spreads over (spread_sources); 0: all from HOST."""
+        return self.spread_addresses if attack == "password-guess-spread" else 0
 
 
 def percentile(sorted_values: list[float], p: float) -> float | None:
@@ -100,14 +121,25 @@ class AttackConn:
         self.line_start = True
 
 
-class Attackers:
-    """N connections from one address doing KIND until SECONDS have passed."""
+def spread_sources(count: int) -> list[str]:
+    """COUNT loopback addresses for the spread attack: 127.0.1.1, 127.0.1.2, ...
+    (Linux routes all of 127/8 to lo, so a socket bound to any of them connects)."""
+    if not 1 <= count <= 254:
+        raise ValueError(f"between 1 and 254 addresses, not {count}")
+    return [f"{SPREAD_NETWORK}{i}" for i in range(1, count + 1)]
 
-    def __init__(self, kind: str, port: int, conns: int, seconds: float) -> None:
+
+class Attackers:
+    """CONNS connections doing KIND until SECONDS have passed, from HOST, or
+    (SPREAD > 0) spread evenly over that many addresses of spread_sources."""
+
+    def __init__(self, kind: str, port: int, conns: int, seconds: float, spread: int = 0) -> None:
         self.kind = kind
         self.port = port
         self.conns = conns
         self.seconds = seconds
+        self.sources = spread_sources(spread) if spread else [HOST]
+        self.welcomed_from: set[str] = set()
         self.sel = selectors.DefaultSelector()
         self.scratch = bytearray(1 << 16)
         self.counter = 0           # makes names, guesses and room names unique
@@ -145,16 +177,27 @@ class Attackers:
             key.data.sock.close()
         cpu = (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)
         top = sorted(self.errors.items(), key=lambda kv: -kv[1])[:6]
-        return {**self.stats, "errors": dict(top), "t_start": start, "t_end": stop_time,
+        return {**self.stats, "errors": dict(top), "addresses": len(self.welcomed_from),
+                "t_start": start, "t_end": stop_time,
                 "harness_cpu_pct": cpu / (stop_time - start) * 100}
 
     # -- connections --
 
     def _connect(self, slot: int) -> None:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        except OSError:  # out of file descriptors: count it and try again later
+            self._failed(slot)
+            return
         sock.setblocking(False)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, ATTACK_SNDBUF)
-        err = sock.connect_ex((HOST, self.port))
+        source = self.sources[slot % len(self.sources)]
+        try:
+            if source != HOST:
+                sock.bind((source, 0))
+            err = sock.connect_ex((HOST, self.port))
+        except OSError as exc:  # the source address cannot be bound (ports used up)
+            err = exc.errno or errno.EADDRNOTAVAIL
         if err not in (0, errno.EINPROGRESS):
             sock.close()
             self._failed(slot)
@@ -208,6 +251,7 @@ class Attackers:
         self.stats["lines_received"] += buf.count(b"\n", 0, n)
         if not conn.welcomed and buf.find(b"* ", 0, n) >= 0:
             conn.welcomed = True
+            self.welcomed_from.add(self.sources[conn.slot % len(self.sources)])
         pos = buf.find(b"! ", 0, n)
         while pos >= 0:
             if (pos == 0 and conn.line_start) or (pos > 0 and buf[pos - 1] == 10):
@@ -260,6 +304,9 @@ class Attackers:
         self.counter += 256
         if self.kind == "key-guess":
             return b"".join(b"/join vault guess%d\n" % k for k in range(first, first + 256))
+        if self.kind in PASSWORD_ATTACKS:
+            # One line per guess (the prompt's NAME, then PASSWORD would take two).
+            return b"".join(b"/login %s guess%d\n" % (VICTIM.encode(), k) for k in range(first, first + 256))
         if self.kind == "room-spam":
             return b"".join(b"/create spam%d\n" % k for k in range(first, first + 256))
         return b""
@@ -471,6 +518,31 @@ def _keeper(port: int) -> socket.socket:
     return sock
 
 
+def _register_victim(port: int) -> None:
+    """Register the account the password attacks guess at, from an address of
+    its own, and leave: the account stays, and nobody online holds its name."""
+    with socket.create_connection((HOST, port), timeout=10, source_address=(KEEPER_ADDRESS, 0)) as sock:
+        sock.sendall(f"{VICTIM}\n/register {VICTIM_PASSWORD}\n/quit\n".encode())
+        buf = b""
+        deadline = time.monotonic() + 10
+        while f"* the name {VICTIM} is yours".encode() not in buf:
+            data = sock.recv(4096) if time.monotonic() < deadline else b""
+            if not data:
+                last = [line for line in buf.decode(errors="replace").splitlines() if line.startswith("! ")]
+                raise RuntimeError(f"could not register {VICTIM}" + (f": {last[-1]}" if last else ""))
+            buf += data
+
+
+def _fd_problem(conns: int, bystanders: int) -> str | None:
+    """Why this process's children could not hold CONNS attack connections
+    (the attackers' process) and as many again plus the bystanders (the server)."""
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    needed = conns + bystanders + 64
+    if hard != resource.RLIM_INFINITY and hard < needed:
+        return f"the open-files hard limit is {hard}; this attack needs {needed} (raise it with ulimit -Hn)"
+    return None
+
+
 def _drain_keeper(sock: socket.socket | None) -> None:
     if sock is None:
         return
@@ -483,26 +555,34 @@ def _drain_keeper(sock: socket.socket | None) -> None:
 
 def run_attack(target: Target, attack: str, settings: Settings, workdir: Path) -> dict:
     """One attack against a fresh server; the figures of one report row."""
+    conns = settings.attack_conns(attack)
+    problem = _fd_problem(conns, settings.bystanders)
+    if problem:
+        return {"error": problem}
     port = free_port()
     workdir.mkdir(parents=True, exist_ok=True)
+    # Every file descriptor allowed from the start (pychat raises its own
+    # limit, but an older checkout given with --base might not).
     server = subprocess.Popen([sys.executable, str(target.root / "pychat_server.py"), HOST,
                                "--port", str(port), "--db", str(workdir / "pychat.db"), *irc_off(target.root)],
                               cwd=workdir, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
+                              stderr=subprocess.DEVNULL, preexec_fn=raise_nofile)
     pin(server.pid, 0)
     keeper = bystanders = attackers = None
     try:
         if not wait_listening(port, server, source=PROBE_ADDRESS):
             return {"error": "server did not start"}
         keeper = _keeper(port) if attack == "key-guess" else None
+        if attack in PASSWORD_ATTACKS:
+            _register_victim(port)
         bystanders = _worker(["bystanders", "--port", str(port), "--count", str(settings.bystanders),
                               "--rate", str(settings.rate), "--drain", str(settings.drain)])
         _read_line(bystanders, 30)
         baseline_start = time.monotonic()
         time.sleep(settings.baseline)
         rss_before = server_rss(server.pid)
-        attackers = _worker(["attackers", "--kind", attack, "--port", str(port), "--conns", str(settings.conns),
-                             "--seconds", str(settings.seconds)])
+        attackers = _worker(["attackers", "--kind", attack, "--port", str(port), "--conns", str(conns),
+                             "--spread", str(settings.attack_spread(attack)), "--seconds", str(settings.seconds)])
         _read_line(attackers, 30)  # "go": it starts now
         cpu0, wall0 = server_cpu(server.pid), time.monotonic()
         rss_peak = rss_before
@@ -530,7 +610,9 @@ def run_attack(target: Target, attack: str, settings: Settings, workdir: Path) -
         "server_cpu_pct": (cpu1 - cpu0) / (wall1 - wall0) * 100,
         "rss_before_kib": rss_before / 1024,
         "rss_peak_kib": rss_peak / 1024,
-        "rss_per_conn_kib": (rss_peak - rss_before) / 1024 / settings.conns if attack != "none" else None,
+        "conns": conns,
+        "addresses": settings.attack_spread(attack) or 1,
+        "rss_per_conn_kib": (rss_peak - rss_before) / 1024 / conns if attack != "none" else None,
         "attackers": attack_result,
         "bystander_priority": by_result["priority"],
         "bystander_harness_cpu_pct": by_result["harness_cpu_pct"],
@@ -559,7 +641,9 @@ def rtt_stats(by_result: dict, start_ns: int, end_ns: int) -> dict:
             rtts.append((got - sent) / 1e6)
     rtts.sort()
     return {"samples": len(rtts), "unanswered": unanswered, "p50_ms": percentile(rtts, 0.50),
-            "p99_ms": percentile(rtts, 0.99), "max_ms": rtts[-1] if rtts else None}
+            "p99_ms": percentile(rtts, 0.99), "max_ms": rtts[-1] if rtts else None,
+            # How many missed the target: p99 alone hides whether that was 1 % or 1 in 480.
+            "over_target": sum(1 for rtt in rtts if rtt > TARGET_P99_MS)}
 
 
 def sequence_totals(by_result: dict) -> dict:
@@ -605,7 +689,8 @@ def brief(row: dict) -> str:
         return "error: " + row["error"]
     b = row["bystander"]
     return (f"bystander p50 {fmt_ms(b['p50_ms'])} p99 {fmt_ms(b['p99_ms'])} max {fmt_ms(b['max_ms'])} ms, "
-            f"{b['samples']} samples, {b['unanswered']} unanswered, server CPU {row['server_cpu_pct']:.0f}%: "
+            f"{b['samples']} samples ({b.get('over_target', '?')} over {TARGET_P99_MS:g} ms), "
+            f"{b['unanswered']} unanswered, server CPU {row['server_cpu_pct']:.0f}%: "
             f"{row['verdict']}")
 
 
@@ -619,7 +704,8 @@ def fmt_ms(v: float | None) -> str:
 
 
 def table(data: dict) -> list[str]:
-    rows = ["| attack | server | bystander RTT p50 / p99 / max (ms) | samples | lost / dup / reordered / "
+    rows = [f"| attack | server | bystander RTT p50 / p99 / max (ms) | samples (over {data['target_p99_ms']:g} ms) | "
+            "lost / dup / reordered / "
             "unanswered | verdict | server CPU % | attack lines sent | connections made / refused | "
             "server RSS per attack connection (KiB) | harness CPU % (attackers / bystanders) |",
             "|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -632,7 +718,8 @@ def table(data: dict) -> list[str]:
             rss = row["rss_per_conn_kib"]
             rows.append(
                 f"| {attack} | {server} | {fmt_ms(b['p50_ms'])} / {fmt_ms(b['p99_ms'])} / {fmt_ms(b['max_ms'])} | "
-                f"{b['samples']} | {b['lost']} / {b['duplicates']} / {b['out_of_order']} / {b['unanswered']} | "
+                f"{b['samples']} ({b.get('over_target', '-')}) | "
+                f"{b['lost']} / {b['duplicates']} / {b['out_of_order']} / {b['unanswered']} | "
                 f"{row['verdict']} | {row['server_cpu_pct']:.0f} | {a['lines_sent']:,} | "
                 f"{a['connections']:,} / {a['refused'] + a['connect_failed']:,} | "
                 f"{'-' if rss is None else f'{rss:.0f}'} | "
@@ -659,27 +746,32 @@ def priorities(data: dict) -> set[str]:
 
 def section(data: dict) -> str:
     """The markdown section for BENCHMARKS.md."""
-    s = data["settings"]
-    servers = ", ".join(f"`{name}` at {commit}" for name, commit in data["servers"].items())
+    s = {**asdict(Settings()), **data["settings"]}  # an older attack.json lacks the newer settings
     lines = [
         SECTION_BEGIN,
         "## Attacks at the default limits",
         "",
-        f"Latest {data['mode']} run: {data['date']}, `{data['command']}`; {servers}. "
-        f"Machine: {data['machine']}.",
+        *provenance(data),
         "",
         f"Each attack runs for {s['seconds']:g} s against a fresh server started with only "
         "`pychat_server.py 127.0.0.1 --port P --db FILE` (and `--irc-port off` where it has an IRC "
         "listener; its defaults: flood control at 10 lines/s "
         "with a burst of 20 per connection, at most 100 connections per address), pinned to core 0, "
         f"after {s['baseline']:g} s of bystanders alone. {s['conns']} attack connections come from "
-        f"127.0.0.1; {s['bystanders']} bystanders, each from its own address (127.0.0.2 and up), each send "
+        f"127.0.0.1 (password-guess-spread: {s['spread_conns']:,} from {s['spread_addresses']} addresses, "
+        f"{SPREAD_NETWORK}1 and up, {spread_each(s)} each); "
+        f"{s['bystanders']} bystanders, each from its own address (127.0.0.2 and up), each send "
         f"`/dm SELF SEQ` {s['rate']:g} times a second and time the `(dm) SELF: SEQ` line (requests sent "
         "during the attack; a request never answered counts with the time it waited). Attackers read "
         "and discard everything and reconnect whenever they are closed or refused. Attacks: "
         "key-guess = `/join vault guessN` as fast as the server reads them (#vault has a key); "
         "room-spam = `/create spamN`; line-flood = `ab` lines as fast as the sockets take them, "
-        "all in #flood; churn = connect, name, `/quit`, wait for the close, again. Attack lines sent = "
+        "all in #flood; churn = connect, name, `/quit`, wait for the close, again; "
+        f"password-guess = `/login {VICTIM} guessN` once named, as fast as the server reads them (one line a "
+        f"guess; the account {VICTIM} is registered from another address before the attack, and nobody "
+        "holds its name); password-guess-spread = the same from the addresses above (an address is a "
+        "suspect only after its first wrong password: until then a check that does not fit the server's "
+        "budget waits instead of being refused). Attack lines sent = "
         "lines the attackers' sockets took: when the server reads slowly most of them still wait in "
         "socket buffers. Harness CPU % shows that the attackers and bystanders (on core 1) were not "
         "the limit.",
@@ -687,7 +779,8 @@ def section(data: dict) -> str:
         "Bystanders ran with " + ", ".join(sorted(priorities(data))) + " scheduling. "
         f"Target: bystander p99 <= {data['target_p99_ms']:g} ms with every reply once and in order, and "
         f"(line-flood) at most {data['flood_rss_target_kib']} KiB of server RSS per flooding connection "
-        "(peak RSS during the attack minus RSS before it, over the attack connections).",
+        "(peak RSS during the attack minus RSS before it, over the attack connections; for the password "
+        "attacks the peak includes the 16 MiB scrypt uses while it checks a password).",
         "",
         *table(data),
         "",
@@ -699,6 +792,33 @@ def section(data: dict) -> str:
         SECTION_END,
     ]
     return "\n".join(lines) + "\n"
+
+
+def spread_each(s: dict) -> str:
+    """How many of the spread attack's connections each of its addresses makes."""
+    low, extra = divmod(s["spread_conns"], s["spread_addresses"])
+    return f"{low}" if not extra else f"{low} or {low + 1}"
+
+
+def runs_of(data: dict) -> list[dict]:
+    """The runs DATA's rows come from (an attack.json from before merging has one)."""
+    return data.get("runs") or [{"attacks": list(data["results"]), "date": data["date"],
+                                 "command": data["command"], "servers": data["servers"]}]
+
+
+def provenance(data: dict) -> list[str]:
+    """Which run made which rows: when, by what command, on which commits; the machine."""
+    runs = runs_of(data)
+    said = []
+    for run in runs:
+        servers = ", ".join(f"`{name}` at {commit}" for name, commit in run["servers"].items())
+        said.append(f"{run['date']}, `{run['command']}`; {servers}.")
+    machine_line = f"Machine: {data['machine']}."
+    if len(runs) == 1:
+        return [f"Latest {data['mode']} run: {said[0]} {machine_line}"]
+    return [f"Rows from {len(runs)} {data['mode']} runs (a run of some attacks keeps the other rows). "
+            + machine_line, "",
+            *(f"- {', '.join(run['attacks'])}: {text}" for run, text in zip(runs, said))]
 
 
 def put_section(markdown: Path, text: str) -> None:
@@ -715,15 +835,18 @@ def put_section(markdown: Path, text: str) -> None:
 
 def settings_for(args: argparse.Namespace) -> Settings:
     if args.tiny:
-        s = Settings(seconds=1.0, baseline=0.3, conns=4, bystanders=2, drain=2.0)
+        s = Settings(seconds=1.0, baseline=0.3, conns=4, bystanders=2, drain=2.0, spread_conns=20,
+                     spread_addresses=4)
     elif args.quick:
         s = Settings(seconds=5.0, baseline=1.0)
     else:
         s = Settings()
-    for name in ("seconds", "baseline", "conns", "bystanders", "rate"):
+    for name in ("seconds", "baseline", "conns", "bystanders", "rate", "spread_conns", "spread_addresses"):
         value = getattr(args, name, None)
         if value is not None:
             setattr(s, name, value)
+    if not 1 <= s.spread_addresses <= 254:
+        raise SystemExit("bench: --spread-addresses is between 1 and 254 (127.0.1.1 to 127.0.1.254)")
     return s
 
 
@@ -748,11 +871,49 @@ def run_and_report(args: argparse.Namespace, outdir: Path, command: str) -> dict
     outdir.mkdir(parents=True, exist_ok=True)
     data.update(date=time.strftime("%Y-%m-%d %H:%M %Z"), machine=machine(), command=command,
                 mode="tiny" if args.tiny else ("quick" if args.quick else "full"), json="attack.json")
+    data["runs"] = [{"attacks": attacks, "date": data["date"], "command": command, "servers": data["servers"]}]
+    earlier = read_json(outdir / "attack.json")
+    kept = keep_earlier_rows(data, earlier)
+    if kept:
+        print(f"kept the earlier rows of {', '.join(kept)} from {outdir / 'attack.json'}", file=sys.stderr)
+    elif earlier and set(earlier.get("results", {})) - set(attacks):
+        print(f"dropped the earlier rows in {outdir / 'attack.json'}: that run was made differently "
+              "(mode, machine, servers or settings)", file=sys.stderr)
     (outdir / "attack.json").write_text(json.dumps(data, indent=1))
     print("\n".join(table(data)))
     put_section(outdir / "BENCHMARKS.md", section(data))
     print(f"wrote {outdir / 'attack.json'} and the attack section of {outdir / 'BENCHMARKS.md'}", file=sys.stderr)
     return data
+
+
+def read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def keep_earlier_rows(data: dict, old: dict | None) -> list[str]:
+    """Add to DATA the rows of OLD (an earlier attack.json) for the attacks
+    DATA did not run, if OLD was made the same way (mode, machine, target and
+    the settings both know) on at least DATA's servers; the attacks kept, in
+    ATTACKS order. So a run of a few attacks updates their rows and keeps the
+    others (each run's date, command and commits are listed)."""
+    if not old or "results" not in old:
+        return []
+    same = (old.get("mode") == data["mode"] and old.get("machine") == data["machine"]
+            and set(data["servers"]) <= set(old.get("servers", {}))
+            and old.get("target_p99_ms") == data["target_p99_ms"]
+            and all(old["settings"][k] == v for k, v in data["settings"].items() if k in old.get("settings", {})))
+    kept = [a for a in old["results"] if a not in data["results"] and a in ATTACKS]
+    if not same or not kept:
+        return []
+    merged = {**old["results"], **data["results"]}
+    data["results"] = {a: merged[a] for a in ATTACKS if a in merged}
+    earlier = [{**run, "attacks": [a for a in run["attacks"] if a in kept]} for run in runs_of(old)]
+    data["runs"] = [run for run in earlier if run["attacks"]] + data["runs"]
+    data["settings"] = {**old["settings"], **data["settings"]}
+    return [a for a in ATTACKS if a in kept]
 
 
 def worker_main(argv: list[str]) -> None:
@@ -761,13 +922,16 @@ def worker_main(argv: list[str]) -> None:
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--kind", choices=ATTACKS, default="none")
     p.add_argument("--conns", type=int, default=100)
+    p.add_argument("--spread", type=int, default=0,
+                   help="spread the connections over this many addresses (127.0.1.1 and up); 0: all from 127.0.0.1")
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--count", type=int, default=5)
     p.add_argument("--rate", type=float, default=8.0)
     p.add_argument("--drain", type=float, default=5.0)
     args = p.parse_args(argv)
     if args.role == "attackers":
-        result = Attackers(args.kind, args.port, args.conns, args.seconds).run()
+        raise_nofile()  # a socket per connection: 1,000 of them pass the usual soft limit of 1,024 with little room
+        result = Attackers(args.kind, args.port, args.conns, args.seconds, args.spread).run()
     else:
         result = Bystanders(args.port, args.count, args.rate, args.drain).run()
     print(json.dumps(result), flush=True)
@@ -785,6 +949,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seconds", type=float, default=None, help="seconds per attack (default 12)")
     p.add_argument("--baseline", type=float, default=None, help="seconds of bystanders alone first (default 2)")
     p.add_argument("--conns", type=int, default=None, help="attack connections (default 100)")
+    p.add_argument("--spread-conns", type=int, default=None,
+                   help="password-guess-spread's attack connections (default 1000)")
+    p.add_argument("--spread-addresses", type=int, default=None,
+                   help="password-guess-spread's addresses, 127.0.1.1 and up (default 100, at most 254)")
     p.add_argument("--bystanders", type=int, default=None, help="bystanders (default 5)")
     p.add_argument("--rate", type=float, default=None, help="requests per second per bystander (default 8)")
     p.add_argument("--base", metavar="DIR", help="also attack the pychat checkout in DIR (as pychat-base)")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import os
 import platform
+import resource
 import socket
 import subprocess
 import sys
@@ -40,6 +41,19 @@ def pin(pid: int, cpu: int) -> None:
             os.sched_setaffinity(pid, {_CPUS[cpu % len(_CPUS)]})
         except OSError:
             pass
+
+
+def raise_nofile() -> int:
+    """Raise this process's open-files limit to its hard limit (many sockets
+    in one process); the limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError):
+            pass
+    return soft
 
 
 def server_cpu(pid: int) -> float:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import selectors
 import socket
 import sys
@@ -24,7 +23,7 @@ import time
 from dataclasses import dataclass, field
 
 from bench import seqcheck
-from bench.common import server_cpu, server_rss
+from bench.common import raise_nofile, server_cpu, server_rss
 
 SCRATCH_SIZE = 1 << 18   # setup reads: one buffer, reused (a fresh 256 KiB bytes per read is costly)
 CHECK_MEMORY = 256 << 20  # bytes of check buffers for all receivers together
@@ -399,12 +398,6 @@ class LoadGen:
         fanout = time.monotonic() - start
         self._quiet(0.05)
         return {"fanout_s": fanout, **self._finish_checking()}
-
-
-def raise_nofile() -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shlex
 import shutil
 import statistics
@@ -32,8 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench import attack, daemons
-from bench.common import (ROOT, checkout, default_out, free_port, irc_off, machine, pin, speaks_irc, stop,
-                          wait_listening)
+from bench.common import (ROOT, checkout, default_out, free_port, irc_off, machine, pin, raise_nofile, speaks_irc,
+                          stop, wait_listening)
 
 # Logins under way at once, for every server. miniircd listens with a
 # backlog of 5 and a login under way holds at most one connection not yet
@@ -188,9 +187,7 @@ def run_once(kind: ServerKind, scenario: Scenario, workdir: Path) -> dict:
 def server_setup() -> None:
     """In the server's process, before it starts: core 0, all the files it may open."""
     pin(0, 0)
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    raise_nofile()
 
 
 def last_words(log_path: Path) -> str:

@@ -1,6 +1,7 @@
 """The benchmark's code: the sequence checker on made-up streams, and tiny real
 runs against pychat (timing is not tested, only that nothing was lost)."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -11,7 +12,7 @@ import pytest
 
 from helpers import ROOT
 
-from bench import common, daemons, run, seqcheck
+from bench import attack, common, daemons, run, seqcheck
 
 PAYLOAD = 60
 
@@ -291,23 +292,49 @@ def test_tiny_attack_measures_every_attack_and_loses_no_reply(tmp_path):
     assert result.returncode == 0, result.stderr
     data = json.loads((tmp_path / "attack.json").read_text())
     rows = {attack: per_server["pychat"] for attack, per_server in data["results"].items()}
-    assert list(rows) == ["none", "key-guess", "room-spam", "line-flood", "churn"]
-    conns = data["settings"]["conns"]
-    for attack, row in rows.items():
-        assert "error" not in row, (attack, row)
+    assert list(rows) == ["none", "key-guess", "room-spam", "line-flood", "churn", "password-guess",
+                          "password-guess-spread"]
+    settings = data["settings"]
+    conns = settings["conns"]
+    for name, row in rows.items():
+        assert "error" not in row, (name, row)
         by = row["bystander"]
-        assert by["samples"] > 0 and by["p99_ms"] is not None, (attack, by)
+        assert by["samples"] > 0 and by["p99_ms"] is not None, (name, by)
+        assert (by["over_target"] > 0) == (by["max_ms"] > attack.TARGET_P99_MS), (name, by)
         for key in ("lost", "duplicates", "out_of_order", "bad", "closed"):
-            assert by[key] == 0, (attack, key, by)
-        if attack != "none":
-            assert row["attackers"]["connections"] >= conns, (attack, row["attackers"])
+            assert by[key] == 0, (name, key, by)
+        if name != "none":
+            assert row["attackers"]["connections"] >= row["conns"], (name, row["attackers"])
             assert row["attackers"]["lines_sent"] > 0
             assert row["rss_per_conn_kib"] is not None
     # Churn keeps reconnecting: many more connections than loops.
     assert rows["churn"]["attackers"]["connections"] > 2 * conns
+    # The spread attack comes from all its addresses at once, the other from one.
+    spread, single = rows["password-guess-spread"], rows["password-guess"]
+    assert spread["conns"] == settings["spread_conns"] > conns and single["conns"] == conns
+    assert spread["attackers"]["addresses"] == spread["addresses"] == settings["spread_addresses"] > 1
+    assert single["attackers"]["addresses"] == single["addresses"] == 1
+    for row in (single, spread):
+        # Real guesses were checked (and were wrong), and the rest were refused.
+        answers = row["attackers"]["errors"]
+        assert answers.get("! wrong password for victim", 0) >= 1, answers
+        assert any(text.endswith("try again in N s") for text in answers), answers
     markdown = (tmp_path / "BENCHMARKS.md").read_text()
     assert "<!-- attack:begin -->" in markdown and "`python3 -m bench.attack --tiny" in markdown
-    assert "| key-guess | pychat |" in markdown
+    assert "| key-guess | pychat |" in markdown and "| password-guess-spread | pychat |" in markdown
+    assert "- password-guess, pychat: " in markdown  # what the server answered the guesses
+
+    # Then one attack again into the same place: its row is new, the others are kept.
+    again = subprocess.run([sys.executable, "-m", "bench.attack", "--tiny", "--attacks", "password-guess",
+                            "--out", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    newer = json.loads((tmp_path / "attack.json").read_text())
+    assert list(newer["results"]) == list(rows)
+    assert newer["results"]["churn"] == data["results"]["churn"]
+    assert newer["results"]["password-guess"] != data["results"]["password-guess"]
+    assert [run["attacks"] for run in newer["runs"]] == [[a for a in rows if a != "password-guess"],
+                                                         ["password-guess"]]
+    assert "Rows from 2 tiny runs" in (tmp_path / "BENCHMARKS.md").read_text()
 
 
 def test_attackers_keep_reconnecting_when_refused(make_server):
@@ -325,3 +352,60 @@ def test_attackers_keep_reconnecting_when_refused(make_server):
     assert stats["connections"] >= stats["refused"] + 2  # the two accepted, and every refused one
     assert any("too many connections" in text for text in stats["errors"]), stats["errors"]
     assert stats["lines_sent"] > 0
+
+
+def attack_row(name: str, p99: float) -> dict:
+    """A made-up row of bench.attack's results, with every field the report reads."""
+    return {"attack": name, "server_cpu_pct": 5.0, "rss_per_conn_kib": None, "verdict": "pass",
+            "bystander_priority": "SCHED_FIFO", "bystander_harness_cpu_pct": 1.0,
+            "bystander": {"samples": 480, "unanswered": 0, "p50_ms": 0.4, "p99_ms": p99, "max_ms": p99,
+                          "lost": 0, "duplicates": 0, "out_of_order": 0, "bad": 0, "closed": 0},
+            "attackers": {"lines_sent": 10, "connections": 100, "refused": 0, "connect_failed": 0,
+                          "harness_cpu_pct": 2.0, "errors": {}}}
+
+
+def attack_data(attacks: list[str], servers: dict, date: str, command: str, mode: str = "full",
+                settings: dict | None = None) -> dict:
+    return {"settings": settings or dataclasses.asdict(attack.Settings()), "target_p99_ms": attack.TARGET_P99_MS,
+            "flood_rss_target_kib": attack.FLOOD_RSS_TARGET_KIB, "servers": servers, "date": date,
+            "machine": "the machine", "command": command, "mode": mode, "json": "attack.json",
+            "results": {a: {s: attack_row(a, 1.0 + i) for s in servers} for i, a in enumerate(attacks)}}
+
+
+def test_a_run_of_some_attacks_keeps_the_other_rows_of_the_same_kind_of_run():
+    older = list(attack.ATTACKS[:5])  # an attack.json from before the password attacks...
+    old = attack_data(older, {"pychat": "aaa1111", "pychat-base": "bbb2222"}, "D1", "python3 -m bench.run")
+    for key in ("spread_conns", "spread_addresses"):  # ...and before their settings
+        del old["settings"][key]
+    assert "Latest full run: D1, `python3 -m bench.run`; `pychat` at aaa1111" in attack.section(old)
+
+    def new_run(attacks: list[str], date: str, **kw) -> dict:
+        data = attack_data(attacks, {"pychat": "ccc3333"}, date, f"python3 -m bench.attack {date}", **kw)
+        data["runs"] = [{"attacks": attacks, "date": date, "command": data["command"], "servers": data["servers"]}]
+        return data
+
+    password = ["password-guess", "password-guess-spread"]
+    # Another mode, or other settings: nothing is kept.
+    for other in (new_run(password, "D2", mode="quick"),
+                  new_run(password, "D2", settings={**dataclasses.asdict(attack.Settings()), "seconds": 5.0})):
+        assert attack.keep_earlier_rows(other, old) == [] and list(other["results"]) == password
+
+    new = new_run(password, "D2")
+    assert attack.keep_earlier_rows(new, old) == older
+    assert list(new["results"]) == list(attack.ATTACKS)
+    assert new["results"]["key-guess"] == old["results"]["key-guess"]
+    assert new["results"]["password-guess"]["pychat"]["bystander"]["p99_ms"] == 1.0
+    markdown = attack.section(new)
+    assert "Rows from 2 full runs" in markdown
+    assert "- none, key-guess, room-spam, line-flood, churn: D1, `python3 -m bench.run`; `pychat` at aaa1111" \
+        in markdown
+    assert "- password-guess, password-guess-spread: D2, `python3 -m bench.attack D2`; `pychat` at ccc3333" \
+        in markdown
+    assert "| key-guess | pychat-base |" in markdown and "| password-guess-spread | pychat |" in markdown
+
+    # Again, one attack: three runs, each named with the rows it still holds.
+    newer = new_run(["key-guess"], "D3")
+    assert attack.keep_earlier_rows(newer, new) == [a for a in attack.ATTACKS if a != "key-guess"]
+    assert [run["attacks"] for run in newer["runs"]] == [["none", "room-spam", "line-flood", "churn"], password,
+                                                         ["key-guess"]]
+    assert newer["results"]["key-guess"] == {"pychat": attack_row("key-guess", 1.0)}
