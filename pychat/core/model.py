@@ -52,6 +52,7 @@ log = logging.getLogger("pychat.core.model")
 LIST_LIMIT = 50        # rooms in one listing
 DEPARTED_KEPT = 1000   # names remembered after their users left or changed them
 USERS_LIMIT = 100      # users in one listing
+HASH_GAP = 0.1         # seconds between two slow hashes (a key or password check), whoever asks
 
 class Departed(NamedTuple):
     """A name a user no longer holds: who it was, and when it was given up."""
@@ -234,7 +235,7 @@ class Hall(AccountsMixin, ModerationMixin):
         self._checks_by_address = KeyedBuckets(self.limits.checks_per_address)
         self._checks = TokenBucket(self.limits.checks_server, 0.0)
         self._suspect_checks = TokenBucket(self.limits.checks_suspect, 0.0)
-        self._hashed_at = -1.0  # the time (the loop's pass) of the last slow hash
+        self._hashed_at = -HASH_GAP  # when the last slow hash was made
         # Addresses that gave a wrong key: (wrong keys in a row, when the last).
         self._suspects: dict[str, tuple[int, float]] = {}
         self._cloak_key = os.urandom(16)
@@ -452,10 +453,12 @@ class Hall(AccountsMixin, ModerationMixin):
 
         Checks not allowed cost nothing: they are never queued on the loop's time.
         """
-        if now == self._hashed_at:
-            # One slow hash per pass of the loop (its clock is read once a pass):
-            # budgets that each allow one could otherwise add up to a long pause.
-            raise Busy(f"the server is busy checking {what}s; try again in 1 s", 0.0)
+        since = now - self._hashed_at
+        if 0 <= since < HASH_GAP:
+            # Slow hashes are spaced out, whoever asks: budgets that each allow
+            # one could otherwise add up to a long pause, and a bystander whose
+            # line came in during one hash is answered before the next.
+            raise Busy(f"the server is busy checking {what}s; try again in 1 s", HASH_GAP - since)
         suspect = self._is_suspect(address, now)
         if self.limits.per_address:
             wait = self._checks_by_address.wait(address, now, cost)
