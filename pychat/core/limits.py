@@ -135,16 +135,16 @@ def seconds_text(seconds: float) -> str:
 class HallLimits:
     """What one user or address may make the Hall do, and the room cap.
 
-    The slow check is a key (or, later, password) hash: about 20 ms of the
-    single thread each. Per address, five at once and then one every two
+    The slow check is a key hash (about 20 ms of the single thread) or a
+    password hash (about 40 ms, two units). Per address, five at once and then one every two
     seconds, and each wrong key in a row costs twice the one before (up to
     SUSPECT_PENALTY_MAX): an honest typo costs nothing, guessing goes
     nowhere. For the whole server two shares: addresses that gave a wrong
     key within SUSPECT_SECONDS draw from CHECKS_SUSPECT, all others (and
     new keys) from CHECKS_SERVER, so guessers from many addresses cannot
-    lock out someone who knows the key. Together at most eight checks a
-    second (under a fifth of one core) and three at once: a bystander
-    never waits longer than that.
+    lock out someone who knows the key. Together at most eight units a
+    second (under a fifth of one core); and two hashes are always at least
+    HASH_GAP apart, so a bystander never waits for more than one.
     """
 
     max_rooms: int = 10_000

@@ -3,8 +3,9 @@
 scrypt from the standard library, with Django's parameters (N=2**14, r=8,
 p=1: 16 MiB of memory per check). On this project's 2-core machine one
 check costs about 37 ms of the single thread, so it draws two units from the
-same slow-check budgets as room keys (pychat.core.limits): a bystander never
-waits for more than one. N=2**17 (OWASP's first choice, 128 MiB) would cost
+same slow-check budgets as room keys (pychat.core.limits), and hashes are
+spaced apart (pychat.core.model.HASH_GAP): a bystander never waits for more
+than one. N=2**17 (OWASP's first choice, 128 MiB) would cost
 about 300 ms, more than a single-threaded server can give to one login.
 The parameters are stored with each hash, so raising them later keeps old
 passwords valid.
