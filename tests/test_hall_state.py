@@ -67,6 +67,9 @@ class Once:
     def broadcast(self, e: Broadcast) -> bytes:
         return f"O all {e.sender} {e.text}\n".encode()
 
+    def to_operators(self, e) -> bytes:
+        return f"O {e.status}{e.room} {e.sender} {e.text}\n".encode()
+
     def invited(self, e) -> bytes:
         return f"O invite {e.sender} {e.room}\n".encode()
 

@@ -91,6 +91,20 @@ class Direct(NamedTuple):
     msgid: int
 
 
+class ToOperators(NamedTuple):
+    """A message in a room for its operators only (STATUS '@'), or its
+    operators and voiced members ('+'): IRC's STATUSMSG. Not stored."""
+
+    ts: float
+    room: str
+    sender: str
+    prefix: str
+    text: str
+    kind: int
+    msgid: int
+    status: str
+
+
 class Invited(NamedTuple):
     """Someone asks another user to join a room."""
 
@@ -179,6 +193,8 @@ class Renderer(Protocol):
     def renamed(self, e: Renamed, room: str) -> bytes: ...
 
     def direct(self, e: Direct) -> bytes: ...
+
+    def to_operators(self, e: ToOperators) -> bytes: ...
 
     def direct_echo(self, e: Direct) -> bytes | None:
         """What the sender of a direct message is shown, if anything."""

@@ -29,7 +29,7 @@ import re
 from typing import Callable, Iterable, NamedTuple, Protocol
 
 from pychat.core.events import (MESSAGE, NOTICE, Broadcast, Direct, Invited, Joined, Parted, Quit, Renamed,
-                                Renderer, said)
+                                Renderer, ToOperators, said)
 from pychat.core.history import MESSAGE as STORED_MESSAGE
 from pychat.core.history import NOTICE as STORED_NOTICE
 from pychat.core.history import HistoryStore, StoredEvent
@@ -683,6 +683,26 @@ class Hall(AccountsMixin, ModerationMixin):
         if echo is not None:
             user.send(echo)
         return target
+
+    def say_to_operators(self, user: User, room: Room, text: str, now: float, kind: int = MESSAGE,
+                         status: str = "@") -> None:
+        """A message to ROOM's operators (and voiced members, STATUS '+'), under the
+        room's rules for speaking; the sender sees it only if it is one of them and echoes."""
+        if user not in room.members and "n" in room.modes:
+            raise ChatError(f"you are not in #{room.name}", NOT_IN_ROOM)
+        if room.gated:
+            self._check_voice(user, room, now)
+        self.msgids += 1
+        event = ToOperators(now, room.name, user.name, user.prefix, text, kind, self.msgids, status)
+        recipients = room.ops | room.voiced if status == "+" else room.ops
+        rendered: dict[Renderer, bytes] = {}
+        for member in recipients:
+            if (member is user and not user.renderer.echo) or member in user.ignored_by:
+                continue
+            data = rendered.get(member.renderer)
+            if data is None:
+                data = rendered[member.renderer] = member.renderer.to_operators(event)
+            member.send(data)
 
     def invite(self, user: User, target: User, room: Room, now: float) -> None:
         """USER, a member of ROOM, asks TARGET to join it (and lets it in, if invite-only)."""

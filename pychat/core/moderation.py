@@ -188,7 +188,7 @@ class ModerationMixin:
             raise ChatError(f"you are banned from #{room.name}", BANNED)
         if "i" in room.modes and not invited:
             raise ChatError(f"#{room.name} is invite-only: an operator must /invite you", INVITE_ONLY)
-        if room.limit is not None and len(room.members) >= room.limit:
+        if room.limit is not None and len(room.members) >= room.limit and not invited:
             raise ChatError(f"#{room.name} is full ({room.limit} members)", ROOM_FULL)
         if room.locked:
             if not key:

@@ -16,7 +16,7 @@ import time
 from functools import lru_cache
 
 from pychat.core.events import (ACTION, NOTICE, Broadcast, Direct, Invited, Joined, Kicked, ModeChanged, Parted,
-                                Quit, Renamed, Said, TopicSet, Wall)
+                                Quit, Renamed, Said, ToOperators, TopicSet, Wall)
 from pychat.protocols.irc.message import MAX_BODY
 
 # A line an IRC client could have sent (512 bytes) grows by the sender's
@@ -107,6 +107,10 @@ class IrcRenderer:
     def direct(self, e: Direct) -> bytes:
         command = "NOTICE" if e.kind == NOTICE else "PRIVMSG"
         return self._message(self._tags(e.ts, e.msgid), e.prefix, command, e.target, e.text, e.kind)
+
+    def to_operators(self, e: ToOperators) -> bytes:
+        command = "NOTICE" if e.kind == NOTICE else "PRIVMSG"
+        return self._message(self._tags(e.ts, e.msgid), e.prefix, command, f"{e.status}#{e.room}", e.text, e.kind)
 
     def direct_echo(self, e: Direct) -> bytes | None:
         return self.direct(e) if self.echo else None

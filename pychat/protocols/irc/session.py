@@ -295,10 +295,11 @@ class IrcSession:
         self._reply(m.RPL_CREATED, "This server was created when it started")
         self._reply(m.RPL_MYINFO, self.server, VERSION, "iow", "biklmnostv", "bklov")
         tokens = [f"AWAYLEN={AWAY_MAX}", "CASEMAPPING=ascii", "CHANLIMIT=#:", "CHANMODES=b,k,l,imnst",
-                  f"CHANNELLEN={MAX_ROOM + 1}", "CHANTYPES=#", "ELIST=", "EXTBAN=,m", f"MAXTARGETS={TARGETS_MAX}",
+                  f"CHANNELLEN={MAX_ROOM + 1}", "CHANTYPES=#", "ELIST=MNU", "EXTBAN=,m", "STATUSMSG=@+", "WHOX", f"MAXTARGETS={TARGETS_MAX}",
                   f"MODES={MODES_MAX}", f"NETWORK={NETWORK}", f"NICKLEN={MAX_NAME}", "PREFIX=(ov)@+",
                   f"TOPICLEN={TOPIC_MAX}", f"KICKLEN={REASON_MAX}",
-                  f"TARGMAX=JOIN:,PART:,PRIVMSG:{TARGETS_MAX},NOTICE:{TARGETS_MAX},WHOIS:1,NAMES:1",
+                  f"TARGMAX=JOIN:,PART:,PRIVMSG:{TARGETS_MAX},NOTICE:{TARGETS_MAX},WHOIS:1,NAMES:{TARGETS_MAX},"
+                  f"KICK:{TARGETS_MAX},LIST:{TARGETS_MAX}",
                   "UTF8ONLY"]
         for start in range(0, len(tokens), ISUPPORT_PER_LINE):  # a line holds at most 15 parameters
             self._reply(m.RPL_ISUPPORT, *tokens[start:start + ISUPPORT_PER_LINE], "are supported by this server")
@@ -323,14 +324,23 @@ class IrcSession:
 
     # -- helpers ---------------------------------------------------------------------
 
-    def _who_reply(self, user: User, room: Room | None) -> None:
-        """RPL_WHOREPLY for USER: in ROOM, or else in a room the asker may see."""
+    def _who_reply(self, user: User, room: Room | None, whox: tuple[str, str] | None = None) -> None:
+        """RPL_WHOREPLY for USER: in ROOM, or else in a room the asker may see;
+        with WHOX (its fields and token), RPL_WHOSPCRPL with those fields."""
         if room is None:
             room = next((r for r in user.rooms if self._visible(r)), None)
         where = f"#{room.name}" if room is not None else "*"
         flags = _status(user) + ("*" if user.oper else "") + (self._prefixes(user, room) if room else "")
-        self._reply(m.RPL_WHOREPLY, where, user.ident, user.host, self.server, user.name, flags,
-                    f"0 {user.realname or user.name}")
+        realname = user.realname or user.name
+        if whox is None:
+            self._reply(m.RPL_WHOREPLY, where, user.ident, user.host, self.server, user.name, flags, f"0 {realname}")
+            return
+        fields, token = whox
+        account = self.hall.accounts[user.account].name if user.account in self.hall.accounts else "0"
+        values = {"t": token, "c": where, "u": user.ident, "i": "255.255.255.255", "h": user.host,
+                  "s": self.server, "n": user.name, "f": flags, "d": "0", "l": "0", "a": account,
+                  "o": "n/a", "r": realname}
+        self._reply(m.RPL_WHOSPCRPL, *(values[f] for f in WHOX_FIELDS if f in fields))
 
     def _prefixes(self, user: User, room: Room) -> str:
         """@ and + as NAMES and WHO show them (both with multi-prefix, else the highest)."""
@@ -428,7 +438,8 @@ class IrcSession:
         self._reply(m.ERR_NEEDMOREPARAMS, msg.command, "Not enough parameters")
         return False
 
-    def _names(self, room: Room) -> None:
+    def _names(self, room: Room, end: bool = True) -> None:
+        """RPL_NAMREPLY for ROOM, and RPL_ENDOFNAMES unless END is False (NAMES of several rooms ends once)."""
         me = self._me
         symbol = "@" if "s" in room.modes else "*" if room.locked else "="
         if not self._visible(room):
@@ -446,7 +457,8 @@ class IrcSession:
             size += len(name) + 1
         if line:
             self.send((head + " ".join(line) + "\r\n").encode())
-        self._reply(m.RPL_ENDOFNAMES, f"#{room.name}", "End of /NAMES list")
+        if end:
+            self._reply(m.RPL_ENDOFNAMES, f"#{room.name}", "End of /NAMES list")
 
     def _replay(self, room: Room) -> None:
         """The room's recent history, with the original times where the client can take them:
@@ -698,19 +710,34 @@ def _names(self: IrcSession, msg: Message, now: float) -> None:
     if not msg.params:
         self._reply(m.RPL_ENDOFNAMES, "*", "End of /NAMES list")
         return
-    for target in msg.params[0].split(",")[:TARGETS_MAX]:
-        room = self._room_named(target)
+    targets = msg.params[0].split(",")[:TARGETS_MAX]
+    if len(targets) == 1:
+        room = self._room_named(targets[0])
         if room is None:
-            self._reply(m.RPL_ENDOFNAMES, clip(target, 40), "End of /NAMES list")
+            self._reply(m.RPL_ENDOFNAMES, clip(targets[0], 40), "End of /NAMES list")
         else:
             self._names(room)
+        return
+    for target in targets:  # several rooms: their names, then one end
+        room = self._room_named(target)
+        if room is not None:
+            self._names(room, end=False)
+    self._reply(m.RPL_ENDOFNAMES, clip(",".join(targets), 200), "End of /NAMES list")
 
 
 @_handles("LIST")
 def _list(self: IrcSession, msg: Message, now: float) -> None:
+    """LIST, LIST #a,#b, or LIST with ELIST=MNU conditions, all of which a
+    room must meet: masks (``#dev*``, any of them), ``!mask`` (none of
+    them), ``>N`` and ``<N`` members. The busiest LIST_MAX rooms at most."""
     self._reply(m.RPL_LISTSTART, "Channel", "Users  Name")
-    if msg.params and msg.params[0]:
-        rooms = [r for r in (self._room_named(t) for t in msg.params[0].split(",")[:TARGETS_MAX]) if r]
+    terms = msg.params[0].split(",")[:TARGETS_MAX] if msg.params and msg.params[0] else []
+    if terms and all(t.startswith("#") and not any(c in t for c in "*?") for t in terms):
+        rooms = [r for r in (self._room_named(t) for t in terms) if r]
+    elif terms:
+        match = _list_filter(terms)
+        everyone = self.hall.busiest_rooms(None, len(self.hall.rooms), self.user)[1]
+        rooms = [room for room in everyone if match(room)][:LIST_MAX]
     else:
         rooms = self.hall.busiest_rooms(None, LIST_MAX, self.user)[1]
     for room in rooms:
@@ -826,12 +853,16 @@ def _mode(self: IrcSession, msg: Message, now: float) -> None:
 def _kick(self: IrcSession, msg: Message, now: float) -> None:
     if not self._need(msg, 2):
         return
-    room = self._room_named(msg.params[0])
-    if room is None:
-        self._reply(m.ERR_NOSUCHCHANNEL, clip(msg.params[0], 40), "No such channel")
-        return
+    channels = msg.params[0].split(",")[:TARGETS_MAX]
+    names = msg.params[1].split(",")[:TARGETS_MAX]
     reason = msg.params[2] if len(msg.params) > 2 else ""
-    for name in msg.params[1].split(",")[:TARGETS_MAX]:
+    # One room for every name, or the rooms and names in pairs.
+    pairs = [(channels[0], name) for name in names] if len(channels) == 1 else list(zip(channels, names))
+    for channel, name in pairs:
+        room = self._room_named(channel)
+        if room is None:
+            self._reply(m.ERR_NOSUCHCHANNEL, clip(channel, 40), "No such channel")
+            continue
         try:
             self.hall.kick(self._me, room, name, reason, now)
         except ChatError as exc:
@@ -887,6 +918,18 @@ def _privmsg(self: IrcSession, msg: Message, now: float) -> None:
         return
     me = self._me
     for target in msg.params[0].split(",")[:TARGETS_MAX]:
+        if target[:2] in ("@#", "+#"):  # STATUSMSG: the room's operators (and voiced members, +)
+            room = self._room_named(target[1:])
+            if room is None:
+                if not notice:
+                    self._reply(m.ERR_NOSUCHCHANNEL, clip(target, 40), "No such channel")
+                continue
+            try:
+                self.hall.say_to_operators(me, room, text, now, kind, target[0])
+            except ChatError as exc:
+                if not notice:
+                    self._reply(m.ERR_CANNOTSENDTOCHAN, f"#{room.name}", f"Cannot send to channel: {exc}")
+            continue
         if target.startswith("#"):
             room = self._room_named(target)
             if room is None:
@@ -921,11 +964,12 @@ def _who(self: IrcSession, msg: Message, now: float) -> None:
     with +i are listed only to those who share a room with them."""
     me = self._me
     mask = msg.params[0] if msg.params and msg.params[0] else "*"
+    whox = _whox(msg.params[1]) if len(msg.params) > 1 else None
     room = self._room_named(mask)
     if room is not None:
         if not (room.locked and me not in room.members):
             for user in room.members:
-                self._who_reply(user, room)
+                self._who_reply(user, room, whox)
     elif not mask.startswith("#") and ("*" in mask or "?" in mask):
         listed = 0
         for user in self.hall.users.values() if len(mask) <= 64 else ():
@@ -933,15 +977,49 @@ def _who(self: IrcSession, msg: Message, now: float) -> None:
                 continue
             if user.invisible and user is not me and not (user.rooms.keys() & me.rooms.keys()):
                 continue
-            self._who_reply(user, None)
+            self._who_reply(user, None, whox)
             listed += 1
             if listed >= WHO_MAX:
                 break
     elif not mask.startswith("#"):
         found = self.hall.users.get(name_key(mask)) if len(mask) <= 64 else None
         if found is not None:
-            self._who_reply(found, None)
+            self._who_reply(found, None, whox)
     self._reply(m.RPL_ENDOFWHO, clip(mask, 64), "End of WHO list")
+
+
+def _list_filter(terms: list[str]) -> Callable[[Room], bool]:
+    """The ELIST conditions of TERMS as one test of a room (an unknown term matches nothing)."""
+    masks, unmasks, more, fewer = [], [], -1, 1 << 62
+    for term in terms:
+        if term[:1] == ">" and term[1:].isdigit():
+            more = max(more, int(term[1:]))
+        elif term[:1] == "<" and term[1:].isdigit():
+            fewer = min(fewer, int(term[1:]))
+        elif term[:1] == "!":
+            unmasks.append(term[1:].casefold())
+        else:
+            masks.append(term.casefold())
+
+    def match(room: Room) -> bool:
+        name = f"#{room.name}".casefold()
+        return (more < len(room.members) < fewer
+                and (not masks or any(fnmatch.fnmatchcase(name, mask) for mask in masks))
+                and not any(fnmatch.fnmatchcase(name, mask) for mask in unmasks))
+    return match
+
+
+WHOX_FIELDS = "tcuihsnfdlaor"  # the order of WHOX's reply, whatever the order asked
+
+
+def _whox(options: str) -> tuple[str, str] | None:
+    """``%cnr,42`` (IRCv3 WHOX): the fields asked for and the token (digits), or None for plain WHO."""
+    if not options.startswith("%"):
+        return None
+    fields, _, token = options[1:].partition(",")
+    if not (token.isascii() and token.isdigit() and len(token) <= 3):
+        token = "0"
+    return fields, token
 
 
 @_handles("WHOIS")

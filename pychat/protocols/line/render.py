@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 
 from pychat.core.events import (ACTION, Broadcast, Direct, Invited, Joined, Kicked, ModeChanged, Parted, Quit,
-                                Renamed, Said, TopicSet, Wall)
+                                Renamed, Said, ToOperators, TopicSet, Wall)
 
 _EOL = "\r\n"
 _stamp_second = -1
@@ -106,6 +106,11 @@ class LineRenderer:
     def direct(self, e: Direct) -> bytes:
         what = action(e.sender, e.text) if e.kind == ACTION else message(e.sender, e.text)
         return event(e.ts, "(dm)", what)
+
+    def to_operators(self, e: ToOperators) -> bytes:
+        # WHERE "@#room": for the room's operators ("+#room": and its voiced members).
+        what = action(e.sender, e.text) if e.kind == ACTION else message(e.sender, e.text)
+        return event(e.ts, f"{e.status}#{e.room}", what)
 
     def direct_echo(self, e: Direct) -> bytes | None:
         what = action(e.sender, e.text) if e.kind == ACTION else message(e.sender, e.text)

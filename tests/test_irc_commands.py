@@ -1,0 +1,181 @@
+"""IRC commands and replies that irctest's core selection checks, over real
+sockets: HELP, INFO, WHOX, user mode +w for WALLOPS, STATUSMSG, LIST with
+ELIST conditions, NAMES and KICK of several targets, and an invitation past
+a member limit. Each one also as a line user sees it, where it reaches one."""
+
+from __future__ import annotations
+
+import pytest
+
+from helpers import EVENT, IrcClient, IrcLine, LineClient, ServerProcess, parse_irc
+
+
+def irc_user(server: ServerProcess, nick: str) -> IrcClient:
+    irc = IrcClient(server.irc_port)
+    irc.register(nick)
+    return irc
+
+
+def answer(irc: IrcClient, command: str) -> list[IrcLine]:
+    """Send COMMAND; the messages it caused (everything before the PONG of a PING sent after it)."""
+    irc.send(command)
+    return [parse_irc(line) for line in irc.sync()]
+
+
+def isupport(irc: IrcClient) -> dict[str, str]:
+    """The ISUPPORT tokens of the welcome (RPL_ISUPPORT, 005)."""
+    tokens: dict[str, str] = {}
+    for msg in map(parse_irc, irc.seen):
+        if msg.command == "005":
+            for token in msg.params[1:-1]:
+                name, _, value = token.partition("=")
+                tokens[name] = value
+    return tokens
+
+
+@pytest.fixture
+def ann(server) -> IrcClient:
+    return irc_user(server, "ann")
+
+
+def test_help_lists_the_commands_and_explains_one(ann):
+    index = answer(ann, "HELP")
+    assert [m.command for m in index] == ["704"] + ["705"] * (len(index) - 2) + ["706"]
+    listed = " ".join(m.params[-1] for m in index[1:-1]).split()
+    assert {"PRIVMSG", "JOIN", "MODE", "KICK", "WHO", "HELP"} <= set(listed)
+    privmsg = answer(ann, "HELPOP privmsg")
+    assert privmsg[0].command == "704" and privmsg[0].params[1] == "PRIVMSG"
+    assert any("PRIVMSG target :text" in m.params[-1] for m in privmsg if m.command == "705")
+    assert privmsg[-1].command == "706"
+    assert [(m.command, m.params[1]) for m in answer(ann, "HELP NOSUCHTHING")] == [("524", "NOSUCHTHING")]
+
+
+def test_info_is_a_few_lines_and_an_end(ann):
+    info = answer(ann, "INFO")
+    assert info[-1].command == "374" and info[:-1] and all(m.command == "371" for m in info[:-1])
+
+
+def test_whox_answers_the_fields_asked_in_their_fixed_order_with_the_token(server, ann):
+    ann.send("JOIN #den")
+    bob = irc_user(server, "bob")
+    bob.send("JOIN #den")
+    bob.sync()
+    ann.sync()
+    assert "WHOX" in isupport(ann)
+    (reply, end) = answer(ann, "WHO bob %rnatc,42")  # asked out of order: t c n a r
+    assert reply.command == "354" and reply.params == ["ann", "42", "#den", "bob", "0", "bob"]
+    assert end.command == "315"
+    assert {tuple(m.params[1:]) for m in answer(ann, "WHO #den %nf") if m.command == "354"} == {
+        ("ann", "H@"), ("bob", "H")}
+
+
+def test_wallops_reaches_irc_users_with_user_mode_w_and_every_line_user(make_server, tmp_path):
+    srv = make_server("--oper", "boss", "--max-per-ip", "0")
+    boss = srv.client("boss")
+    boss.password_command("/register boss-password")
+    watcher = irc_user(srv, "wendy")
+    assert answer(watcher, "MODE wendy +w")[0].params[-1] == "+w"
+    quiet = irc_user(srv, "quinn")
+    line_user = srv.client("lina")
+    boss.send("/wall servers restart at noon")
+    msg = watcher.expect_msg("WALLOPS")
+    assert msg.source.startswith("boss!") and msg.params == ["servers restart at noon"]
+    line_user.expect(r"\(wall\) boss: servers restart at noon$")
+    assert not any("WALLOPS" in line for line in quiet.sync())
+    assert answer(quiet, "MODE quinn")[0].params[-1] == "+"  # no w: IRC users ask for it
+
+
+def test_statusmsg_reaches_only_the_operators_of_the_room(server, ann):
+    ann.send("JOIN #den")  # the creator runs the room
+    bob = irc_user(server, "bob")
+    bob.send("JOIN #den")
+    ops_line = server.client("olga")
+    ops_line.send("/join den")
+    ops_line.expect("you joined #den")
+    ann.send("MODE #den +o olga")
+    ops_line.expect(r"-- ann made olga an operator")
+    lurker = server.client("lou")
+    lurker.send("/join den")
+    lurker.expect("you joined #den")
+    bob.sync()
+    assert "@" in isupport(bob).get("STATUSMSG", "")
+    bob.send("PRIVMSG @#den :psst, operators")
+    msg = ann.expect_msg("PRIVMSG")
+    assert msg.source.startswith("bob!") and msg.params == ["@#den", "psst, operators"]
+    ops_line.expect(EVENT + r"@#den bob: psst, operators$")
+    assert not any("psst" in line for line in lurker.sync())
+    assert not any("psst" in line for line in bob.sync())  # no echo without echo-message
+
+
+def test_list_takes_masks_negated_masks_and_member_counts(server, ann):
+    for room in ("#chan1", "#chan2", "#other"):
+        ann.send(f"JOIN {room}")
+    bob = irc_user(server, "bob")
+    bob.send("JOIN #chan2")
+    bob.sync()
+    ann.sync()
+    assert isupport(ann).get("ELIST") == "MNU"
+
+    def listed(query: str) -> set[str]:
+        return {m.params[1] for m in answer(ann, f"LIST {query}") if m.command == "322"}
+
+    assert listed("#chan*") == {"#chan1", "#chan2"}
+    assert listed("*an1") == {"#chan1"}
+    everything = listed("*")
+    assert {"#chan1", "#chan2", "#other"} <= everything
+    assert listed("!#chan*") == everything - {"#chan1", "#chan2"}
+    assert listed(">1") == {"#chan2"}
+    assert listed("<2,#chan*") == {"#chan1"}
+    assert listed("#chan1,#other") == {"#chan1", "#other"}
+
+
+def test_names_of_several_rooms_end_once(server, ann):
+    ann.send("JOIN #a")
+    ann.send("JOIN #b")
+    ann.sync()
+    got = answer(ann, "NAMES #a,#b")
+    assert [(m.command, m.params[2] if m.command == "353" else None) for m in got] == [
+        ("353", "#a"), ("353", "#b"), ("366", None)]
+
+
+@pytest.mark.parametrize("rooms", ["#den", "#den,#den"])
+def test_kick_takes_several_names(server, ann, rooms):
+    ann.send("JOIN #den")
+    others = [irc_user(server, nick) for nick in ("bob", "cy", "dee")]
+    for other in others:
+        other.send("JOIN #den")
+        other.sync()
+    ann.sync()
+    ann.send(f"KICK {rooms} bob,cy :bye")
+    kicks = [others[2].expect_msg("KICK") for _ in range(2)]
+    assert sorted(k.params[1] for k in kicks) == ["bob", "cy"] and all(k.params[2] == "bye" for k in kicks)
+    assert [m.params[-1].split() for m in answer(others[2], "NAMES #den") if m.command == "353"] == [
+        ["@ann", "dee"]]
+
+
+def test_an_invitation_lets_someone_past_the_member_limit(server, ann):
+    ann.send("JOIN #den")
+    ann.send("MODE #den +l 1")
+    ann.sync()
+    bob = irc_user(server, "bob")
+    assert answer(bob, "JOIN #den")[0].command == "471"  # full
+    ann.send("INVITE bob #den")
+    assert bob.expect_msg("INVITE").params == ["bob", "#den"]
+    bob.send("JOIN #den")
+    assert bob.expect_msg("JOIN").params == ["#den"]
+
+
+def test_a_voice_overrides_a_mute(server, ann):
+    ann.send("JOIN #den")
+    bob = LineClient(server.port)
+    bob.register("bob")
+    bob.send("/join den")
+    bob.expect("you joined #den")
+    ann.send("MODE #den +b m:bob!*@*")
+    bob.expect(r"-- ann muted bob!\*@\*")
+    bob.send("anyone?")
+    bob.expect(r"^! you are muted in #den$")
+    ann.send("MODE #den +v bob")
+    bob.expect(r"-- ann gave bob a voice")
+    bob.send("now?")
+    assert ann.expect_msg("PRIVMSG").params == ["#den", "now?"]
