@@ -32,15 +32,18 @@ from __future__ import annotations
 
 import atexit
 import ctypes
+import functools
 import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
-from typing import IO, Optional, Set, Type
+from typing import IO, Callable, Optional, Set, Type
 
 from irctest.basecontrollers import (
     BaseServerController,
@@ -77,27 +80,63 @@ TEST_FLAGS: list[str] = [
 ]
 
 # ---------------------------------------------------------------------------
-# OPERATORS -- to fill in when accounts land (issue 11: ``--oper ACCOUNT``).
+# OPERATORS (accounts and moderation: ``--oper ACCOUNT``).
 #
 # irctest's tests become an IRC operator with ``OPER operuser operpassword``
 # and expect 381 RPL_YOUREOPER plus ``MODE <nick> +o``; a wrong password or
 # an unknown oper name must give 491 ERR_NOOPERHOST or 464
-# ERR_PASSWDMISMATCH, and no 381. Tests that need a working OPER (oper.py
+# ERR_PASSWDMISMATCH, and no 381. Tests that need a working OPER: oper.py
 # testOperSuccess, kill.py, wallops.py testWallops, info.py, who.py
-# testWhoNickOper*/AwayAndOper*, whois.py testWhoisNumerics[oper]) fail
-# until then.
+# testWhoNickOper*/AwayAndOper*, whois.py testWhoisNumerics[oper].
 #
-# Once pychat has accounts and ``--oper``, return the flags here that make
-# the account ``operuser`` with password ``operpassword`` exist and be a
-# server operator (for instance a database file in ``directory`` seeded
-# with that account, plus ``--oper operuser``).
+# In pychat an operator is an account named with ``--oper``, and OPER
+# checks the account's password. So when the checkout knows ``--oper``, the
+# server gets ``--oper operuser`` and, once it listens, the account is
+# registered through the line protocol (name ``operuser``, then
+# ``/register operpassword``, then ``/quit``), before any test client
+# connects. A checkout without ``--oper`` gets neither.
 OPER_NAME = "operuser"
 OPER_PASSWORD = "operpassword"
 
 
-def oper_flags(directory: Path) -> list[str]:
-    """Flags that make OPER_NAME/OPER_PASSWORD a server operator (none yet)."""
-    return []
+def oper_flags(supported: frozenset[str]) -> list[str]:
+    """Flags that make OPER_NAME a server operator, if the server has them."""
+    return ["--oper", OPER_NAME] if "--oper" in supported else []
+
+
+def register_oper_account(port: int, alive: Callable[[], None], timeout: float = 15.0) -> None:
+    """Register OPER_NAME/OPER_PASSWORD on the line protocol at PORT.
+
+    ALIVE raises if the server has stopped. Raises RuntimeError with the
+    server's answer if it refuses (its error lines start with "! ")."""
+    deadline = time.monotonic() + timeout
+    while True:
+        alive()
+        try:
+            sock = socket.create_connection(("127.0.0.1", port), timeout=1.0)
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+    with sock:
+        # The server reads lines in order: the name prompt's answer, then
+        # the commands; it closes the connection after /quit.
+        sock.sendall(f"{OPER_NAME}\n/register {OPER_PASSWORD}\n/quit\n".encode())
+        sock.settimeout(max(0.1, deadline - time.monotonic()))
+        received = b""
+        while chunk := sock.recv(4096):
+            received += chunk
+    answer = received.decode(errors="replace")
+    if any(line.startswith("! ") for line in answer.splitlines()):
+        raise RuntimeError(f"registering the oper account {OPER_NAME} failed:\n{answer}")
+
+
+@functools.lru_cache(maxsize=None)
+def supported_flags(python: str, server: str) -> frozenset[str]:
+    """The flags ``server --help`` lists (asked once per checkout)."""
+    out = subprocess.run([python, server, "--help"], capture_output=True, text=True, timeout=30)
+    return frozenset(re.findall(r"(?<![\w-])--[a-z][a-z-]+", out.stdout))
 
 
 # ---------------------------------------------------------------------------
@@ -173,6 +212,8 @@ class PychatController(LoopbackPorts, BaseServerController, DirectoryBasedContro
 
     log_file: Optional[Path] = None
     _log: Optional[IO[bytes]] = None
+    supported: frozenset[str] = frozenset()
+    line_port = 0
 
     def command(self, port: int, password: Optional[str]) -> list[str]:
         """The server's command line for one test."""
@@ -181,16 +222,19 @@ class PychatController(LoopbackPorts, BaseServerController, DirectoryBasedContro
         if not server.is_file():
             raise FileNotFoundError(f"PYCHAT_ROOT has no pychat_server.py: {root}")
         python = os.environ.get("PYCHAT_PYTHON", "python3")
-        assert self.directory is not None
+        self.supported = supported_flags(python, str(server))
+        # The line protocol's port: any free one, unless the oper account is
+        # to be registered through it.
+        self.line_port = self.get_hostname_and_port()[1] if oper_flags(self.supported) else 0
         cmd = [
             python, str(server), "127.0.0.1",
-            "--port", "0",  # the line protocol: any free port, unused here
+            "--port", str(self.line_port),
             "--irc-port", str(port),
             "--server-name", SERVER_NAME,
             "--db", ":memory:",
             "--log-level", "debug",
             *TEST_FLAGS,
-            *oper_flags(self.directory),
+            *oper_flags(self.supported),
         ]
         if password is not None:
             assert SERVER_PASSWORD_FLAG is not None
@@ -245,6 +289,8 @@ class PychatController(LoopbackPorts, BaseServerController, DirectoryBasedContro
                 start_new_session=True, preexec_fn=_die_with_parent, close_fds=True,
             )
             _LIVE.add(self.proc)
+            if oper_flags(self.supported):
+                register_oper_account(self.line_port, self.check_is_alive)
         except BaseException:
             self.kill()
             raise
