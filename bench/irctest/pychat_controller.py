@@ -90,11 +90,15 @@ TEST_FLAGS: list[str] = [
 # testWhoNickOper*/AwayAndOper*, whois.py testWhoisNumerics[oper].
 #
 # In pychat an operator is an account named with ``--oper``, and OPER
-# checks the account's password. So when the checkout knows ``--oper``, the
-# server gets ``--oper operuser`` and, once it listens, the account is
-# registered through the line protocol (name ``operuser``, then
-# ``/register operpassword``, then ``/quit``), before any test client
-# connects. A checkout without ``--oper`` gets neither.
+# checks the account's password. So when the checkout knows ``--oper``, a
+# one-off server registers the account through the line protocol (name
+# ``operuser``, then ``/register operpassword``, then ``/quit``) in a
+# database file, once per run; every test's server starts from a fresh copy
+# of that file (instead of ``--db :memory:``) with ``--oper operuser``.
+# Registering in each test's server instead would spend that server's
+# budget of password and key checks just before the test, which then finds
+# its first ``MODE +k`` refused as "busy". A checkout without ``--oper``
+# gets an empty in-memory database and no ``--oper``.
 OPER_NAME = "operuser"
 OPER_PASSWORD = "operpassword"
 
@@ -130,6 +134,43 @@ def register_oper_account(port: int, alive: Callable[[], None], timeout: float =
     answer = received.decode(errors="replace")
     if any(line.startswith("! ") for line in answer.splitlines()):
         raise RuntimeError(f"registering the oper account {OPER_NAME} failed:\n{answer}")
+
+
+@functools.lru_cache(maxsize=None)
+def oper_database(python: str, server: str) -> Path:
+    """A database file holding only the oper account, made once per run by
+    a one-off server (removed at exit)."""
+    directory = Path(tempfile.mkdtemp(prefix="pychat-irctest-oper-"))
+    atexit.register(shutil.rmtree, directory, True)
+    db = directory / "oper.db"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [python, server, "127.0.0.1", "--port", str(port), "--irc-port", "off",
+         "--db", str(db), "--default-room", "", "--log-level", "warning"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        start_new_session=True, preexec_fn=_die_with_parent,
+    )
+    _LIVE.add(proc)
+
+    def alive() -> None:
+        if proc.poll() is not None:
+            raise ProcessStopped(f"pychat exited with status {proc.returncode}")
+
+    try:
+        register_oper_account(port, alive)
+    finally:
+        _kill_group(proc, signal.SIGTERM)  # a graceful stop commits the database
+        try:
+            _, err = proc.communicate(timeout=10)
+        finally:
+            _kill_group(proc, signal.SIGKILL)
+            _LIVE.discard(proc)
+    if proc.returncode != 0:
+        raise RuntimeError(f"the server that registered {OPER_NAME} exited with "
+                           f"status {proc.returncode}:\n{err.decode(errors='replace')}")
+    return db
 
 
 @functools.lru_cache(maxsize=None)
@@ -203,6 +244,10 @@ class PychatController(LoopbackPorts, BaseServerController, DirectoryBasedContro
             Capabilities.BATCH,
         }
     )
+    # The mute extban's letter: pychat mutes with ``+b m:MASK`` once it has
+    # moderation (ISUPPORT ``EXTBAN=,m``); mute_extban.py skips when the
+    # server's EXTBAN does not list it.
+    extban_mute_char = "m"
     # ISUPPORT tokens whose values isupport.py testValues checks (it skips
     # when empty); fill in once the front end's 005 is settled.
     isupport: dict = {}
@@ -213,7 +258,6 @@ class PychatController(LoopbackPorts, BaseServerController, DirectoryBasedContro
     log_file: Optional[Path] = None
     _log: Optional[IO[bytes]] = None
     supported: frozenset[str] = frozenset()
-    line_port = 0
 
     def command(self, port: int, password: Optional[str]) -> list[str]:
         """The server's command line for one test."""
@@ -223,15 +267,17 @@ class PychatController(LoopbackPorts, BaseServerController, DirectoryBasedContro
             raise FileNotFoundError(f"PYCHAT_ROOT has no pychat_server.py: {root}")
         python = os.environ.get("PYCHAT_PYTHON", "python3")
         self.supported = supported_flags(python, str(server))
-        # The line protocol's port: any free one, unless the oper account is
-        # to be registered through it.
-        self.line_port = self.get_hostname_and_port()[1] if oper_flags(self.supported) else 0
+        db = ":memory:"
+        if oper_flags(self.supported):
+            assert self.directory is not None
+            db = str(self.directory / "pychat.db")
+            shutil.copyfile(oper_database(python, str(server)), db)
         cmd = [
             python, str(server), "127.0.0.1",
-            "--port", str(self.line_port),
+            "--port", "0",  # the line protocol: any free port, unused here
             "--irc-port", str(port),
             "--server-name", SERVER_NAME,
-            "--db", ":memory:",
+            "--db", db,
             "--log-level", "debug",
             *TEST_FLAGS,
             *oper_flags(self.supported),
@@ -289,8 +335,6 @@ class PychatController(LoopbackPorts, BaseServerController, DirectoryBasedContro
                 start_new_session=True, preexec_fn=_die_with_parent, close_fds=True,
             )
             _LIVE.add(self.proc)
-            if oper_flags(self.supported):
-                register_oper_account(self.line_port, self.check_is_alive)
         except BaseException:
             self.kill()
             raise
