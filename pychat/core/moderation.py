@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Callable, NamedTuple
 
 from pychat.core.errors import (BAD_ARGUMENT, BANNED, CANNOT_SPEAK, INVITE_ONLY, NEEDS_KEY, NO_SUCH_USER,
                                 NOT_IN_ROOM, NOT_OPERATOR, ROOM_FULL, TARGET_NOT_IN_ROOM, UNKNOWN_MODE,
-                                ChatError)
+                                TRY_LATER, Busy, ChatError)
 from pychat.core.events import Kicked, ModeChanged, TopicSet
 from pychat.core.history import NOTICE as STORED_NOTICE
 from pychat.core.masks import ACCOUNT_PREFIX, Subject, duration_text, matches, normalize_mask
@@ -243,6 +243,12 @@ class ModerationMixin:
         for change in changes[:12]:
             try:
                 word, shown = self._change_mode(user, room, change, now)
+            except Busy:
+                if not made:
+                    raise  # nothing changed yet: the whole request waits (and is tried again)
+                refused.append(ModeRefusal(change.letter, change.arg, TRY_LATER,
+                                           "the server is busy checking keys; try again in 1 s"))
+                continue
             except ChatError as exc:
                 refused.append(ModeRefusal(change.letter, change.arg, exc.code, str(exc)))
                 continue

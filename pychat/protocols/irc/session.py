@@ -411,6 +411,8 @@ class IrcSession:
             return
         try:
             _made, refused = self.hall.set_modes(self._me, room, changes, now)
+        except Busy:
+            raise  # held, and the MODE tried again whole
         except ChatError as exc:
             self._refused(room, exc)
             return
