@@ -179,3 +179,70 @@ def test_a_voice_overrides_a_mute(server, ann):
     bob.expect(r"-- ann gave bob a voice")
     bob.send("now?")
     assert ann.expect_msg("PRIVMSG").params == ["#den", "now?"]
+
+
+def tagged_user(server: ServerProcess, nick: str, caps: str) -> IrcClient:
+    irc = IrcClient(server.irc_port)
+    irc.send("CAP LS 302")
+    irc.send(f"CAP REQ :{caps}")
+    irc.send(f"NICK {nick}")
+    irc.send(f"USER u 0 * :{nick}")
+    irc.send("CAP END")
+    irc.welcome()
+    irc.send("JOIN #den")
+    irc.sync()
+    return irc
+
+
+def tags_of(line: str) -> dict[str, str]:
+    """The tags of a received line, values as sent (escaped)."""
+    if not line.startswith("@"):
+        return {}
+    return dict(item.partition("=")[::2] for item in line[1:].split(" ", 1)[0].split(";"))
+
+
+def test_client_only_tags_reach_message_tags_clients_and_nobody_else(server):
+    """A client's +tags go with its message to those who asked for message-tags
+    (the sender too, with echo-message); the server's own tags cannot be forged,
+    and plain IRC users and line users get the text alone."""
+    tagged = tagged_user(server, "tia", "message-tags")
+    sender = tagged_user(server, "sam", "message-tags echo-message")
+    plain = tagged_user(server, "pat", "server-time")
+    line_user = server.client("lou")
+    line_user.send("/join den")
+    line_user.expect(r"you joined #den")
+    for irc in (tagged, sender, plain):
+        irc.sync()
+
+    sender.send(r"@+draft/reply=7;+x=a\sb\:c;msgid=forged;time=forged;+bad!key=1 PRIVMSG #den :hello")
+    got = tagged.expect(r"PRIVMSG #den :hello$")
+    tags = tags_of(got)
+    assert tags["+draft/reply"] == "7" and tags["+x"] == r"a\sb\:c"
+    assert tags["msgid"] != "forged" and "time" not in tags and "+bad!key" not in tags
+    assert tags_of(sender.expect(r"PRIVMSG #den :hello$")) == tags  # the echo matches the relay
+    seen_plain = plain.expect(r"PRIVMSG #den :hello$")
+    assert "+x" not in tags_of(seen_plain) and "time" in tags_of(seen_plain)
+    line_user.expect(EVENT + r"#den sam: hello$")
+
+    sender.send("@+typing=active TAGMSG #den")
+    typing = tagged.expect(r" TAGMSG #den$")
+    assert tags_of(typing)["+typing"] == "active" and typing.split(" ")[1].startswith(":sam!")
+    assert tags_of(sender.expect(r" TAGMSG #den$"))["+typing"] == "active"
+    assert not [line for line in plain.sync() if "TAGMSG" in line]
+    assert not [line for line in line_user.sync() if "typing" in line or "sam" in line]
+
+    sender.send("@+react=1 TAGMSG tia")
+    assert tags_of(tagged.expect(r" TAGMSG tia$"))["+react"] == "1"
+    assert [parse_irc(line).command for line in sender.sync() if "TAGMSG" in line or " 401 " in line] == ["TAGMSG"]
+    assert answer(sender, "@+react=1 TAGMSG nobody")[0].command == "401"
+
+
+def test_a_tagmsg_follows_the_rooms_rules_for_speaking(server):
+    owner = tagged_user(server, "ola", "message-tags")
+    guest = tagged_user(server, "gus", "message-tags")
+    owner.send("MODE #den +m")
+    owner.expect(r" MODE #den \+m$")
+    guest.sync()
+    refusal = answer(guest, "@+typing=active TAGMSG #den")
+    assert [m.command for m in refusal] == ["404"]
+    assert not [line for line in owner.sync() if "TAGMSG" in line]

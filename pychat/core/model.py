@@ -29,7 +29,7 @@ import re
 from typing import Callable, Iterable, NamedTuple, Protocol
 
 from pychat.core.events import (MESSAGE, NOTICE, Broadcast, Direct, Invited, Joined, Parted, Quit, Renamed,
-                                Renderer, ToOperators, said)
+                                Renderer, Tagged, ToOperators, said)
 from pychat.core.history import MESSAGE as STORED_MESSAGE
 from pychat.core.history import NOTICE as STORED_NOTICE
 from pychat.core.history import HistoryStore, StoredEvent
@@ -592,15 +592,16 @@ class Hall(AccountsMixin, ModerationMixin):
 
     # -- talking ----------------------------------------------------------
 
-    def say(self, user: User, room: Room, text: str, now: float, kind: int = MESSAGE) -> None:
+    def say(self, user: User, room: Room, text: str, now: float, kind: int = MESSAGE, tags: str = "") -> None:
         """A message, action or notice in ROOM: every other member receives it
-        (the sender too, if its renderer echoes)."""
+        (the sender too, if its renderer echoes). TAGS: the sender's
+        client-only tags, for the renderers that carry them (not stored)."""
         if user not in room.members and "n" in room.modes:
             raise ChatError(f"you are not in #{room.name}", NOT_IN_ROOM)
         if room.gated:
             self._check_voice(user, room, now)
         self.msgids += 1
-        event = said((now, room.name, user.name, user.prefix, text, kind, self.msgids))
+        event = said((now, room.name, user.name, user.prefix, text, kind, self.msgids, tags))
         # MESSAGE and ACTION are the store's codes too; a NOTICE is kept as a message.
         self.history.append(room.id, now, kind if kind != NOTICE else STORED_MESSAGE, user.name, text)
         skip = None if user.renderer.echo else user
@@ -670,13 +671,12 @@ class Hall(AccountsMixin, ModerationMixin):
                         told.add(member)
                         push(data)
 
-    def direct(self, user: User, target_name: str, text: str, now: float, kind: int = MESSAGE) -> User:
+    def direct(self, user: User, target_name: str, text: str, now: float, kind: int = MESSAGE,
+               tags: str = "") -> User:
         """A direct message; the sender's renderer decides whether it sees an echo."""
-        target = self.users.get(name_key(target_name)) if len(target_name) <= MAX_TYPED else None
-        if target is None:
-            raise ChatError(f"no such user: {clip(target_name)}", NO_SUCH_USER)
+        target = self.user_named(target_name)
         self.msgids += 1
-        event = Direct(now, user.name, user.prefix, target.name, text, kind, self.msgids)
+        event = Direct(now, user.name, user.prefix, target.name, text, kind, self.msgids, tags)
         if target not in user.ignored_by:  # the sender is not told it is ignored
             target.send(target.renderer.direct(event))
         echo = user.renderer.direct_echo(event)
@@ -685,7 +685,7 @@ class Hall(AccountsMixin, ModerationMixin):
         return target
 
     def say_to_operators(self, user: User, room: Room, text: str, now: float, kind: int = MESSAGE,
-                         status: str = "@") -> None:
+                         status: str = "@", tags: str = "") -> None:
         """A message to ROOM's operators (and voiced members, STATUS '+'), under the
         room's rules for speaking; the sender sees it only if it is one of them and echoes."""
         if user not in room.members and "n" in room.modes:
@@ -693,7 +693,7 @@ class Hall(AccountsMixin, ModerationMixin):
         if room.gated:
             self._check_voice(user, room, now)
         self.msgids += 1
-        event = ToOperators(now, room.name, user.name, user.prefix, text, kind, self.msgids, status)
+        event = ToOperators(now, room.name, user.name, user.prefix, text, kind, self.msgids, status, tags)
         recipients = room.ops | room.voiced if status == "+" else room.ops
         rendered: dict[Renderer, bytes] = {}
         for member in recipients:
@@ -703,6 +703,48 @@ class Hall(AccountsMixin, ModerationMixin):
             if data is None:
                 data = rendered[member.renderer] = member.renderer.to_operators(event)
             member.send(data)
+
+    def user_named(self, name: str) -> User:
+        """The user online under NAME (ChatError if none)."""
+        target = self.users.get(name_key(name)) if len(name) <= MAX_TYPED else None
+        if target is None:
+            raise ChatError(f"no such user: {clip(name)}", NO_SUCH_USER)
+        return target
+
+    def tag_room(self, user: User, room: Room, tags: str, now: float) -> None:
+        """Client-only TAGS with no text to ROOM (IRC's TAGMSG), under the
+        room's rules for speaking: only members whose renderer carries tags
+        see it, the sender too if it echoes. Not stored."""
+        if user not in room.members and "n" in room.modes:
+            raise ChatError(f"you are not in #{room.name}", NOT_IN_ROOM)
+        if room.gated:
+            self._check_voice(user, room, now)
+        self.msgids += 1
+        event = Tagged(now, user.name, user.prefix, f"#{room.name}", tags, self.msgids)
+        skip = None if user.renderer.echo else user
+        ignored_by = user.ignored_by
+        self.touched.add(room)
+        for renderer, members in room.groups.items():
+            data = renderer.tagged(event)
+            if data is None:
+                continue
+            for member, push in members.items():
+                if member is not skip and member not in ignored_by:
+                    push(data)
+
+    def tag_user(self, user: User, target_name: str, tags: str, now: float) -> User:
+        """Client-only TAGS with no text to one user (IRC's TAGMSG)."""
+        target = self.user_named(target_name)
+        self.msgids += 1
+        event = Tagged(now, user.name, user.prefix, target.name, tags, self.msgids)
+        data = target.renderer.tagged(event)
+        if data is not None and target not in user.ignored_by:
+            target.send(data)
+        if user.renderer.echo:
+            echo = user.renderer.tagged(event)
+            if echo is not None:
+                user.send(echo)
+        return target
 
     def invite(self, user: User, target: User, room: Room, now: float) -> None:
         """USER, a member of ROOM, asks TARGET to join it (and lets it in, if invite-only)."""

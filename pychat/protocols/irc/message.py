@@ -61,6 +61,7 @@ __all__ = [
     "Message",
     "MessageError",
     "action",
+    "client_tags",
     "ctcp",
     "escape_tag_value",
     "format_message",
@@ -250,6 +251,21 @@ def escape_tag_value(value: str) -> str:
     if _NEEDS_ESCAPE.search(value) is None:
         return value
     return value.translate(_TAG_ESCAPES)
+
+
+# A client-only tag's key, as the spec writes it: '+', an optional vendor
+# (a host name) and '/', then letters, digits and hyphens.
+_CLIENT_TAG_KEY = re.compile(r"\+(?:[A-Za-z0-9.-]+/)?[A-Za-z0-9-]+")
+
+
+def client_tags(tags: Mapping[str, str]) -> str:
+    """The client-only tags (``+key``) of TAGS, as a server relays them:
+    ``+key=value`` joined by ``;``, values escaped again, other tags (the
+    server's own, such as ``time`` or ``msgid``) and malformed keys dropped.
+    ``""`` if there are none."""
+    return ";".join(f"{key}={escape_tag_value(value)}" if value else key
+                    for key, value in tags.items()
+                    if key[:1] == "+" and _CLIENT_TAG_KEY.fullmatch(key))
 
 
 # -- formatting ---------------------------------------------------------------

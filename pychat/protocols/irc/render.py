@@ -16,7 +16,7 @@ import time
 from functools import lru_cache
 
 from pychat.core.events import (ACTION, NOTICE, Broadcast, Direct, Invited, Joined, Kicked, ModeChanged, Parted,
-                                Quit, Renamed, Said, ToOperators, TopicSet, Wall)
+                                Quit, Renamed, Said, Tagged, ToOperators, TopicSet, Wall)
 from pychat.protocols.irc.message import MAX_BODY
 
 # A line an IRC client could have sent (512 bytes) grows by the sender's
@@ -68,12 +68,15 @@ class IrcRenderer:
         self.message_tags = message_tags
         self.echo = echo
 
-    def _tags(self, ts: float, msgid: int = 0) -> str:
+    def _tags(self, ts: float, msgid: int = 0, client_tags: str = "") -> str:
         parts = []
         if self.server_time:
             parts.append(f"time={server_time(ts)}")
-        if self.message_tags and msgid:
-            parts.append(f"msgid={msgid}")
+        if self.message_tags:
+            if msgid:
+                parts.append(f"msgid={msgid}")
+            if client_tags:  # the sender's own tags, for clients that asked for tags
+                parts.append(client_tags)
         return f"@{';'.join(parts)} " if parts else ""
 
     def _message(self, tags: str, source: str, command: str, target: str, text: str, kind: int) -> bytes:
@@ -89,7 +92,7 @@ class IrcRenderer:
 
     def said(self, e: Said) -> bytes:
         command = "NOTICE" if e.kind == NOTICE else "PRIVMSG"
-        return self._message(self._tags(e.ts, e.msgid), e.prefix, command, f"#{e.room}", e.text, e.kind)
+        return self._message(self._tags(e.ts, e.msgid, e.tags), e.prefix, command, f"#{e.room}", e.text, e.kind)
 
     def joined(self, e: Joined) -> bytes:
         return f"{self._tags(e.ts)}:{e.prefix} JOIN #{e.room}\r\n".encode()
@@ -106,11 +109,11 @@ class IrcRenderer:
 
     def direct(self, e: Direct) -> bytes:
         command = "NOTICE" if e.kind == NOTICE else "PRIVMSG"
-        return self._message(self._tags(e.ts, e.msgid), e.prefix, command, e.target, e.text, e.kind)
+        return self._message(self._tags(e.ts, e.msgid, e.tags), e.prefix, command, e.target, e.text, e.kind)
 
     def to_operators(self, e: ToOperators) -> bytes:
         command = "NOTICE" if e.kind == NOTICE else "PRIVMSG"
-        return self._message(self._tags(e.ts, e.msgid), e.prefix, command, f"{e.status}#{e.room}", e.text, e.kind)
+        return self._message(self._tags(e.ts, e.msgid, e.tags), e.prefix, command, f"{e.status}#{e.room}", e.text, e.kind)
 
     def direct_echo(self, e: Direct) -> bytes | None:
         return self.direct(e) if self.echo else None
@@ -134,6 +137,11 @@ class IrcRenderer:
 
     def invited(self, e: Invited) -> bytes:
         return f"{self._tags(e.ts)}:{e.prefix} INVITE {e.target} #{e.room}\r\n".encode()
+
+    def tagged(self, e: Tagged) -> bytes | None:
+        if not self.message_tags:
+            return None
+        return f"{self._tags(e.ts, e.msgid, e.tags)}:{e.prefix} TAGMSG {e.target}\r\n".encode()
 
     def error(self, text: str) -> bytes:
         return f":{self.server_name} NOTICE * :{text}\r\n".encode()

@@ -31,7 +31,7 @@ from pychat.core.moderation import REASON_MAX, TOPIC_MAX, ModeChange
 from pychat.core.records import Account
 from pychat.core.text import MAX_NAME, MAX_ROOM, clip, name_key, sanitize
 from pychat.protocols.irc import message as m
-from pychat.protocols.irc.message import Message, MessageError, ctcp, format_message, parse
+from pychat.protocols.irc.message import Message, MessageError, client_tags, ctcp, format_message, parse
 from pychat.protocols.irc.render import IrcRenderer, renderer_for, server_time, split_text
 
 log = logging.getLogger("pychat.protocols.irc.session")
@@ -298,7 +298,7 @@ class IrcSession:
                   f"CHANNELLEN={MAX_ROOM + 1}", "CHANTYPES=#", "ELIST=MNU", "EXTBAN=,m", "STATUSMSG=@+", "WHOX", f"MAXTARGETS={TARGETS_MAX}",
                   f"MODES={MODES_MAX}", f"NETWORK={NETWORK}", f"NICKLEN={MAX_NAME}", "PREFIX=(ov)@+",
                   f"TOPICLEN={TOPIC_MAX}", f"KICKLEN={REASON_MAX}",
-                  f"TARGMAX=JOIN:,PART:,PRIVMSG:{TARGETS_MAX},NOTICE:{TARGETS_MAX},WHOIS:1,NAMES:{TARGETS_MAX},"
+                  f"TARGMAX=JOIN:,PART:,PRIVMSG:{TARGETS_MAX},NOTICE:{TARGETS_MAX},TAGMSG:{TARGETS_MAX},WHOIS:1,NAMES:{TARGETS_MAX},"
                   f"KICK:{TARGETS_MAX},LIST:{TARGETS_MAX}",
                   "UTF8ONLY"]
         for start in range(0, len(tokens), ISUPPORT_PER_LINE):  # a line holds at most 15 parameters
@@ -919,6 +919,7 @@ def _privmsg(self: IrcSession, msg: Message, now: float) -> None:
             self._reply(m.ERR_NOTEXTTOSEND, "No text to send")
         return
     me = self._me
+    tags = client_tags(msg.tags) if msg.tags else ""
     for target in msg.params[0].split(",")[:TARGETS_MAX]:
         if target[:2] in ("@#", "+#"):  # STATUSMSG: the room's operators (and voiced members, +)
             room = self._room_named(target[1:])
@@ -927,7 +928,7 @@ def _privmsg(self: IrcSession, msg: Message, now: float) -> None:
                     self._reply(m.ERR_NOSUCHCHANNEL, clip(target, 40), "No such channel")
                 continue
             try:
-                self.hall.say_to_operators(me, room, text, now, kind, target[0])
+                self.hall.say_to_operators(me, room, text, now, kind, target[0], tags)
             except ChatError as exc:
                 if not notice:
                     self._reply(m.ERR_CANNOTSENDTOCHAN, f"#{room.name}", f"Cannot send to channel: {exc}")
@@ -939,19 +940,47 @@ def _privmsg(self: IrcSession, msg: Message, now: float) -> None:
                     self._reply(m.ERR_NOSUCHCHANNEL, clip(target, 40), "No such channel")
             else:
                 try:
-                    self.hall.say(me, room, text, now, kind)
+                    self.hall.say(me, room, text, now, kind, tags)
                 except ChatError as exc:  # outside the room (+n), moderated (+m), muted
                     if not notice:
                         self._reply(m.ERR_CANNOTSENDTOCHAN, f"#{room.name}", f"Cannot send to channel: {exc}")
             continue
         try:
-            recipient = self.hall.direct(me, target, text, now, kind)
+            recipient = self.hall.direct(me, target, text, now, kind, tags)
         except ChatError:
             if not notice:
                 self._reply(m.ERR_NOSUCHNICK, clip(target, 40), "No such nick/channel")
             continue
         if recipient.away is not None and not notice:
             self._reply(m.RPL_AWAY, recipient.name, recipient.away)
+
+
+@_handles("TAGMSG")
+def _tagmsg(self: IrcSession, msg: Message, now: float) -> None:
+    """IRCv3 TAGMSG: client-only tags with no text (typing notices, reactions),
+    relayed to the recipients that negotiated message-tags; others see nothing."""
+    if not msg.params or not msg.params[0]:
+        self._reply(m.ERR_NORECIPIENT, "No recipient given (TAGMSG)")
+        return
+    tags = client_tags(msg.tags)
+    if not tags:
+        return  # nothing a client could see
+    me = self._me
+    for target in msg.params[0].split(",")[:TARGETS_MAX]:
+        if target.startswith("#"):
+            room = self._room_named(target)
+            if room is None:
+                self._reply(m.ERR_NOSUCHCHANNEL, clip(target, 40), "No such channel")
+                continue
+            try:
+                self.hall.tag_room(me, room, tags, now)
+            except ChatError as exc:
+                self._reply(m.ERR_CANNOTSENDTOCHAN, f"#{room.name}", f"Cannot send to channel: {exc}")
+            continue
+        try:
+            self.hall.tag_user(me, target, tags, now)
+        except ChatError:
+            self._reply(m.ERR_NOSUCHNICK, clip(target, 40), "No such nick/channel")
 
 
 # -- who is who -----------------------------------------------------------------------------
@@ -1249,6 +1278,7 @@ _HELP = {
     "PING": "PING token: the server answers PONG",
     "PONG": "PONG token: the answer to the server's PING",
     "PRIVMSG": "PRIVMSG target :text: a message to a room (#room) or a user (nick)",
+    "TAGMSG": "TAGMSG target: client-only tags (@+typing=active) with no text, for clients with message-tags",
     "QUIT": "QUIT [:reason]: leave the server",
     "REHASH": "REHASH: the server is configured by its command line",
     "RESTART": "RESTART: the server is restarted by its host, not over IRC",

@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 
 from pychat.core.events import (ACTION, Broadcast, Direct, Invited, Joined, Kicked, ModeChanged, Parted, Quit,
-                                Renamed, Said, ToOperators, TopicSet, Wall)
+                                Renamed, Said, Tagged, ToOperators, TopicSet, Wall)
 
 _EOL = "\r\n"
 _stamp_second = -1
@@ -135,6 +135,9 @@ class LineRenderer:
 
     def invited(self, e: Invited) -> bytes:
         return info(f"{e.sender} invites you to #{e.room}: /join {e.room}")
+
+    def tagged(self, e: Tagged) -> bytes | None:
+        return None  # tags without text mean nothing at a line prompt
 
     def error(self, text: str) -> bytes:
         return error(text)
