@@ -86,7 +86,34 @@ class ServerProcess:
         self.stop(signal.SIGKILL)
 
 
-class SocketLines:
+class ReadsLines:
+    """expect() and lines_until() for anything with a read_line(timeout)."""
+
+    timeout: float
+
+    def read_line(self, timeout: float | None = None) -> str:
+        raise NotImplementedError
+
+    def expect(self, pattern: str, timeout: float | None = None) -> str:
+        """Read lines until one matches the regex PATTERN; return it."""
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        while True:
+            line = self.read_line(max(0.0, deadline - time.monotonic()))
+            if re.search(pattern, line):
+                return line
+
+    def lines_until(self, pattern: str, timeout: float | None = None) -> list[str]:
+        """All lines up to and including the first that matches PATTERN."""
+        out = []
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        while True:
+            line = self.read_line(max(0.0, deadline - time.monotonic()))
+            out.append(line)
+            if re.search(pattern, line):
+                return out
+
+
+class SocketLines(ReadsLines):
     """A raw TCP client that reads CRLF-terminated lines against deadlines."""
 
     def __init__(self, port: int, host: str = "127.0.0.1", timeout: float = DEFAULT_TIMEOUT,
@@ -134,23 +161,6 @@ class SocketLines:
         self.seen.append(line)
         return line
 
-    def expect(self, pattern: str, timeout: float | None = None) -> str:
-        """Read lines until one matches the regex PATTERN; return it."""
-        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
-        while True:
-            line = self.read_line(max(0.0, deadline - time.monotonic()))
-            if re.search(pattern, line):
-                return line
-
-    def lines_until(self, pattern: str, timeout: float | None = None) -> list[str]:
-        """All lines up to and including the first that matches PATTERN."""
-        out = []
-        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
-        while True:
-            line = self.read_line(max(0.0, deadline - time.monotonic()))
-            out.append(line)
-            if re.search(pattern, line):
-                return out
 
     def wait_closed(self, timeout: float | None = None) -> list[str]:
         """Read until the server closes the connection; return the lines read."""
@@ -302,7 +312,7 @@ class IrcClient(SocketLines):
 EVENT = r"^\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\] "
 
 
-class PlainClient:
+class PlainClient(ReadsLines):
     """`pychat_client.py HOST --port P --plain --name NAME` in a subprocess that stays connected.
 
     Lines written to its stdin go to the server; its stdout (the server's lines,
@@ -342,14 +352,6 @@ class PlainClient:
         line = raw.decode("utf-8")
         self.seen.append(line)
         return line
-
-    def expect(self, pattern: str, timeout: float | None = None) -> str:
-        """Read lines until one matches the regex PATTERN; return it."""
-        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
-        while True:
-            line = self.read_line(max(0.0, deadline - time.monotonic()))
-            if re.search(pattern, line):
-                return line
 
     def close(self, timeout: float = DEFAULT_TIMEOUT) -> int:
         """End stdin (the client then quits by itself); kill it only if it does not."""
