@@ -11,7 +11,7 @@ listening on 127.0.0.1 only, no DNS or ident lookups, no MOTD file,
 connection limits (per address, in all, open files) high enough for
 CONNS-10000 from one address, flood control and penalties out of reach
 (as pychat runs with ``--flood-rate 0 --max-per-ip 0``), pings out of
-reach during a long CONNS setup (the load generator answers no PING), and
+reach (the load generator answers PINGs only until it starts measuring), and
 nothing read from or written to the system's own config, pid or log files.
 
     python3 -m bench.daemons --install   # install the missing ones (as root)
@@ -33,8 +33,8 @@ from pathlib import Path
 MANY = 1_000_000
 # pychat's default send queue: a client that is not reading is dropped past it.
 SENDQ = 1 << 20
-# Seconds: longer than any scenario's setup, so no client is pinged (the load
-# generator answers no PING) or dropped for not answering one.
+# Seconds: longer than any scenario, so no client is pinged while measuring
+# (the load generator answers PINGs only before) or dropped for not answering.
 NO_PINGS = 3600
 
 

@@ -71,6 +71,8 @@ class Client:
 
 
 class Protocol:
+    pings = False  # the server may PING an idle client, which must answer
+
     def login(self, name: str, room: str) -> list[tuple[bytes, bytes]]:
         """The login as steps: what to send, then what ends the step; the
         last step ends with the client in ROOM."""
@@ -91,6 +93,8 @@ class PychatProtocol(Protocol):
 
 
 class IrcProtocol(Protocol):
+    pings = True
+
     def login(self, name: str, room: str) -> list[tuple[bytes, bytes]]:
         # JOIN only once registered (RPL_WELCOME), as IRC clients do: InspIRCd
         # completes registrations on a timer and refuses a JOIN before then.
@@ -238,7 +242,11 @@ class LoadGen:
 
     def _setup_received(self, client: Client, n: int) -> None:
         """Look for the end of the login's current step in the N bytes just
-        read into the scratch buffer; then send the next step, if any."""
+        read into the scratch buffer; then send the next step, if any. Answer
+        a PING in them, as IRC clients do: a CONNS setup can outlast a
+        server's idle timeout."""
+        if self.proto.pings and self.scratch.find(b"PING ", 0, n) >= 0:
+            self._pong(client, bytes(self.scratch[:n]))
         if client.ready:
             return
         # Search the new bytes and, for a marker split across reads, the
@@ -253,6 +261,15 @@ class LoadGen:
                 self._send(client, client.steps[0][0])
         else:
             client.buf = (client.buf + bytes(self.scratch[max(0, n - keep):n]))[-keep:]
+
+    def _pong(self, client: Client, data: bytes) -> None:
+        """PONG every whole ``PING`` line in DATA (``PING token`` or ``:server PING :token``)."""
+        for line in data.split(b"\n"):
+            words = line.rstrip(b"\r").split(b" ")
+            if words[0].startswith(b":"):
+                words = words[1:]
+            if len(words) >= 2 and words[0] == b"PING":
+                self._send(client, b"PONG " + words[-1] + b"\r\n")
 
     def _probe(self, client: Client, data: bytes) -> None:
         now = time.monotonic_ns()

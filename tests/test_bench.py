@@ -409,3 +409,40 @@ def test_a_run_of_some_attacks_keeps_the_other_rows_of_the_same_kind_of_run():
     assert [run["attacks"] for run in newer["runs"]] == [["none", "room-spam", "line-flood", "churn"], password,
                                                          ["key-guess"]]
     assert newer["results"]["key-guess"] == {"pychat": attack_row("key-guess", 1.0)}
+
+
+def test_the_load_generator_answers_a_ping_while_it_logs_in():
+    """A CONNS setup can outlast an IRC server's idle timeout: like any IRC
+    client, the generator answers PING, here one sent before the welcome."""
+    import socket
+    import threading
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    seen: list[bytes] = []
+
+    def scripted_server() -> None:
+        conn, _ = listener.accept()
+        conn.settimeout(10)
+        reader = conn.makefile("rb")
+        seen.append(reader.readline())  # NICK
+        seen.append(reader.readline())  # USER
+        conn.sendall(b":srv PING :are-you-there\r\n")
+        seen.append(reader.readline())  # the answer, before anything else is sent
+        conn.sendall(b":srv 001 u00000 :welcome\r\n")
+        seen.append(reader.readline())  # JOIN
+        conn.sendall(b":u00000!u@h JOIN #general\r\n:srv 366 u00000 #general :End\r\n")
+        conn.sendall(b":u00000!u@h PRIVMSG #general :x\r\n")
+        reader.readline()  # until the generator hangs up
+        conn.close()
+
+    thread = threading.Thread(target=scripted_server, daemon=True)
+    thread.start()
+    gen = subprocess.run([sys.executable, "-m", "bench.loadgen", "--protocol", "irc", "--port", str(port),
+                          "--mode", "idle", "--rooms", "1", "--members", "1", "--senders", "0"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=60)
+    thread.join(10)
+    listener.close()
+    assert seen[:2] == [b"NICK u00000\r\n", b"USER u00000 0 * :u00000\r\n"], (seen, gen.stderr)
+    assert seen[2] == b"PONG :are-you-there\r\n"
+    assert seen[3] == b"JOIN #general\r\n"
