@@ -2,7 +2,7 @@
 
     python3 -m bench.run --tiny      # a few seconds: checks that everything runs
     python3 -m bench.run --quick     # a few minutes
-    python3 -m bench.run             # the full run, about forty minutes
+    python3 -m bench.run             # the full run, about fifty minutes
     python3 -m bench.run --base ../pychat-old --servers pychat --scenarios A,B
 
 Each scenario starts every server fresh, pinned to core 0 with the load
@@ -144,8 +144,8 @@ def scenarios(quick: bool, tiny: bool) -> list[Scenario]:
 def conns_setup_timeout(n: int) -> int:
     """Seconds N clients may take to log in. Every join is announced to the
     room (N squared deliveries), and ngIRCd, which scans all its connections
-    on every pass of its loop, took 5 to 9 s for 1000 and 230 s for 5000 here:
-    some 15 to 20 minutes for 10,000. About twice that, never under 9 minutes."""
+    on every pass of its loop, took 5 to 9 s for 1000, 203 to 230 s for 5000 and
+    1,755 s for 10,000 here. Some margin over that, never under 9 minutes."""
     return max(540, 60 + n * n // 40_000)
 
 
@@ -386,7 +386,7 @@ def write_markdown(path: Path, rows: list[str], ratio_lines: list[str], target_l
         f"Machine: {data['machine']}. Server pinned to core 0, load generator to core 1.",
         "",
         "Rerun: `python3 -m pip install -e '.[bench]'` then `python3 -m bench.run` "
-        "(full, about forty minutes, a third of them ngIRCd's CONNS-10000; writes docs/) or "
+        "(full, about fifty minutes, more than half of them ngIRCd's CONNS-10000; writes docs/) or "
         "`python3 -m bench.run --quick` "
         "(a few minutes; writes bench/results/). As root it installs ngIRCd and InspIRCd "
         "(Debian packages) when they are missing; otherwise it says how and leaves them out.",
