@@ -246,3 +246,23 @@ def test_a_tagmsg_follows_the_rooms_rules_for_speaking(server):
     refusal = answer(guest, "@+typing=active TAGMSG #den")
     assert [m.command for m in refusal] == ["404"]
     assert not [line for line in owner.sync() if "TAGMSG" in line]
+
+
+def test_the_message_fast_path_follows_a_user_out_of_a_room_and_back(server):
+    """The fast path remembers a room per PRIVMSG target; leaving the room must
+    send the next message down the general path (refused), and coming back
+    must deliver again."""
+    ivy, bob = irc_user(server, "ivy"), irc_user(server, "bob")
+    for irc in (ivy, bob):
+        irc.send("JOIN #den")
+        irc.sync()
+    ivy.send("PRIVMSG #den :one")
+    assert parse_irc(bob.expect(r" PRIVMSG #den ")).params == ["#den", "one"]
+    ivy.send("PART #den")
+    bob.expect(r" PART #den")
+    assert [m.command for m in answer(ivy, "PRIVMSG #den :two") if m.command not in ("JOIN", "PART")] == ["404"]
+    ivy.send("JOIN #den")
+    ivy.sync()
+    ivy.send("PRIVMSG #den :three")
+    assert [parse_irc(line).params for line in bob.lines_until(r" PRIVMSG #den ") if " PRIVMSG " in line] == [
+        ["#den", "three"]]

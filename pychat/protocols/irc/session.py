@@ -40,6 +40,7 @@ CAPS = ("batch", "echo-message", "message-tags", "multi-prefix", "sasl", "server
 CAP_VALUES = {"sasl": "PLAIN"}  # told with CAP LS 302
 NETWORK = "pychat"
 VERSION = f"pychat-{__version__}"
+FAST_ROOMS_MAX = 64     # rooms the fast path remembers per session (forgotten all at once past that)
 TARGETS_MAX = 4         # targets in one PRIVMSG, NOTICE or WHOIS (TARGMAX)
 ISUPPORT_PER_LINE = 12
 LIST_MAX = 200          # rooms in one LIST answer (the busiest)
@@ -72,7 +73,7 @@ class IrcSession:
 
     __slots__ = ("hall", "outbox", "send", "peer", "address", "server", "user", "closing", "nick",
                  "ident", "realname", "caps", "negotiating", "pinged", "invisible", "cap_version", "password",
-                 "account", "sasl", "held", "held_action")
+                 "account", "sasl", "held", "held_action", "_fast_rooms")
 
     def __init__(self, hall: Hall, outbox: Outbox, peer: str, address: str, server_name: str) -> None:
         self.hall = hall
@@ -98,6 +99,8 @@ class IrcSession:
         # try again, and in how many seconds; the loop holds the lines after it.
         self.held = 0.0
         self.held_action: Callable[[float], None] | None = None
+        # The fast path's rooms by "PRIVMSG #name", checked once (see _fast_privmsg).
+        self._fast_rooms: dict[bytes, Room] = {}
 
     # -- the session interface (pychat.server.loop) --------------------------
 
@@ -162,30 +165,46 @@ class IrcSession:
         """The hot path: ``PRIVMSG #room :text`` with no tags, no prefix, one
         target, no CTCP, to a room the user is in by its exact name. False
         sends the line down the general path, which handles everything else
-        the same way, only slower."""
+        the same way, only slower.
+
+        The command and target (``PRIVMSG #room``) are checked once and then
+        remembered with their room; each message only checks that the user
+        is still in it and that it lets everyone speak."""
         head, sep, body = raw.partition(b" :")
-        if (not sep or len(raw) > m.MAX_BODY or b" " in head[9:] or b"," in head
-                or b"\r" in raw or b"\0" in raw):
-            return False
+        room = self._fast_rooms.get(head)
+        if room is None or room not in user.rooms:  # not seen yet, or left since
+            room = self._fast_room(user, head)
+            if room is None:
+                return False
+        if not sep or len(raw) > m.MAX_BODY or room.gated:
+            return False  # the general path answers a refusal with its numeric
         try:
             text = body.decode()
         except UnicodeDecodeError:
             return False  # the general path says INVALID_UTF8
         if not text or text[0] == "\x01":
             return False
-        if not text.isprintable():
+        if not text.isprintable():  # CR, NUL and every other control character land here
             text = sanitize(text)
             if not text or text.isspace():
                 return False
+        self.pinged = False
+        self.hall.say(user, room, text, now)
+        return True
+
+    def _fast_room(self, user: User, head: bytes) -> Room | None:
+        """The room HEAD (``PRIVMSG #room``) names, if the fast path may take it:
+        one plain target that is exactly the name of a room the user is in."""
+        if b" " in head[9:] or b"," in head or b"\r" in head or b"\0" in head:
+            return None
         name = head[9:].decode("utf-8", "replace")
         for room in user.rooms:
             if room.name == name:
-                if room.gated:
-                    return False  # the general path answers a refusal with its numeric
-                self.pinged = False
-                self.hall.say(user, room, text, now)
-                return True
-        return False
+                if len(self._fast_rooms) >= FAST_ROOMS_MAX:
+                    self._fast_rooms.clear()
+                self._fast_rooms[head] = room
+                return room
+        return None
 
     def line_too_long(self, max_line: int) -> None:
         self._reply(m.ERR_INPUTTOOLONG, "Input line was too long")
