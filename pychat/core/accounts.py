@@ -63,6 +63,7 @@ class AccountsMixin:
         def quit(self, user: User, reason: str, now: float) -> None: ...
         def _restore_roles(self, user: User, room: Room) -> None: ...
         def _drop_account_roles(self, user: User, room: Room) -> None: ...
+        def user_named(self, name: str) -> User: ...
 
     def _load_accounts(self, opers: Iterable[str]) -> None:
         self.accounts: dict[str, Account] = {key: Account(key, name, hashed, created)
@@ -281,9 +282,7 @@ class AccountsMixin:
     def kill(self, oper: User, target_name: str, reason: str, now: float) -> User:
         """Disconnect someone; everyone who shared a room with them is told."""
         self._require_oper(oper)
-        target = self.users.get(name_key(target_name)) if len(target_name) <= MAX_TYPED else None
-        if target is None:
-            raise ChatError(f"no such user: {clip(target_name)}", NO_SUCH_USER)
+        target = self.user_named(target_name)
         why = f"killed by {oper.name}" + (f": {reason}" if reason else "")
         target.send(target.renderer.error(f"you were {why}"))
         self.quit(target, why, now)

@@ -304,6 +304,13 @@ class Hall(AccountsMixin, ModerationMixin):
         """The user online under NAME (or a name that looks like it)."""
         return self.users.get(name_key(name)) if len(name) <= MAX_TYPED else None
 
+    def user_named(self, name: str) -> User:
+        """The user online under NAME (or a look-alike); ChatError if none."""
+        target = self.find_user(name)
+        if target is None:
+            raise ChatError(f"no such user: {clip(name)}", NO_SUCH_USER)
+        return target
+
     def cloak(self, address: str) -> str:
         """The host others are shown for ADDRESS: stable for the server's life, not the address."""
         if not address:
@@ -709,10 +716,7 @@ class Hall(AccountsMixin, ModerationMixin):
                          status: str = "@", tags: str = "") -> None:
         """A message to ROOM's operators (and voiced members, STATUS '+'), under the
         room's rules for speaking; the sender sees it only if it is one of them and echoes."""
-        if user not in room.members and "n" in room.modes:
-            raise ChatError(f"you are not in #{room.name}", NOT_IN_ROOM)
-        if room.gated:
-            self._check_voice(user, room, now)
+        self._check_may_speak(user, room, now)
         self.msgids += 1
         event = ToOperators(now, room.name, user.name, user.prefix, text, kind, self.msgids, status, tags)
         recipients = room.ops | room.voiced if status == "+" else room.ops
@@ -725,21 +729,11 @@ class Hall(AccountsMixin, ModerationMixin):
                 data = rendered[member.renderer] = member.renderer.to_operators(event)
             member.send(data)
 
-    def user_named(self, name: str) -> User:
-        """The user online under NAME (ChatError if none)."""
-        target = self.users.get(name_key(name)) if len(name) <= MAX_TYPED else None
-        if target is None:
-            raise ChatError(f"no such user: {clip(name)}", NO_SUCH_USER)
-        return target
-
     def tag_room(self, user: User, room: Room, tags: str, now: float) -> None:
         """Client-only TAGS with no text to ROOM (IRC's TAGMSG), under the
         room's rules for speaking: only members whose renderer carries tags
         see it, the sender too if it echoes. Not stored."""
-        if user not in room.members and "n" in room.modes:
-            raise ChatError(f"you are not in #{room.name}", NOT_IN_ROOM)
-        if room.gated:
-            self._check_voice(user, room, now)
+        self._check_may_speak(user, room, now)
         self.msgids += 1
         event = Tagged(now, user.name, user.prefix, f"#{room.name}", tags, self.msgids)
         skip = None if user.renderer.echo else user

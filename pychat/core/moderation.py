@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Callable, NamedTuple
 
-from pychat.core.errors import (BAD_ARGUMENT, BANNED, CANNOT_SPEAK, INVITE_ONLY, NEEDS_KEY, NO_SUCH_USER,
+from pychat.core.errors import (BAD_ARGUMENT, BANNED, CANNOT_SPEAK, INVITE_ONLY, NEEDS_KEY,
                                 NOT_IN_ROOM, NOT_OPERATOR, ROOM_FULL, TARGET_NOT_IN_ROOM, UNKNOWN_MODE,
                                 TRY_LATER, Busy, ChatError)
 from pychat.core.events import Kicked, ModeChanged, TopicSet
@@ -30,7 +30,7 @@ from pychat.core.history import NOTICE as STORED_NOTICE
 from pychat.core.masks import ACCOUNT_PREFIX, Subject, duration_text, matches, normalize_mask
 from pychat.core.records import Ban, Topic
 from pychat.core.roomkeys import hash_key
-from pychat.core.text import MAX_TYPED, clip, name_key, sanitize
+from pychat.core.text import MAX_TYPED, clip, sanitize
 
 if TYPE_CHECKING:
     from pychat.core.history import HistoryStore, StoredRoom
@@ -88,6 +88,8 @@ class ModerationMixin:
         def _remove_member(self, room: Room, user: User) -> None: ...
         def _forget_if_idle(self, room: Room) -> None: ...
         def _spend_slow_check(self, address: str, now: float, cost: float = 1.0, what: str = "key") -> None: ...
+        def user_named(self, name: str) -> User: ...
+        def find_user(self, name: str) -> User | None: ...
 
     # -- loading and saving -------------------------------------------------
 
@@ -155,9 +157,7 @@ class ModerationMixin:
             room.voiced.discard(user)
 
     def _member(self, room: Room, name: str) -> User:
-        target = self.users.get(name_key(name)) if len(name) <= MAX_TYPED else None
-        if target is None:
-            raise ChatError(f"no such user: {clip(name)}", NO_SUCH_USER)
+        target = self.user_named(name)
         if target not in room.members:
             raise ChatError(f"{target.name} is not in #{room.name}", TARGET_NOT_IN_ROOM)
         return target
@@ -347,7 +347,7 @@ class ModerationMixin:
         """(canonical mask, shown) for a ban or mute: an online member's account
         (or name) for a bare name, else the mask as given."""
         if "!" not in text and "@" not in text and not text.startswith(ACCOUNT_PREFIX) and len(text) <= MAX_TYPED:
-            target = self.users.get(name_key(text))
+            target = self.find_user(text)
             if target is not None and target.account is not None:
                 return f"{ACCOUNT_PREFIX}{target.account}", f"{ACCOUNT_PREFIX}{target.name}"
         mask = normalize_mask(text)

@@ -6,8 +6,9 @@ iteration handles the ready sockets and the due timers, then does its
 "before sleep" work, in this order (PROTOCOL.md section 7):
 
 1. commit the history written during the iteration;
-2. write the chat log;
-3. flush every connection that has queued output, one ``send()`` each.
+2. flush every connection that has queued output, one ``send()`` each;
+3. checkpoint the database's WAL when enough was written, and write
+   waiting log lines without blocking.
 
 So nothing reaches a user before it is in the database.
 """

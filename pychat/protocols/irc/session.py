@@ -834,7 +834,7 @@ def _mode(self: IrcSession, msg: Message, now: float) -> None:
         else:
             self._room_modes(room, msg.params[1], list(msg.params[2:]), now)
         return
-    found = self.hall.users.get(name_key(target)) if len(target) <= 64 else None
+    found = self.hall.find_user(target)
     if found is not me:
         if found is not None:
             self._reply(m.ERR_USERSDONTMATCH, "Can't change mode for other users")
@@ -895,7 +895,7 @@ def _invite(self: IrcSession, msg: Message, now: float) -> None:
     if not self._need(msg, 2):
         return
     me = self._me
-    target = self.hall.users.get(name_key(msg.params[0])) if len(msg.params[0]) <= 64 else None
+    target = self.hall.find_user(msg.params[0])
     room = self._room_named(msg.params[1])
     if target is None:
         self._reply(m.ERR_NOSUCHNICK, clip(msg.params[0], 40), "No such nick/channel")
@@ -1032,7 +1032,7 @@ def _who(self: IrcSession, msg: Message, now: float) -> None:
             if listed >= WHO_MAX:
                 break
     elif not mask.startswith("#"):
-        found = self.hall.users.get(name_key(mask)) if len(mask) <= 64 else None
+        found = self.hall.find_user(mask)
         if found is not None:
             self._who_reply(found, None, whox)
     self._reply(m.RPL_ENDOFWHO, clip(mask, 64), "End of WHO list")
@@ -1078,7 +1078,7 @@ def _whois(self: IrcSession, msg: Message, now: float) -> None:
         self._reply(m.ERR_NONICKNAMEGIVEN, "No nickname given")
         return
     nick = msg.params[-1].split(",")[0]
-    user = self.hall.users.get(name_key(nick))
+    user = self.hall.find_user(nick)
     if user is None:
         self._reply(m.ERR_NOSUCHNICK, clip(nick, 40), "No such nick/channel")
         self._reply(m.RPL_ENDOFWHOIS, clip(nick, 40), "End of /WHOIS list")
@@ -1114,7 +1114,7 @@ def _ison(self: IrcSession, msg: Message, now: float) -> None:
     if not self._need(msg, 1):
         return
     names = " ".join(msg.params).split()[:ISON_MAX]
-    online = [u.name for u in (self.hall.users.get(name_key(n)) for n in names if len(n) <= 64) if u]
+    online = [u.name for u in map(self.hall.find_user, names) if u]
     self._reply(m.RPL_ISON, " ".join(online))
 
 
@@ -1124,7 +1124,7 @@ def _userhost(self: IrcSession, msg: Message, now: float) -> None:
         return
     found = []
     for nick in msg.params[:5]:
-        user = self.hall.users.get(name_key(nick)) if len(nick) <= 64 else None
+        user = self.hall.find_user(nick)
         if user is not None:
             found.append(f"{user.name}={'-' if user.away is not None else '+'}{user.ident}@{user.host}")
     self._reply(m.RPL_USERHOST, " ".join(found))

@@ -19,7 +19,7 @@ from typing import Callable
 from pychat.core.events import ACTION, MESSAGE
 from pychat.core.history import HistoryError, StoredEvent
 from pychat.core.history import MESSAGE as STORED_MESSAGE
-from pychat.core.errors import NO_SUCH_USER, Busy, TARGET_NOT_IN_ROOM, ChatError
+from pychat.core.errors import Busy, TARGET_NOT_IN_ROOM, ChatError
 from pychat.core.masks import duration_text, parse_duration
 from pychat.core.model import Hall, Outbox, Room, User
 from pychat.core.moderation import ModeChange
@@ -562,9 +562,7 @@ class Session:
     @_handles("invite")
     def _invite(self, args: list[str], now: float) -> None:
         room = self._require_room()
-        target = self.hall.find_user(args[0])
-        if target is None:
-            raise ChatError(f"no such user: {clip(args[0])}", NO_SUCH_USER)
+        target = self.hall.user_named(args[0])
         if target in room.members:
             raise ChatError(f"{target.name} is in #{room.name} already", TARGET_NOT_IN_ROOM)
         self.hall.invite(self._me, target, room, now)
