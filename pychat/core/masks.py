@@ -17,6 +17,7 @@ from __future__ import annotations
 import fnmatch
 import ipaddress
 import re
+from functools import lru_cache
 from typing import NamedTuple, Union
 
 from pychat.core.text import fold, name_key
@@ -54,12 +55,19 @@ def duration_text(seconds: float) -> str:
     return f"{whole} s"
 
 
+@lru_cache(maxsize=4096)
 def network(text: str) -> Network | None:
-    """TEXT as an address or CIDR network, or None."""
+    """TEXT as an address or CIDR network, or None. Cached: every check of a
+    ban list compares the same masks and addresses again, and parsing them
+    costs ten times the comparison."""
     try:
         return ipaddress.ip_network(text, strict=False)
     except ValueError:
         return None
+
+
+# The folded form of a user's nick!ident@host, for the same reason.
+_folded = lru_cache(maxsize=4096)(fold)
 
 
 def normalize_mask(text: str) -> str | None:
@@ -86,7 +94,7 @@ def matches(mask: str, who: Subject) -> bool:
     if mask.startswith(ACCOUNT_PREFIX):
         return who.account is not None and mask[len(ACCOUNT_PREFIX):] == who.account
     if "!" in mask:
-        return fnmatch.fnmatchcase(fold(who.prefix), mask)
+        return fnmatch.fnmatchcase(_folded(who.prefix), mask)
     net, theirs = network(mask), network(who.address)
     # A user's address is what per-address limits count: an IPv4 address or
     # an IPv6 /64 (pychat.core.limits.address_key), so networks are compared.
