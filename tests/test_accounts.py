@@ -510,6 +510,19 @@ def test_invite_refused_from_a_member_who_is_not_an_operator_of_an_invite_only_r
     assert joins(den.carol) == ["! #den is invite-only: an operator must /invite you"]
 
 
+def test_invite_from_a_member_who_is_not_an_operator_lets_nobody_past_a_ban(den):
+    den.setup("/ban carol")
+    assert said(den.bob, "/invite carol") == ["* you invited carol to #den"]
+    assert den.carol.read_line() == "* bob invites you to #den: /join den"
+    assert joins(den.carol) == ["! you are banned from #den"]
+
+
+def test_invite_from_someone_ignored_is_not_delivered(den):
+    said(den.carol, "/ignore bob")
+    assert said(den.bob, "/invite carol") == ["* you invited carol to #den"]  # not told it is ignored
+    assert den.carol.sync() == []
+
+
 # -- /mode --------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("change, before, what, after", [

@@ -764,7 +764,8 @@ class Hall(AccountsMixin, ModerationMixin):
     def invite(self, user: User, target: User, room: Room, now: float) -> None:
         """USER, a member of ROOM, asks TARGET to join it (and lets it in, if invite-only)."""
         self.allow_in(user, target, room, now)
-        target.send(target.renderer.invited(Invited(now, room.name, user.name, user.prefix, target.name)))
+        if target not in user.ignored_by:  # the sender is not told it is ignored
+            target.send(target.renderer.invited(Invited(now, room.name, user.name, user.prefix, target.name)))
 
     def broadcast(self, user: User, text: str, now: float) -> None:
         """A message to everyone online, the sender included (as confirmation)."""

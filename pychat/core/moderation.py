@@ -399,18 +399,23 @@ class ModerationMixin:
                 self.history.delete_ban(room.id, kind, mask)
         return list(table.values())
 
-    def banned_members(self, room: Room, now: float) -> list[User]:
-        """The members of ROOM a ban in force covers."""
-        if not room.bans:
-            return []
-        return [member for member in room.members if self._find_ban(room.bans, member, room, "b", now)]
+    def banned_members(self, room: Room, text: str) -> list[User]:
+        """The members of ROOM that the ban TEXT (as given to ban()) covers:
+        one mask against each member, not the whole list (a room full of
+        bans would make every /ban cost members x bans comparisons)."""
+        mask, _ = self._mask_for(room, text)
+        return [member for member in room.members if matches(mask, self._subject(member))]
 
     def allow_in(self, user: User, target: User, room: Room, now: float) -> None:
-        """USER invites TARGET: it may join ROOM for an hour, invite-only or banned."""
+        """USER invites TARGET. An operator's invitation lets it into ROOM for an
+        hour, past invite-only, a ban or the member limit; anyone else's is
+        only a word (in an invite-only room only operators invite)."""
         if user not in room.members:
             raise ChatError(f"you are not in #{room.name}", NOT_IN_ROOM)
-        if "i" in room.modes and user not in room.ops and not user.oper:
-            raise ChatError(f"#{room.name} is invite-only: only its operators invite", NOT_OPERATOR)
+        if user not in room.ops and not user.oper:
+            if "i" in room.modes:
+                raise ChatError(f"#{room.name} is invite-only: only its operators invite", NOT_OPERATOR)
+            return
         if len(room.invited) > 1000:
             room.invited = {k: t for k, t in room.invited.items() if t > now}
         room.invited[target.key] = now + INVITE_SECONDS

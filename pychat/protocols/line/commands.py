@@ -127,8 +127,8 @@ COMMANDS: Final[tuple[Command, ...]] = (
     Command("bans", (), (),
             "your room's bans and mutes"),
     Command("invite", (), (_NAME,),
-            "ask someone into your room (and let them in if it is invite-only or they are banned)",
-            "An invitation holds for an hour. In an invite-only room only operators invite."),
+            "ask someone into your room (an operator's invitation lets them in, even if invite-only, full or they are banned)",
+            "An operator's invitation holds for an hour. In an invite-only room only operators invite."),
     Command("mode", ("set",), (Param("CHANGES", optional=True, rest=True),),
             "show or change your room's modes: +i invite-only, +m moderated, +t topic locked",
             "Several at once: /mode +im-t. Also +s (secret: hidden from /list), +k KEY (locked), "

@@ -533,7 +533,7 @@ class Session:
     def _ban(self, args: list[str], now: float) -> None:
         room = self._require_room()
         self._change(ModeChange("+", "b", args[0], _duration(args, "ban")), now)
-        for member in self.hall.banned_members(room, now):  # a ban keeps them out: those here go
+        for member in self.hall.banned_members(room, args[0]):  # a ban keeps them out: those here go
             if member is not self._me and member not in room.ops:
                 self.hall.kick(self._me, room, member.name, "banned", now)
 
