@@ -266,3 +266,31 @@ def test_the_message_fast_path_follows_a_user_out_of_a_room_and_back(server):
     ivy.send("PRIVMSG #den :three")
     assert [parse_irc(line).params for line in bob.lines_until(r" PRIVMSG #den ") if " PRIVMSG " in line] == [
         ["#den", "three"]]
+
+
+def test_who_of_a_secret_room_lists_nobody_to_an_outsider(server, ann):
+    ann.send("JOIN #hush")
+    ann.sync()
+    ann.send("MODE #hush +s")
+    ann.expect_msg("MODE")
+    bob = irc_user(server, "bob")
+    assert [m.command for m in answer(bob, "WHO #hush")] == ["315"]
+    assert [m.params[5] for m in answer(ann, "WHO #hush") if m.command == "352"] == ["ann"]
+
+
+def test_a_line_that_is_not_utf8_and_has_no_space_is_refused_and_the_connection_stays(ann):
+    ann.send_raw(b"@\xff\r\n")
+    ann.send_raw(b":\xff\r\n")
+    ann.send_raw(b"@a=b :src PRIV\xffMSG #x :y\r\n")
+    fails = [m for m in answer(ann, "PING x") if m.command == "FAIL"]
+    assert [m.params[:2] for m in fails] == [["*", "INVALID_UTF8"], ["*", "INVALID_UTF8"],
+                                             ["PRIV\ufffdMSG", "INVALID_UTF8"]]
+
+
+def test_a_message_of_spaces_only_is_no_text_on_the_fast_path_too(server, ann):
+    bob = irc_user(server, "bob")
+    for irc in (ann, bob):
+        irc.send("JOIN #den")
+        irc.sync()
+    assert [m.command for m in answer(ann, "PRIVMSG #den :    ") if m.command != "JOIN"] == ["412"]
+    assert not [line for line in bob.sync() if "PRIVMSG" in line]

@@ -17,6 +17,7 @@ import base64
 import fnmatch
 import itertools
 import logging
+import re
 import time
 from typing import Callable
 
@@ -121,8 +122,7 @@ class IrcSession:
             try:
                 raw.decode()
             except UnicodeDecodeError:  # UTF8ONLY: say so, and drop the line
-                command = raw.split(b" ", 2)[1 if raw[:1] in b"@:" else 0].decode("ascii", "replace").upper()
-                self.send(format_message("FAIL", clip(command, 32) or "*", "INVALID_UTF8",
+                self.send(format_message("FAIL", _command_word(raw), "INVALID_UTF8",
                                          "Messages must be UTF-8", source=self.server))
                 return
         try:
@@ -182,12 +182,10 @@ class IrcSession:
             text = body.decode()
         except UnicodeDecodeError:
             return False  # the general path says INVALID_UTF8
-        if not text or text[0] == "\x01":
-            return False
         if not text.isprintable():  # CR, NUL and every other control character land here
             text = sanitize(text)
-            if not text or text.isspace():
-                return False
+        if not text or text[0] == "\x01" or text.isspace():
+            return False  # the general path answers 412 (no text), or handles CTCP
         self.pinged = False
         self.hall.say(user, room, text, now)
         return True
@@ -1017,13 +1015,14 @@ def _who(self: IrcSession, msg: Message, now: float) -> None:
     whox = _whox(msg.params[1]) if len(msg.params) > 1 else None
     room = self._room_named(mask)
     if room is not None:
-        if not (room.locked and me not in room.members):
+        if self._visible(room):
             for user in room.members:
                 self._who_reply(user, room, whox)
     elif not mask.startswith("#") and ("*" in mask or "?" in mask):
         listed = 0
-        for user in self.hall.users.values() if len(mask) <= 64 else ():
-            if not fnmatch.fnmatchcase(user.name.casefold(), mask.casefold()):
+        match = _wildcard(mask if len(mask) <= 64 else "")
+        for user in self.hall.users.values():
+            if not match(user.name.casefold()):
                 continue
             if user.invisible and user is not me and not (user.rooms.keys() & me.rooms.keys()):
                 continue
@@ -1047,16 +1046,31 @@ def _list_filter(terms: list[str]) -> Callable[[Room], bool]:
         elif term[:1] == "<" and term[1:].isdigit():
             fewer = min(fewer, int(term[1:]))
         elif term[:1] == "!":
-            unmasks.append(term[1:].casefold())
+            unmasks.append(_wildcard(term[1:]))
         else:
-            masks.append(term.casefold())
+            masks.append(_wildcard(term))
 
     def match(room: Room) -> bool:
         name = f"#{room.name}".casefold()
         return (more < len(room.members) < fewer
-                and (not masks or any(fnmatch.fnmatchcase(name, mask) for mask in masks))
-                and not any(fnmatch.fnmatchcase(name, mask) for mask in unmasks))
+                and (not masks or any(mask(name) for mask in masks))
+                and not any(unmask(name) for unmask in unmasks))
     return match
+
+
+def _command_word(raw: bytes) -> str:
+    """The command of a line that could not be decoded, as FAIL names it ('*' if none)."""
+    for word in raw.split(b" ", 3):
+        if word and word[:1] not in (b"@", b":"):
+            return clip(word.decode("ascii", "replace").upper(), 32)
+    return "*"
+
+
+def _wildcard(mask: str) -> Callable[[str], bool]:
+    """A test of casefolded names against MASK (* and ?), compiled here: through
+    fnmatch's own cache every mask a client ever sent would be kept (32,768 of them)."""
+    regex = re.compile(fnmatch.translate(mask.casefold()))
+    return lambda name: regex.match(name) is not None
 
 
 WHOX_FIELDS = "tcuihsnfdlaor"  # the order of WHOX's reply, whatever the order asked
