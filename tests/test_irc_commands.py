@@ -294,3 +294,17 @@ def test_a_message_of_spaces_only_is_no_text_on_the_fast_path_too(server, ann):
         irc.sync()
     assert [m.command for m in answer(ann, "PRIVMSG #den :    ") if m.command != "JOIN"] == ["412"]
     assert not [line for line in bob.sync() if "PRIVMSG" in line]
+
+
+def test_list_shows_a_locked_room_without_its_topic_and_never_a_secret_one(server, ann):
+    """As /list does: a locked room is listed (its members and topic are for
+    its members); a secret room is not, not even when asked for by name."""
+    for line in ("JOIN #vault sesame", "TOPIC #vault :the code is 4711", "JOIN #hush", "MODE #hush +s"):
+        ann.send(line)
+    ann.sync()
+    bob = irc_user(server, "bob")
+    listed = {m.params[1]: m.params[3] for m in answer(bob, "LIST") if m.command == "322"}
+    assert listed == {"#vault": ""}
+    assert [m.command for m in answer(bob, "LIST #hush,#vault")] == ["321", "322", "323"]
+    mine = {m.params[1]: m.params[3] for m in answer(ann, "LIST") if m.command == "322"}
+    assert mine == {"#vault": "the code is 4711", "#hush": ""}

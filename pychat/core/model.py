@@ -304,6 +304,13 @@ class Hall(AccountsMixin, ModerationMixin):
         """The user online under NAME (or a name that looks like it)."""
         return self.users.get(name_key(name)) if len(name) <= MAX_TYPED else None
 
+    @staticmethod
+    def members_shown(room: Room, viewer: User | None) -> bool:
+        """Whether VIEWER may see who is in ROOM (and its topic): a locked or
+        secret room's members are shown to its members only. (Whether the
+        room itself is listed is busiest_rooms's rule: secret rooms are not.)"""
+        return viewer in room.members or not (room.locked or "s" in room.modes)
+
     def user_named(self, name: str) -> User:
         """The user online under NAME (or a look-alike); ChatError if none."""
         target = self.find_user(name)

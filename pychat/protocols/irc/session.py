@@ -365,8 +365,8 @@ class IrcSession:
         return marks if "multi-prefix" in self.caps else marks[:1]
 
     def _visible(self, room: Room) -> bool:
-        """Whether this user may see ROOM in listings (locked and secret rooms: members only)."""
-        return self._me in room.members or not (room.locked or "s" in room.modes)
+        """Whether this user may see ROOM's members and topic (Hall.members_shown)."""
+        return self.hall.members_shown(room, self.user)
 
     def _sasl_plain(self, data: str, now: float) -> None:
         """The PLAIN credentials: authzid NUL authcid NUL password (authzid empty or the same)."""
@@ -752,17 +752,17 @@ def _list(self: IrcSession, msg: Message, now: float) -> None:
     self._reply(m.RPL_LISTSTART, "Channel", "Users  Name")
     terms = msg.params[0].split(",")[:TARGETS_MAX] if msg.params and msg.params[0] else []
     if terms and all(t.startswith("#") and not any(c in t for c in "*?") for t in terms):
-        rooms = [r for r in (self._room_named(t) for t in terms) if r]
+        named = (self._room_named(t) for t in terms)
+        rooms = [r for r in named if r and ("s" not in r.modes or self.user in r.members)]
     elif terms:
         match = _list_filter(terms)
         everyone = self.hall.busiest_rooms(None, len(self.hall.rooms), self.user)[1]
         rooms = [room for room in everyone if match(room)][:LIST_MAX]
     else:
         rooms = self.hall.busiest_rooms(None, LIST_MAX, self.user)[1]
-    for room in rooms:
-        if self._visible(room):
-            topic = room.topic.text if room.topic is not None else ""
-            self._reply(m.RPL_LIST, f"#{room.name}", str(len(room.members)), topic)
+    for room in rooms:  # secret rooms are left out; a locked one is listed, as /list does, without its topic
+        topic = room.topic.text if room.topic is not None and self._visible(room) else ""
+        self._reply(m.RPL_LIST, f"#{room.name}", str(len(room.members)), topic)
     self._reply(m.RPL_LISTEND, "End of /LIST")
 
 

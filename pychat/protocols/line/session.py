@@ -314,8 +314,8 @@ class Session:
             if not user.rooms:
                 where = "the hall"
             else:
-                where = ", ".join(f"#{room.name}" if me in room.members or not (room.locked or "s" in room.modes)
-                                  else "a private room" for room in user.rooms)
+                where = ", ".join(f"#{room.name}" if self.hall.members_shown(room, me) else "a private room"
+                                  for room in user.rooms)
             lines.append(f"  {user.name} in {where}")
         if total > len(users):
             lines.append(f"and {total - len(users)} more: /users PATTERN shows the names that contain PATTERN")
