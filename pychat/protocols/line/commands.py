@@ -71,7 +71,7 @@ COMMANDS: Final[tuple[Command, ...]] = (
     Command("roominfo", ("who", "names"), (),
             "your room's name, topic, modes and members (@ operator, + voiced)"),
     Command("users", (), (Param("PATTERN", optional=True),),
-            "everyone online and their rooms; a locked room shows as a private room to others",
+            "everyone online and their rooms; a locked or secret room shows as a private room to others",
             "Shows at most 100 users and how many more there are; PATTERN keeps the names that "
             "contain it (* and ? as in /list)."),
     Command("dm", ("msg",), (_NAME, _TEXT),
