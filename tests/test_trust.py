@@ -816,3 +816,17 @@ def test_a_dropped_slow_reader_is_reset_not_trickled(make_server):
     with pytest.raises(ConnectionResetError):
         while lazy.sock.recv(1 << 20):
             pass
+
+
+def test_a_request_dearer_than_the_server_wide_share_leaves_it_in_debt():
+    """/password's two scrypt hashes cost four key checks, twice what the
+    server-wide share holds: they go ahead when it is full, and the next
+    check waits for the whole cost to be paid back, so the rate holds."""
+    hall = Hall(HistoryStore(":memory:"))
+    share = hall.limits.checks_server
+    hall._spend_slow_check("10.0.0.1", 100.0, cost=2 * share.burst, what="password")
+    later = 100.2
+    with pytest.raises(Busy) as waiting:
+        hall._spend_slow_check("10.0.0.2", later, cost=share.burst, what="password")
+    paid_back = (later - 100.0) * share.per_second
+    assert waiting.value.wait == pytest.approx((2 * share.burst - paid_back) / share.per_second)

@@ -484,6 +484,9 @@ class Hall(AccountsMixin, ModerationMixin):
                     raise ChatError(text, TRY_LATER)
                 raise Busy(text, wait)
         shared = self._suspect_checks if suspect else self._checks
+        # A request may cost more than the share holds at most (/password's two
+        # hashes): it goes ahead once the share is full, and leaves it in debt
+        # for the rest, so the share's rate holds whatever the request costs.
         units = min(cost, shared.rate.burst)
         wait = shared.wait(now, units)
         if wait > 0:
@@ -492,6 +495,8 @@ class Hall(AccountsMixin, ModerationMixin):
                 raise ChatError(text, TRY_LATER)
             raise Busy(text, wait)  # anyone else waits their turn
         shared.take(now, units)
+        if cost > units:
+            shared.charge(cost - units, floor=units - cost)
         self._hashed_at = now
         if self.limits.per_address:
             self._checks_by_address.take(address, now, cost)
