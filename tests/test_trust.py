@@ -830,3 +830,15 @@ def test_a_request_dearer_than_the_server_wide_share_leaves_it_in_debt():
         hall._spend_slow_check("10.0.0.2", later, cost=share.burst, what="password")
     paid_back = (later - 100.0) * share.per_second
     assert waiting.value.wait == pytest.approx((2 * share.burst - paid_back) / share.per_second)
+
+
+@pytest.mark.parametrize("setting", ["topic", "none"])
+def test_an_empty_room_is_forgotten_unless_someone_set_something_on_it(setting):
+    hall = hall_with()
+    guest = user_in(hall, "guest")
+    room = hall.join(guest, "den", None, 100.0)
+    if setting == "topic":
+        hall.set_topic(guest, room, "kept for later", 101.0)
+    hall.part(guest, room, "", 102.0)
+    hall.check_invariants()
+    assert ("den" in hall.rooms) == (setting == "topic")

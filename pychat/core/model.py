@@ -833,8 +833,8 @@ class Hall(AccountsMixin, ModerationMixin):
                 assert user in room.members, (user, room)
         for key, room in self.rooms.items():
             assert key == room.key, (key, room)
-            assert room.members or self.history.has_chat(room.id) or key == self.default_room, \
-                f"{room} is idle and was not forgotten"
+            assert (room.members or self.history.has_chat(room.id) or key == self.default_room
+                    or self._has_settings(room)), f"{room} is idle and was not forgotten"
             grouped = {user: push for group in room.groups.values() for user, push in group.items()}
             assert grouped == room.members, room
             for renderer, group in room.groups.items():

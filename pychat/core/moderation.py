@@ -128,10 +128,6 @@ class ModerationMixin:
 
     # -- roles --------------------------------------------------------------
 
-    @staticmethod
-    def is_operator(user: User, room: Room) -> bool:
-        return user in room.ops
-
     def _require_operator(self, user: User, room: Room) -> None:
         if user not in room.members:
             raise ChatError(f"you are not in #{room.name}", NOT_IN_ROOM)
