@@ -182,10 +182,12 @@ class IrcSession:
             text = body.decode()
         except UnicodeDecodeError:
             return False  # the general path says INVALID_UTF8
+        if not text or text[0] == "\x01":
+            return False  # the general path answers 412, or handles CTCP
         if not text.isprintable():  # CR, NUL and every other control character land here
             text = sanitize(text)
-        if not text or text[0] == "\x01" or text.isspace():
-            return False  # the general path answers 412 (no text), or handles CTCP
+        if not text or text.isspace():
+            return False  # the general path answers 412
         self.pinged = False
         self.hall.say(user, room, text, now)
         return True
