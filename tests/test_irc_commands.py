@@ -308,3 +308,11 @@ def test_list_shows_a_locked_room_without_its_topic_and_never_a_secret_one(serve
     assert [m.command for m in answer(bob, "LIST #hush,#vault")] == ["321", "322", "323"]
     mine = {m.params[1]: m.params[3] for m in answer(ann, "LIST") if m.command == "322"}
     assert mine == {"#vault": "the code is 4711", "#hush": ""}
+
+
+def test_a_mode_line_full_of_unknown_letters_gets_one_reply_per_letter(ann):
+    ann.send("JOIN #den")
+    ann.sync()
+    assert [(m.command, m.params[1]) for m in answer(ann, "MODE #den +" + "zy" * 200)] == [
+        ("472", "z"), ("472", "y")]
+    assert [m.command for m in answer(ann, "MODE ann +" + "z" * 400)] == ["501"]

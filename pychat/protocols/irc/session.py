@@ -418,7 +418,7 @@ class IrcSession:
         """MODE #room with changes: the ban list if asked for, then the changes (the room is told of
         those made) and a numeric for each refused."""
         changes, unknown, ban_list = _mode_changes(modestring, args)
-        for letter in unknown:
+        for letter in dict.fromkeys(unknown):  # once per letter: a line of 400 unknown letters is not 400 replies
             self._reply(m.ERR_UNKNOWNMODE, letter, "is unknown mode char to me")
         if ban_list:
             for ban in self.hall.ban_list(room, now):
@@ -846,7 +846,7 @@ def _mode(self: IrcSession, msg: Message, now: float) -> None:
                     + ("w" if me.wallops else ""))
         return
     # +i (nothing lists users by mask but WHO) and +w (WALLOPS) can be set; -o drops operator status.
-    change, sign = "", ""
+    change, sign, unknown = "", "", False
     for flag in msg.params[1]:
         if flag in "+-":
             sign = flag
@@ -860,10 +860,12 @@ def _mode(self: IrcSession, msg: Message, now: float) -> None:
                 me.wallops = sign == "+"
                 change += f"{sign}w"
         elif flag != "i":
-            self._reply(m.ERR_UMODEUNKNOWNFLAG, "Unknown MODE flag")
+            unknown = True
         elif sign and (sign == "+") != self.invisible:
             self.invisible = me.invisible = sign == "+"
             change += f"{sign}i"
+    if unknown:  # one reply however many unknown flags the line held
+        self._reply(m.ERR_UMODEUNKNOWNFLAG, "Unknown MODE flag")
     if change:
         self.send(f":{me.prefix} MODE {me.name} :{change}\r\n".encode())
 
