@@ -316,3 +316,16 @@ def test_a_mode_line_full_of_unknown_letters_gets_one_reply_per_letter(ann):
     assert [(m.command, m.params[1]) for m in answer(ann, "MODE #den +" + "zy" * 200)] == [
         ("472", "z"), ("472", "y")]
     assert [m.command for m in answer(ann, "MODE ann +" + "z" * 400)] == ["501"]
+
+
+def test_a_long_line_split_for_irc_gives_each_part_its_own_msgid(server):
+    reader = tagged_user(server, "rita", "message-tags")
+    writer = server.client("walt")
+    writer.send("/join den")
+    writer.expect(r"you joined #den")
+    reader.sync()
+    writer.send("w" * 3000)
+    parts = [line for line in reader.sync() if " PRIVMSG #den :" in line]
+    assert len(parts) > 1 and "".join(parse_irc(line).params[1] for line in parts) == "w" * 3000
+    ids = [tags_of(line)["msgid"] for line in parts]
+    assert len(set(ids)) == len(ids), ids

@@ -68,7 +68,7 @@ class IrcRenderer:
         self.message_tags = message_tags
         self.echo = echo
 
-    def _tags(self, ts: float, msgid: int = 0, client_tags: str = "") -> str:
+    def _tags(self, ts: float, msgid: int | str = 0, client_tags: str = "") -> str:
         parts = []
         if self.server_time:
             parts.append(f"time={server_time(ts)}")
@@ -79,20 +79,27 @@ class IrcRenderer:
                 parts.append(client_tags)
         return f"@{';'.join(parts)} " if parts else ""
 
-    def _message(self, tags: str, source: str, command: str, target: str, text: str, kind: int) -> bytes:
+    def _message(self, ts: float, msgid: int, client_tags: str, source: str, command: str, target: str,
+                 text: str, kind: int) -> bytes:
+        tags = self._tags(ts, msgid, client_tags)
         head = f":{source} {command} {target} :"
         if kind == ACTION:
             head, tail = head + "\x01ACTION ", "\x01"
         else:
             tail = ""
         line = f"{tags}{head}{text}{tail}\r\n".encode()
-        if len(line) - len(tags) <= MAX_BODY + 2 + PREFIX_ROOM:  # tags are ASCII: bytes = characters
+        # len(tags) counts characters; a client tag with UTF-8 in its value only
+        # makes this split a little sooner.
+        if len(line) - len(tags) <= MAX_BODY + 2 + PREFIX_ROOM:
             return line
-        return "".join(f"{tags}{head}{part}{tail}\r\n" for part in split_text(head, text, tail)).encode()
+        # Split: each line has its own msgid (clients drop a msgid seen before).
+        parts = split_text(head, text, tail)
+        return "".join(f"{self._tags(ts, f'{msgid}-{n}' if n and msgid else msgid, client_tags)}{head}{part}{tail}\r\n"
+                       for n, part in enumerate(parts)).encode()
 
     def said(self, e: Said) -> bytes:
         command = "NOTICE" if e.kind == NOTICE else "PRIVMSG"
-        return self._message(self._tags(e.ts, e.msgid, e.tags), e.prefix, command, f"#{e.room}", e.text, e.kind)
+        return self._message(e.ts, e.msgid, e.tags, e.prefix, command, f"#{e.room}", e.text, e.kind)
 
     def joined(self, e: Joined) -> bytes:
         return f"{self._tags(e.ts)}:{e.prefix} JOIN #{e.room}\r\n".encode()
@@ -109,18 +116,18 @@ class IrcRenderer:
 
     def direct(self, e: Direct) -> bytes:
         command = "NOTICE" if e.kind == NOTICE else "PRIVMSG"
-        return self._message(self._tags(e.ts, e.msgid, e.tags), e.prefix, command, e.target, e.text, e.kind)
+        return self._message(e.ts, e.msgid, e.tags, e.prefix, command, e.target, e.text, e.kind)
 
     def to_operators(self, e: ToOperators) -> bytes:
         command = "NOTICE" if e.kind == NOTICE else "PRIVMSG"
-        return self._message(self._tags(e.ts, e.msgid, e.tags), e.prefix, command, f"{e.status}#{e.room}", e.text, e.kind)
+        return self._message(e.ts, e.msgid, e.tags, e.prefix, command, f"{e.status}#{e.room}", e.text, e.kind)
 
     def direct_echo(self, e: Direct) -> bytes | None:
         return self.direct(e) if self.echo else None
 
     def broadcast(self, e: Broadcast) -> bytes:
         # A notice to the whole server ($mask, as IRC operators' global notices are).
-        return self._message(self._tags(e.ts), e.prefix, "NOTICE", f"${self.server_name}", e.text, 0)
+        return self._message(e.ts, 0, "", e.prefix, "NOTICE", f"${self.server_name}", e.text, 0)
 
     def topic(self, e: TopicSet) -> bytes:
         return f"{self._tags(e.ts)}:{e.prefix} TOPIC #{e.room} :{e.text}\r\n".encode()
