@@ -329,3 +329,11 @@ def test_a_long_line_split_for_irc_gives_each_part_its_own_msgid(server):
     assert len(parts) > 1 and "".join(parse_irc(line).params[1] for line in parts) == "w" * 3000
     ids = [tags_of(line)["msgid"] for line in parts]
     assert len(set(ids)) == len(ids), ids
+
+
+def test_a_users_own_part_and_nick_carry_server_time_like_everyone_elses(server):
+    tia = tagged_user(server, "tia", "server-time")
+    tia.send("PART #den :bye")
+    assert "time" in tags_of(tia.expect(r" PART #den :bye$"))
+    tia.send("NICK tina")
+    assert "time" in tags_of(tia.expect(r" NICK tina$"))

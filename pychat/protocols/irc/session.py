@@ -23,7 +23,7 @@ from typing import Callable
 
 from pychat import __version__
 from pychat.core import errors as E
-from pychat.core.events import ACTION, MESSAGE, NOTICE, Joined
+from pychat.core.events import ACTION, MESSAGE, NOTICE, Joined, Parted, Renamed
 from pychat.core.history import HistoryError
 from pychat.core.errors import Busy, ChatError
 from pychat.core.model import Hall, Outbox, Room, User
@@ -446,8 +446,7 @@ class IrcSession:
     def _part_room(self, room: Room, reason: str, now: float) -> None:
         me = self._me
         self.hall.part(me, room, reason, now)
-        suffix = f" :{reason}" if reason else ""
-        self.send(f":{me.prefix} PART #{room.name}{suffix}\r\n".encode())
+        self.send(me.renderer.parted(Parted(now, room.name, me.name, me.prefix, reason)))  # as the room sees it
 
     def _room_named(self, target: str) -> Room | None:
         return self.hall.find_room(target[1:]) if target.startswith("#") else None
@@ -618,13 +617,13 @@ def _nick(self: IrcSession, msg: Message, now: float) -> None:
         return
     if name == user.name:
         return
-    old_prefix = user.prefix
+    old_name, old_prefix = user.name, user.prefix
     try:
         self.hall.rename(user, name, now)
     except ChatError as exc:
         self._nick_error(exc, wanted)
         return
-    self.send(f":{old_prefix} NICK {user.name}\r\n".encode())
+    self.send(user.renderer.renamed(Renamed(now, old_name, user.name, old_prefix), ""))  # as the others see it
 
 
 @_handles("USER")
