@@ -337,3 +337,20 @@ def test_a_users_own_part_and_nick_carry_server_time_like_everyone_elses(server)
     assert "time" in tags_of(tia.expect(r" PART #den :bye$"))
     tia.send("NICK tina")
     assert "time" in tags_of(tia.expect(r" NICK tina$"))
+
+
+def test_names_lines_stay_within_512_bytes_with_wide_names(make_server):
+    srv = make_server("--max-per-ip", "0")
+    kana = "あいうえおかきくけこさしすせそたちつてとなにぬねの"
+    wide = [kana[i:] + kana[:i] for i in range(12)]  # 25 three-byte letters each, cut to the longest name allowed
+    people = [srv.client(name[:20]) for name in wide]
+    ann = irc_user(srv, "ann")
+    ann.send("JOIN #general")
+    ann.expect_msg("366")
+    names = answer(ann, "NAMES #general")
+    raw = [line for line in ann.seen if " 353 " in line]
+    assert all(len(line.encode()) + 2 <= 512 for line in raw), [len(line.encode()) for line in raw]
+    listed = {n.lstrip("@+") for msg in names if msg.command == "353" for n in msg.params[-1].split()}
+    assert {name[:20] for name in wide} | {"ann"} <= listed
+    for person in people:
+        person.expect(r"--> ann has joined")

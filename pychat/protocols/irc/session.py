@@ -467,16 +467,8 @@ class IrcSession:
         else:
             names = [self._prefixes(member, room) + member.name for member in room.members]
         head = f":{self.server} {m.RPL_NAMREPLY} {me.name} {symbol} #{room.name} :"
-        line: list[str] = []
-        size = len(head)
-        for name in names:
-            if line and size + len(name) + 1 > m.MAX_BODY:
-                self.send((head + " ".join(line) + "\r\n").encode())
-                line, size = [], len(head)
-            line.append(name)
-            size += len(name) + 1
-        if line:
-            self.send((head + " ".join(line) + "\r\n").encode())
+        for words in _packed(names, m.MAX_BODY - len(head.encode())):
+            self.send(f"{head}{words}\r\n".encode())
         if end:
             self._reply(m.RPL_ENDOFNAMES, f"#{room.name}", "End of /NAMES list")
 
@@ -1061,6 +1053,24 @@ def _list_filter(terms: list[str]) -> Callable[[Room], bool]:
     return match
 
 
+def _packed(words: list[str], room: int) -> list[str]:
+    """WORDS joined by spaces into as few lines as keep each within ROOM bytes
+    (a word longer than that gets a line of its own)."""
+    lines: list[str] = []
+    line: list[str] = []
+    size = 0
+    for word in words:
+        width = len(word.encode())
+        if line and size + 1 + width > room:
+            lines.append(" ".join(line))
+            line, size = [], 0
+        size += width + (1 if line else 0)
+        line.append(word)
+    if line:
+        lines.append(" ".join(line))
+    return lines
+
+
 def _command_word(raw: bytes) -> str:
     """The command of a line that could not be decoded, as FAIL names it ('*' if none)."""
     for word in raw.split(b" ", 3):
@@ -1102,8 +1112,9 @@ def _whois(self: IrcSession, msg: Message, now: float) -> None:
         return
     self._reply(m.RPL_WHOISUSER, user.name, user.ident, user.host, "*", user.realname or user.name)
     rooms = [f"{self._prefixes(user, r)}#{r.name}" for r in user.rooms if self._visible(r)]
-    if rooms:
-        self._reply(m.RPL_WHOISCHANNELS, user.name, " ".join(rooms))
+    room_for_rooms = m.MAX_BODY - len(f":{self.server} {m.RPL_WHOISCHANNELS} {self._target} {user.name} :".encode())
+    for words in _packed(rooms, room_for_rooms):
+        self._reply(m.RPL_WHOISCHANNELS, user.name, words)
     self._reply(m.RPL_WHOISSERVER, user.name, self.server, f"pychat {VERSION}")
     if user.oper:
         self._reply(m.RPL_WHOISOPERATOR, user.name, "is an IRC operator")
