@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 # Logins to one account, from anywhere: five at once, then one every ten
 # seconds; each wrong password in a row doubles the wait (as for addresses).
 ACCOUNT_LOGINS = Rate(5, 1 / 10)
+IGNORES_MAX = 100  # names one user may ignore
 FAILURES_MAX = 64.0
 _NOBODY: frozenset = frozenset()
 
@@ -219,8 +220,8 @@ class AccountsMixin:
             raise ChatError("you cannot ignore yourself", BAD_ARGUMENT)
         if key in user.ignoring:
             raise ChatError(f"you ignore {name} already", BAD_ARGUMENT)
-        if len(user.ignoring) >= 100:
-            raise ChatError("you ignore 100 names already", BAD_ARGUMENT)
+        if len(user.ignoring) >= IGNORES_MAX:
+            raise ChatError(f"you ignore {IGNORES_MAX} names already", BAD_ARGUMENT)
         self._ignore(user, key)
         if user.account is not None:
             self.account_ignores.setdefault(user.account, set()).add(key)

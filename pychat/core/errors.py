@@ -8,7 +8,6 @@ from __future__ import annotations
 
 # Why a request was refused, for protocols that answer with a code (IRC numerics).
 NO_SUCH_USER = "no-such-user"
-NO_SUCH_ROOM = "no-such-room"
 BAD_NAME = "bad-name"
 NAME_TAKEN = "name-taken"
 BAD_ROOM_NAME = "bad-room-name"

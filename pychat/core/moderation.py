@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 TOPIC_MAX = 300
 REASON_MAX = 200
 BANS_MAX = 100          # bans (and mutes) a room keeps
+MODES_MAX = 12          # mode changes made from one request (IRC's MODES); the rest are left
 INVITE_SECONDS = 3600.0  # an invitation holds this long
 FLAGS = "imnst"          # modes without a parameter
 MODE_WORDS = {
@@ -113,7 +114,7 @@ class ModerationMixin:
             if room is not None:
                 (room.bans if kind == "b" else room.mutes)[mask] = Ban(shown, by, at, expires)
         for room in by_id.values():
-            room.gated = "m" in room.modes or bool(room.mutes)
+            self._regate(room)
 
     def _save_settings(self, room: Room) -> None:
         topic = room.topic
@@ -163,16 +164,29 @@ class ModerationMixin:
     def _subject(self, user: User) -> Subject:
         return Subject(user.prefix, user.address, user.account)
 
-    def _find_ban(self, bans: dict[str, Ban], user: User, room: Room, kind: str, now: float) -> Ban | None:
+    def _find_ban(self, user: User, room: Room, kind: str, now: float) -> Ban | None:
+        """The ban (KIND "b") or mute ("m") in force in ROOM that covers USER, if any."""
         subject = self._subject(user)
-        for mask, ban in list(bans.items()):
-            if ban.expires is not None and ban.expires <= now:
-                del bans[mask]
-                self.history.delete_ban(room.id, kind, mask)
-                room.gated = "m" in room.modes or bool(room.mutes)
-            elif matches(mask, subject):
+        for mask, ban in self._in_force(room, kind, now).items():
+            if matches(mask, subject):
                 return ban
         return None
+
+    def _in_force(self, room: Room, kind: str, now: float) -> dict[str, Ban]:
+        """ROOM's bans (KIND "b") or mutes ("m"), the expired ones dropped first."""
+        table = room.bans if kind == "b" else room.mutes
+        expired = [mask for mask, ban in table.items() if ban.expires is not None and ban.expires <= now]
+        for mask in expired:
+            del table[mask]
+            self.history.delete_ban(room.id, kind, mask)
+        if expired:
+            self._regate(room)
+        return table
+
+    @staticmethod
+    def _regate(room: Room) -> None:
+        """A room is gated (its speakers checked) while moderated or with mutes."""
+        room.gated = "m" in room.modes or bool(room.mutes)
 
     def _may_enter(self, user: User, room: Room, key: str | None, now: float) -> None:
         """Raise ChatError unless USER may join ROOM (its owner and operators by account always may)."""
@@ -180,7 +194,7 @@ class ModerationMixin:
         if account is not None and (account == room.owner or account in room.op_accounts):
             return
         invited = room.invited.get(user.key, 0.0) > now
-        if room.bans and not invited and self._find_ban(room.bans, user, room, "b", now):
+        if room.bans and not invited and self._find_ban(user, room, "b", now):
             raise ChatError(f"you are banned from #{room.name}", BANNED)
         if "i" in room.modes and not invited:
             raise ChatError(f"#{room.name} is invite-only: an operator must /invite you", INVITE_ONLY)
@@ -196,7 +210,7 @@ class ModerationMixin:
         speak. Operators and voiced members always may (a voice overrides a mute, as on IRC)."""
         if user in room.ops or user in room.voiced or user.oper:
             return
-        if room.mutes and self._find_ban(room.mutes, user, room, "m", now):
+        if room.mutes and self._find_ban(user, room, "m", now):
             raise ChatError(f"you are muted in #{room.name}", CANNOT_SPEAK)
         if "m" in room.modes:
             raise ChatError(f"#{room.name} is moderated: only operators and voiced members speak", CANNOT_SPEAK)
@@ -236,7 +250,7 @@ class ModerationMixin:
         made: list[ModeChange] = []
         refused: list[ModeRefusal] = []
         words: list[str] = []
-        for change in changes[:12]:
+        for change in changes[:MODES_MAX]:
             try:
                 word, shown = self._change_mode(user, room, change, now)
             except Busy:
@@ -267,7 +281,7 @@ class ModerationMixin:
             if (letter in room.modes) == on:
                 return "", None
             (room.modes.add if on else room.modes.discard)(letter)
-            room.gated = "m" in room.modes or bool(room.mutes)
+            self._regate(room)
             (self.secret_rooms.add if "s" in room.modes else self.secret_rooms.discard)(room)
             return MODE_WORDS[letter][0 if on else 1], None
         if letter == "l":
@@ -363,7 +377,7 @@ class ModerationMixin:
         expires = now + duration if duration else None
         table[mask] = Ban(shown, user.name, now, expires)
         self.history.save_ban(room.id, kind, mask, shown, user.name, now, expires)
-        room.gated = "m" in room.modes or bool(room.mutes)
+        self._regate(room)
         return shown
 
     def unban(self, user: User, room: Room, text: str, now: float, kind: str = "b") -> str:
@@ -383,17 +397,12 @@ class ModerationMixin:
             raise ChatError(f"no {'ban' if kind == 'b' else 'mute'} for {clip(text)} in #{room.name}", BAD_ARGUMENT)
         shown = table.pop(mask).shown
         self.history.delete_ban(room.id, kind, mask)
-        room.gated = "m" in room.modes or bool(room.mutes)
+        self._regate(room)
         return shown
 
     def ban_list(self, room: Room, now: float, kind: str = "b") -> list[Ban]:
         """The room's bans (or mutes) still in force."""
-        table = room.bans if kind == "b" else room.mutes
-        for mask, ban in list(table.items()):
-            if ban.expires is not None and ban.expires <= now:
-                del table[mask]
-                self.history.delete_ban(room.id, kind, mask)
-        return list(table.values())
+        return list(self._in_force(room, kind, now).values())
 
     def banned_members(self, room: Room, text: str) -> list[User]:
         """The members of ROOM that the ban TEXT (as given to ban()) covers:

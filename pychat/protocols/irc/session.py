@@ -28,7 +28,7 @@ from pychat.core.history import HistoryError
 from pychat.core.errors import Busy, ChatError
 from pychat.core.model import Hall, Outbox, Room, User
 from pychat.core.masks import parse_duration
-from pychat.core.moderation import REASON_MAX, TOPIC_MAX, ModeChange
+from pychat.core.moderation import MODES_MAX, REASON_MAX, TOPIC_MAX, ModeChange
 from pychat.core.records import Account
 from pychat.core.text import MAX_NAME, MAX_ROOM, clip, name_key, sanitize
 from pychat.protocols.irc import message as m
@@ -47,7 +47,6 @@ ISUPPORT_PER_LINE = 12
 LIST_MAX = 200          # rooms in one LIST answer (the busiest)
 WHO_MAX = 200           # users in one answer to WHO by mask
 WHOWAS_MAX = 10         # entries in one WHOWAS answer
-MODES_MAX = 12          # mode changes in one MODE command
 AWAY_MAX = 200
 ISON_MAX = 64
 MOTD = ("This pychat server's rooms are shared with its line-protocol users (nc HOST 22222).",
