@@ -162,7 +162,7 @@ class IrcSession:
 
     def _fast_privmsg(self, user: User, raw: bytes, now: float) -> bool:
         """The hot path: ``PRIVMSG #room :text`` with no tags, no prefix, one
-        target, no CTCP, to a room the user is in by its exact name. False
+        target, no CTCP, to a room the user is in. False
         sends the line down the general path, which handles everything else
         the same way, only slower.
 
@@ -192,18 +192,20 @@ class IrcSession:
         return True
 
     def _fast_room(self, user: User, head: bytes) -> Room | None:
-        """The room HEAD (``PRIVMSG #room``) names, if the fast path may take it:
-        one plain target that is exactly the name of a room the user is in."""
+        """The room HEAD (``PRIVMSG #room``) names, found as the general path
+        finds it, if the fast path may take it: one target, a room the user is in."""
         if b" " in head[9:] or b"," in head or b"\r" in head or b"\0" in head:
             return None
-        name = head[9:].decode("utf-8", "replace")
-        for room in user.rooms:
-            if room.name == name:
-                if len(self._fast_rooms) >= FAST_ROOMS_MAX:
-                    self._fast_rooms.clear()
-                self._fast_rooms[head] = room
-                return room
-        return None
+        try:
+            room = self.hall.find_room(head[9:].decode())
+        except UnicodeDecodeError:
+            return None  # the general path says INVALID_UTF8
+        if room is None or room not in user.rooms:
+            return None
+        if len(self._fast_rooms) >= FAST_ROOMS_MAX:
+            self._fast_rooms.clear()
+        self._fast_rooms[head] = room
+        return room
 
     def line_too_long(self, max_line: int) -> None:
         self._reply(m.ERR_INPUTTOOLONG, "Input line was too long")
