@@ -127,12 +127,12 @@ COMMANDS: Final[tuple[Command, ...]] = (
     Command("bans", (), (),
             "your room's bans and mutes"),
     Command("invite", (), (_NAME,),
-            "ask someone into your room (an operator's invitation lets them in, even if invite-only, full or they are banned)",
+            "ask someone into your room (an operator's invitation lets them past invite-only, a ban or the limit)",
             "An operator's invitation holds for an hour. In an invite-only room only operators invite."),
     Command("mode", ("set",), (Param("CHANGES", optional=True, rest=True),),
             "show or change your room's modes: +i invite-only, +m moderated, +t topic locked",
             "Several at once: /mode +im-t. Also +s (secret: hidden from /list), +k KEY (locked), "
-            "+l N (at most N members), and - to undo each. Operators only."),
+            "+l N (at most N members), -n (outsiders may speak in it), and - to undo each. Operators only."),
     Command("mute", (), (_NAME, _DURATION),
             "silence someone in your room, for good or for DURATION",
             "NAME may be a mask as for /ban. Operators and voiced members are never silenced "
@@ -157,7 +157,7 @@ COMMANDS: Final[tuple[Command, ...]] = (
     Command("unkline", (), (Param("ADDRESS-OR-CIDR"),),
             "lift a server ban (server operators)"),
     Command("wall", (), (_TEXT,),
-            "a message to everyone online (server operators)"),
+            "a message to everyone online (server operators; IRC users see it with user mode +w)"),
 )
 
 _BY_WORD: Final[dict[str, Command]] = {
