@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from pychat.core import roomkeys
-from pychat.core.events import ACTION, MESSAGE, Broadcast, Direct, Joined, Parted, Quit, Renamed, Said
+from pychat.core.events import ACTION, MESSAGE, Broadcast, Direct, Joined, Parted, Quit, Renamed, Said, SaidFields
 from pychat.core.history import HistoryStore
 from pychat.core.limits import HallLimits, Rate
 from pychat.core.errors import ChatError
@@ -41,8 +41,9 @@ class Once:
     def __init__(self, echo: bool) -> None:
         self.echo = echo
 
-    def said(self, e: Said) -> bytes:
-        return f"O said {e.room} {e.sender} {e.text}\n".encode()
+    def said(self, e: SaidFields) -> bytes:
+        event = Said(*e)
+        return f"O said {event.room} {event.sender} {event.text}\n".encode()
 
     def joined(self, e: Joined) -> bytes:
         return f"O {e.room} {e.who} has joined\n".encode()

@@ -266,3 +266,67 @@ def test_wal_is_checkpointed_after_enough_rows(tmp_path):
     store.checkpoint_if_due()
     assert path.stat().st_size > size_before + history_module.CHECKPOINT_ROWS * 100
     store.close()
+
+
+def _saved_heads(path) -> tuple[dict, int]:
+    """What the file says, read by another connection: each room's last_id and heads_through."""
+    db = sqlite3.connect(str(path))
+    try:
+        heads = dict(db.execute("SELECT id, last_id FROM rooms"))
+        through = db.execute("SELECT value FROM positions WHERE name = 'heads_through'").fetchone()[0]
+    finally:
+        db.close()
+    return heads, through
+
+
+def test_room_heads_are_rebuilt_from_the_rows_after_the_last_save(tmp_path):
+    # A commit does not rewrite the rooms' last_id; a store opened after a
+    # crash (the first one is never closed) finds the heads from the rows.
+    path = tmp_path / "heads.db"
+    first = HistoryStore(str(path))
+    den, hall = first.add_room("den", "den", None, 1.0), first.add_room("hall", "hall", None, 1.0)
+    first.commit()
+    first.append(den, 2.0, MESSAGE, "a", "den one")
+    first.append(hall, 3.0, MESSAGE, "b", "hall one")
+    first.append(den, 4.0, NOTICE, "a", "a has left")
+    first.append(den, 5.0, MESSAGE, "c", "den two")
+    first.commit()
+    assert _saved_heads(path) == ({den: None, hall: None}, 0)  # nothing saved yet
+    second = HistoryStore(str(path))
+    assert [e.text for e in second.recent(den, 10)] == ["den one", "den two"]
+    assert [e.text for e in second.recent(hall, 10)] == ["hall one"]
+    second.append(den, 6.0, MESSAGE, "a", "den three")
+    second.close()  # a clean close saves the heads
+    assert _saved_heads(path) == ({den: 5, hall: 2}, 5)
+    third = HistoryStore(str(path))
+    assert [e.text for e in third.recent(den, 10)] == ["den one", "den two", "den three"]
+    third.close()
+    first._db.close()
+
+
+def test_room_heads_are_saved_every_heads_rows(tmp_path):
+    path = tmp_path / "heads.db"
+    store = HistoryStore(str(path))
+    room = store.add_room("general", "general", None, 1.0)
+    for i in range(history_module.HEADS_ROWS - 1):
+        store.append(room, float(i), MESSAGE, "u", "x")
+    store.commit()
+    assert _saved_heads(path) == ({room: None}, 0)
+    store.append(room, 1.0, MESSAGE, "u", "last")
+    store.commit()
+    assert _saved_heads(path) == ({room: history_module.HEADS_ROWS}, history_module.HEADS_ROWS)
+    store.close()
+
+
+def test_migration_to_version_6_marks_every_saved_head_exact(tmp_path):
+    path = str(tmp_path / "v5.db")
+    db = sqlite3.connect(path, isolation_level=None)
+    migrate(db, target=5)
+    db.execute("INSERT INTO rooms (id, key, name, created, last_id) VALUES (3, 'den', 'den', 1.0, 2)")
+    db.execute("INSERT INTO events (id, room_id, prev_id, ts, kind, sender, text) VALUES (1, 3, NULL, 2.0, 0, 'a', 'one')")
+    db.execute("INSERT INTO events (id, room_id, prev_id, ts, kind, sender, text) VALUES (2, 3, 1, 3.0, 0, 'a', 'two')")
+    db.close()
+    store = HistoryStore(path)
+    assert [e.text for e in store.recent(3, 10)] == ["one", "two"]
+    store._db.close()
+    assert _saved_heads(path) == ({3: 2}, 2)

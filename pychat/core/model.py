@@ -29,7 +29,7 @@ import re
 from typing import Callable, Iterable, NamedTuple, Protocol
 
 from pychat.core.events import (MESSAGE, NOTICE, Broadcast, Direct, Invited, Joined, Parted, Quit, Renamed,
-                                Renderer, Said, Tagged, ToOperators)
+                                Renderer, SaidFields, Tagged, ToOperators)
 from pychat.core.history import MESSAGE as STORED_MESSAGE
 from pychat.core.history import NOTICE as STORED_NOTICE
 from pychat.core.history import HistoryStore, StoredEvent
@@ -48,8 +48,6 @@ from pychat.core.text import (MAX_ROOM, MAX_TYPED, clip, fold, name_key, name_pr
 
 Sink = Callable[[bytes], None]
 log = logging.getLogger("pychat.core.model")
-
-_tuple_new = tuple.__new__
 
 LIST_LIMIT = 50        # rooms in one listing
 DEPARTED_KEPT = 1000   # names remembered after their users left or changed them
@@ -620,8 +618,7 @@ class Hall(AccountsMixin, ModerationMixin):
         if room.gated or user not in room.members:  # one test for the common case
             self._check_may_speak(user, room, now)
         msgid = self.msgids = self.msgids + 1
-        # Said(...) without NamedTuple's Python-level __new__ (see events.said), inlined.
-        event = _tuple_new(Said, (now, room.name, user.name, user.prefix, text, kind, msgid, tags))
+        event: SaidFields = (now, room.name, user.name, user.prefix, text, kind, msgid, tags)
         # MESSAGE and ACTION are the store's codes too; a NOTICE is kept as a message.
         self.history.append(room.id, now, kind if kind != NOTICE else STORED_MESSAGE, user.name, text)
         uncommitted = self.uncommitted
@@ -649,7 +646,7 @@ class Hall(AccountsMixin, ModerationMixin):
         if room.gated:
             self._check_voice(user, room, now)
 
-    def _say_past_ignorers(self, user: User, room: Room, event: Said, skip: User | None) -> None:
+    def _say_past_ignorers(self, user: User, room: Room, event: SaidFields, skip: User | None) -> None:
         """say()'s fan-out for a sender someone ignores: they are left out."""
         ignored_by = user.ignored_by
         uncommitted = self.uncommitted

@@ -15,8 +15,8 @@ from __future__ import annotations
 import time
 from functools import lru_cache
 
-from pychat.core.events import (ACTION, NOTICE, Broadcast, Direct, Invited, Joined, Kicked, ModeChanged, Parted,
-                                Quit, Renamed, Said, Tagged, ToOperators, TopicSet, Wall)
+from pychat.core.events import (ACTION, MESSAGE, NOTICE, Broadcast, Direct, Invited, Joined, Kicked, ModeChanged, Parted,
+                                Quit, Renamed, SaidFields, Tagged, ToOperators, TopicSet, Wall)
 from pychat.protocols.irc.message import MAX_BODY
 
 # A line an IRC client could have sent (512 bytes) grows by the sender's
@@ -67,6 +67,7 @@ class IrcRenderer:
         self.server_time = server_time
         self.message_tags = message_tags
         self.echo = echo
+        self._untagged = not (server_time or message_tags)
 
     def _tags(self, ts: float, msgid: int | str = 0, client_tags: str = "") -> str:
         parts = []
@@ -97,9 +98,15 @@ class IrcRenderer:
         return "".join(f"{self._tags(ts, f'{msgid}-{n}' if n and msgid else msgid, client_tags)}{head}{part}{tail}\r\n"
                        for n, part in enumerate(parts)).encode()
 
-    def said(self, e: Said) -> bytes:
-        command = "NOTICE" if e.kind == NOTICE else "PRIVMSG"
-        return self._message(e.ts, e.msgid, e.tags, e.prefix, command, f"#{e.room}", e.text, e.kind)
+    def said(self, e: SaidFields) -> bytes:
+        ts, room, _, prefix, text, kind, msgid, tags = e
+        if self._untagged and kind == MESSAGE:
+            # The hot path: a plain message to a client without tags, short enough for one line.
+            line = f":{prefix} PRIVMSG #{room} :{text}\r\n".encode()
+            if len(line) <= MAX_BODY + 2 + PREFIX_ROOM:
+                return line
+        command = "NOTICE" if kind == NOTICE else "PRIVMSG"
+        return self._message(ts, msgid, tags, prefix, command, f"#{room}", text, kind)
 
     def joined(self, e: Joined) -> bytes:
         return f"{self._tags(e.ts)}:{e.prefix} JOIN #{e.room}\r\n".encode()

@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 
 from pychat.core.events import (ACTION, Broadcast, Direct, Invited, Joined, Kicked, ModeChanged, Parted, Quit,
-                                Renamed, Said, Tagged, ToOperators, TopicSet, Wall)
+                                Renamed, SaidFields, Tagged, ToOperators, TopicSet, Wall)
 
 _EOL = "\r\n"
 _stamp_second = -1
@@ -83,7 +83,7 @@ class LineRenderer:
     per_room = True
     echo = False
 
-    def said(self, e: Said) -> bytes:
+    def said(self, e: SaidFields) -> bytes:
         # The hot path: one f-string, fields by position (ts, room, sender, _, text, kind).
         if e[5] == ACTION:
             return f"{stamp(e[0])} #{e[1]} * {e[2]} {e[4]}\r\n".encode()
