@@ -13,8 +13,9 @@ setup(
     py_modules=["pychat_server", "pychat_client"],
     install_requires=[],
     extras_require={
-        # numpy: the benchmark's sequence checker, which tests/test_bench.py runs.
-        "test": ["pytest>=7", "hypothesis>=6", "numpy>=1.22"],
+        # numpy: the benchmark's sequence checker, which tests/test_bench.py runs;
+        # trustme: certificates for the TLS tests.
+        "test": ["pytest>=7", "hypothesis>=6", "numpy>=1.22", "trustme>=1.0"],
         "bench": ["numpy>=1.22", "matplotlib>=3.5", "miniircd"],
     },
     entry_points={

@@ -20,6 +20,7 @@ import re
 import selectors
 import signal
 import socket
+import ssl
 import sys
 import time
 import zlib
@@ -46,8 +47,23 @@ class ClientError(Exception):
     """A problem to report in one line before exiting with status 1."""
 
 
-def connect(host: str, port: int, timeout: float = 10.0) -> socket.socket:
-    """Connect to HOST:PORT, or raise ClientError with a clear reason."""
+def tls_context(cafile: str | None, insecure: bool) -> ssl.SSLContext:
+    """The client's TLS settings: the system's authorities, or CAFILE's; INSECURE checks nothing."""
+    try:
+        context = ssl.create_default_context(cafile=cafile)
+    except FileNotFoundError:
+        raise ClientError(f"cannot read {cafile}: no such file") from None
+    except (OSError, ValueError) as exc:
+        raise ClientError(f"cannot use {cafile} as certificates to trust: {exc}") from None
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if insecure:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def connect(host: str, port: int, timeout: float = 10.0, tls: ssl.SSLContext | None = None) -> socket.socket:
+    """Connect to HOST:PORT (over TLS with context TLS), or raise ClientError with a clear reason."""
     try:
         sock = socket.create_connection((host, port), timeout=timeout)
     except socket.gaierror as exc:
@@ -57,6 +73,20 @@ def connect(host: str, port: int, timeout: float = 10.0) -> socket.socket:
     except OSError as exc:
         raise ClientError(f"cannot connect to {host} port {port}: {exc.strerror or exc}") from None
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    if tls is not None:
+        try:
+            sock = tls.wrap_socket(sock, server_hostname=host)  # the handshake, within TIMEOUT
+        except ssl.SSLCertVerificationError as exc:
+            sock.close()
+            raise ClientError(f"{host} port {port}: the server's certificate cannot be trusted "
+                              f"({exc.verify_message}); --cafile FILE names the certificates to trust") from None
+        except (TimeoutError, socket.timeout):
+            sock.close()
+            raise ClientError(f"{host} port {port}: no TLS handshake within {timeout:g} s") from None
+        except (ssl.SSLError, OSError) as exc:
+            sock.close()
+            reason = exc.reason if isinstance(exc, ssl.SSLError) and exc.reason else (exc.strerror or str(exc))
+            raise ClientError(f"{host} port {port}: TLS failed ({reason}); is it a TLS port?") from None
     sock.setblocking(False)
     return sock
 
@@ -114,15 +144,22 @@ class ClientLoop:
         self.wbuf += text.encode() + b"\n"
 
     def half_close(self) -> None:
-        """Shut the write side once everything queued has been sent."""
-        self.half_close_pending = True
+        """Shut the write side once everything queued has been sent.
+
+        TLS cannot shut one side and go on reading (Python drops the TLS
+        layer with it): the client says /quit instead, which the server
+        also answers only after every line before it."""
+        if isinstance(self.sock, ssl.SSLSocket):
+            self.send_line("/quit")
+        else:
+            self.half_close_pending = True
 
     def _flush(self) -> None:
         if self.wbuf and not self.server_closed:
             try:
                 sent = self.sock.send(self.wbuf)
                 del self.wbuf[:sent]
-            except (BlockingIOError, InterruptedError):
+            except (BlockingIOError, InterruptedError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
                 pass
             except OSError:
                 self.wbuf.clear()
@@ -141,7 +178,11 @@ class ClientLoop:
             return  # writable: _flush runs after the events
         try:
             data = self.sock.recv(READ_SIZE)
-        except (BlockingIOError, InterruptedError):
+            if isinstance(self.sock, ssl.SSLSocket):
+                # Decrypted bytes left in OpenSSL would wake no select().
+                while data and self.sock.pending():
+                    data += self.sock.recv(READ_SIZE)
+        except (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
             return
         except OSError:
             data = b""
@@ -684,7 +725,8 @@ def run_fullscreen(sock: socket.socket, settings: ClientSettings) -> int:
 def main(argv: list[str] | None = None) -> None:
     settings = parse_client_args(argv)
     try:
-        sock = connect(settings.host, settings.port)
+        tls = tls_context(settings.cafile, settings.insecure) if settings.tls else None
+        sock = connect(settings.host, settings.port, tls=tls)
     except ClientError as exc:
         print(f"pychat-client: {exc}", file=sys.stderr)
         sys.exit(1)

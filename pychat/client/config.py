@@ -10,6 +10,7 @@ from typing import Sequence
 from pychat import __version__
 
 DEFAULT_PORT = 22222
+DEFAULT_TLS_PORT = 22223
 PASSWORD_VARIABLE = "PYCHAT_PASSWORD"
 
 
@@ -24,6 +25,9 @@ def _port(text: str) -> int:
 class ClientSettings:
     host: str
     port: int = DEFAULT_PORT
+    tls: bool = False
+    cafile: str | None = None     # trusted instead of the system's certificate authorities
+    insecure: bool = False        # TLS without checking the certificate (tests only)
     name: str | None = None
     plain: bool = False
     # The password of a registered NAME, from the environment (PYCHAT_PASSWORD):
@@ -37,7 +41,13 @@ def client_parser() -> argparse.ArgumentParser:
         description="pychat's terminal client: a full-screen chat on a terminal, plain lines otherwise.",
     )
     p.add_argument("host", help="the server's host name or address")
-    p.add_argument("--port", type=_port, default=DEFAULT_PORT, help=f"the server's port (default {DEFAULT_PORT})")
+    p.add_argument("--port", type=_port, default=None,
+                   help=f"the server's port (default {DEFAULT_PORT}, with --tls {DEFAULT_TLS_PORT})")
+    p.add_argument("--tls", action="store_true", help="connect over TLS, checking the server's certificate")
+    p.add_argument("--cafile", metavar="FILE",
+                   help="with --tls: trust the certificates in FILE (PEM) instead of the system's")
+    p.add_argument("--insecure", action="store_true",
+                   help="with --tls: do not check the certificate (anyone in between can read everything)")
     p.add_argument("--name", default=None,
                    help=f"answer the server's name prompt with NAME (a registered name's password: ${PASSWORD_VARIABLE})")
     p.add_argument("--plain", action="store_true",
@@ -48,5 +58,10 @@ def client_parser() -> argparse.ArgumentParser:
 
 
 def parse_client_args(argv: Sequence[str] | None = None) -> ClientSettings:
-    return ClientSettings(**vars(client_parser().parse_args(argv)),
-                          password=os.environ.get(PASSWORD_VARIABLE) or None)
+    parser = client_parser()
+    values = vars(parser.parse_args(argv))
+    if (values["cafile"] or values["insecure"]) and not values["tls"]:
+        parser.error("--cafile and --insecure go with --tls")
+    if values["port"] is None:
+        values["port"] = DEFAULT_TLS_PORT if values["tls"] else DEFAULT_PORT
+    return ClientSettings(**values, password=os.environ.get(PASSWORD_VARIABLE) or None)

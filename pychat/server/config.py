@@ -13,6 +13,8 @@ from pychat.core.text import room_name, room_problem
 
 DEFAULT_PORT = 22222
 DEFAULT_IRC_PORT = 6667
+DEFAULT_TLS_PORT = 22223
+DEFAULT_IRCS_PORT = 6697
 
 
 def default_server_name() -> str:
@@ -36,6 +38,11 @@ class ServerSettings:
     port: int = DEFAULT_PORT
     irc_port: int | None = None
     server_name: str = "pychat.local"
+    # TLS listeners (PROTOCOL.md section 11): on when both files are given.
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_port: int | None = DEFAULT_TLS_PORT
+    ircs_port: int | None = DEFAULT_IRCS_PORT
     max_line: int = 4096
     sendq: int = 1 << 20
     flood_rate: float = 10.0
@@ -132,6 +139,13 @@ def server_parser() -> argparse.ArgumentParser:
                    help=f"TCP port of the line protocol (default {d.port}; 0 picks a free one)")
     p.add_argument("--irc-port", type=_port_or_off, default=DEFAULT_IRC_PORT, metavar="PORT",
                    help=f"TCP port of the IRC front end; 'off' disables it (default {DEFAULT_IRC_PORT})")
+    p.add_argument("--tls-cert", metavar="FILE",
+                   help="PEM certificate (chain) for the TLS listeners; with --tls-key turns them on")
+    p.add_argument("--tls-key", metavar="FILE", help="PEM private key of --tls-cert")
+    p.add_argument("--tls-port", type=_port_or_off, default=d.tls_port, metavar="PORT",
+                   help=f"TLS port of the line protocol, with --tls-cert; 'off' disables it (default {d.tls_port})")
+    p.add_argument("--ircs-port", type=_port_or_off, default=d.ircs_port, metavar="PORT",
+                   help=f"TLS port of the IRC front end, with --tls-cert; 'off' disables it (default {d.ircs_port})")
     p.add_argument("--server-name", type=_server_name, default=default_server_name(), metavar="NAME",
                    help="the server's name, as IRC clients see it (default: this host's name)")
     p.add_argument("--max-line", type=_positive_int, default=d.max_line, metavar="BYTES",
@@ -165,7 +179,10 @@ def server_parser() -> argparse.ArgumentParser:
 
 
 def parse_server_args(argv: Sequence[str] | None = None) -> ServerSettings:
-    ns = server_parser().parse_args(argv)
+    parser = server_parser()
+    ns = parser.parse_args(argv)
+    if (ns.tls_cert is None) != (ns.tls_key is None):
+        parser.error("--tls-cert and --tls-key go together")
     values = vars(ns)
     values["opers"] = tuple(values["opers"])
     if values["db"] is None:

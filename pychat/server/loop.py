@@ -23,6 +23,7 @@ import resource
 import selectors
 import signal
 import socket
+import ssl
 import struct
 import sys
 import time
@@ -34,6 +35,7 @@ from pychat.protocols.framing import Frame
 from pychat.core.history import HistoryError, HistoryStore
 from pychat.core.limits import HallLimits, KeyedBuckets, Rate, address_key, seconds_text
 from pychat.server.logsink import NonBlockingStderr, Throttle
+from pychat.server.tls import HANDSHAKE_TIMEOUT, TlsConnection, TlsError, server_context, wrap
 from pychat.core.model import Hall
 from pychat.core.text import decode_line
 from pychat.core.timers import Timers
@@ -63,11 +65,12 @@ _ABORT = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() resets the connec
 class _Listener:
     """Selector data for a listening socket (told apart from connections)."""
 
-    __slots__ = ("sock", "frontend")
+    __slots__ = ("sock", "frontend", "tls")
 
-    def __init__(self, sock: socket.socket, frontend: Frontend) -> None:
+    def __init__(self, sock: socket.socket, frontend: Frontend, tls: bool) -> None:
         self.sock = sock
         self.frontend = frontend
+        self.tls = tls    # connections start with a TLS handshake
 
 
 class _LogWriter:
@@ -81,7 +84,11 @@ class Server:
 
     def __init__(self, settings: ServerSettings, history: HistoryStore | None = None,
                  log_sink: NonBlockingStderr | None = None) -> None:
+        """Raises TlsError if the TLS certificate or key cannot be used."""
         self.settings = settings
+        self.tls_context: ssl.SSLContext | None = None
+        if settings.tls_cert is not None and settings.tls_key is not None:
+            self.tls_context = server_context(settings.tls_cert, settings.tls_key)
         self.history = history if history is not None else HistoryStore(settings.db)
         per_address = settings.max_per_ip > 0
         self.hall = Hall(self.history, settings.history_lines,
@@ -126,9 +133,14 @@ class Server:
         bound = self._listen_for(line_frontend(settings), settings.port)
         if settings.irc_port is not None:
             bound += self._listen_for(irc_frontend(settings), settings.irc_port)
+        if self.tls_context is not None:
+            if settings.tls_port is not None:
+                bound += self._listen_for(line_frontend(settings), settings.tls_port, tls=True)
+            if settings.ircs_port is not None:
+                bound += self._listen_for(irc_frontend(settings), settings.ircs_port, tls=True)
         return bound
 
-    def _listen_for(self, frontend: Frontend, port: int) -> list[tuple[str, int]]:
+    def _listen_for(self, frontend: Frontend, port: int, tls: bool = False) -> list[tuple[str, int]]:
         host = self.settings.host
         if not host:
             if socket.has_dualstack_ipv6():
@@ -151,12 +163,13 @@ class Server:
         bound = []
         for sock in socks:
             sock.setblocking(False)
-            listener = _Listener(sock, frontend)
+            listener = _Listener(sock, frontend, tls)
             self.sel.register(sock, READ, listener)
             self.listeners.append(listener)
             name = sock.getsockname()
             bound.append((name[0], name[1]))
-            log.info("listening on %s port %d (%s)", name[0] or "*", name[1], frontend.name)
+            log.info("listening on %s port %d (%s%s)", name[0] or "*", name[1], frontend.name,
+                     " over TLS" if tls else "")
         return bound
 
     def raise_file_limit(self) -> None:
@@ -180,6 +193,8 @@ class Server:
         signal.set_wakeup_fd(self._wake_w.fileno(), warn_on_full_buffer=False)
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, self._on_signal)
+        if self.tls_context is not None:
+            signal.signal(signal.SIGHUP, self._on_signal)  # reloads the certificate
 
     def _on_signal(self, signum: int, frame: object) -> None:
         self._signals.append(signum)
@@ -217,6 +232,8 @@ class Server:
                 elif data is None:
                     if self._on_wakeup():
                         return self._exit_now()
+                elif data.__class__ is TlsConnection:
+                    self._on_tls_event(data, mask)
                 elif data.__class__ is _Listener:
                     self._accept(data)
                 else:
@@ -255,6 +272,48 @@ class Server:
         except Exception:
             log.exception("internal error on connection %s; closing it", conn.peer, extra={"addr": conn.addr})
             self._drop(conn, "internal error")
+
+    def _on_tls_event(self, conn: TlsConnection, mask: int) -> None:
+        """A TLS connection's readiness: its handshake's next step, or as any connection's."""
+        if conn.closed:
+            return
+        if not conn.handshaking:
+            self._on_event(conn, mask)
+            return
+        try:
+            done = conn.handshake()
+        except (OSError, ValueError) as exc:
+            reason = exc.reason if isinstance(exc, ssl.SSLError) and exc.reason else str(exc) or type(exc).__name__
+            log.info("%s: TLS handshake failed: %s", conn.peer, reason, extra={"addr": conn.addr})
+            self._close(conn, abort=True)
+            return
+        except Exception:
+            log.exception("internal error in the TLS handshake with %s; closing it", conn.peer,
+                          extra={"addr": conn.addr})
+            self._close(conn, abort=True)
+            return
+        if done:
+            self._begin_session(conn, conn.frontend)
+        self._update_interest(conn)
+
+    def _handshake_expired(self, conn: TlsConnection, timeout: float) -> None:
+        if conn.closed or not conn.handshaking:
+            return
+        log.info("%s: no TLS handshake within %g s", conn.peer, timeout, extra={"addr": conn.addr})
+        self._close(conn, abort=True)
+
+    def _reload_tls(self) -> None:
+        """SIGHUP: load the certificate and key again; new connections use them.
+        If they cannot be used, the old ones stay (and the log says why)."""
+        settings = self.settings
+        if self.tls_context is None or settings.tls_cert is None or settings.tls_key is None:
+            return
+        try:
+            self.tls_context = server_context(settings.tls_cert, settings.tls_key)
+        except TlsError as exc:
+            log.error("SIGHUP: %s; the certificate loaded before stays in use", exc)
+            return
+        log.info("SIGHUP: TLS certificate %s reloaded", settings.tls_cert)
 
     def _before_sleep(self) -> None:
         """Commit history, then flush every connection with output.
@@ -349,7 +408,9 @@ class Server:
         """Watch READ unless input is paused or over; WRITE only while output is pending."""
         want = 0
         session = conn.session
-        if not (conn.paused or conn.eof or self.stopping or (session is not None and session.closing)):
+        if isinstance(conn, TlsConnection) and conn.handshaking:
+            want = 0 if self.stopping else conn.handshake_want
+        elif not (conn.paused or conn.eof or self.stopping or (session is not None and session.closing)):
             want = READ
         if conn.wbuf:
             want |= WRITE
@@ -397,17 +458,19 @@ class Server:
             elif self.hall.klines and (kline := self.hall.kline_for(where, self.now)) is not None:
                 why = f"you are banned from this server: {kline.reason}"
             if why:
-                self._refuse(sock, peer, where, frontend.refusal(why), why)
+                # A TLS client would read the refusal as a broken handshake: it is just closed.
+                self._refuse(sock, peer, where, b"" if listener.tls else frontend.refusal(why), why)
             else:
-                self._add_connection(sock, peer, where, frontend)
+                self._add_connection(sock, peer, where, frontend, listener.tls)
 
     def _refuse(self, sock: socket.socket, peer: str, where: str, refusal: bytes, why: str) -> None:
         log.warning("refused %s: %s", peer, why, extra={"addr": where})
         sock.setblocking(False)
-        try:
-            sock.send(refusal)
-        except OSError:
-            pass
+        if refusal:
+            try:
+                sock.send(refusal)
+            except OSError:
+                pass
         sock.close()
 
     def _pause_accepting(self) -> None:
@@ -421,7 +484,8 @@ class Server:
         for listener in self.listeners:
             self.sel.register(listener.sock, READ, listener)
 
-    def _add_connection(self, sock: socket.socket, peer: str, where: str, frontend: Frontend) -> None:
+    def _add_connection(self, sock: socket.socket, peer: str, where: str, frontend: Frontend,
+                        tls: bool = False) -> None:
         settings = self.settings
         sock.setblocking(False)
         try:
@@ -429,7 +493,17 @@ class Server:
             _set_keepalive(sock)
         except OSError:
             pass
-        conn = Connection(sock, peer, where, frontend.max_line, self._dirty.append)
+        conn: Connection
+        if tls and self.tls_context is not None:
+            try:
+                conn = TlsConnection(wrap(self.tls_context, sock), peer, where, frontend.max_line,
+                                     self._dirty.append, frontend)
+            except OSError as exc:
+                log.info("%s: cannot start TLS: %s", peer, exc, extra={"addr": where})
+                sock.close()
+                return
+        else:
+            conn = Connection(sock, peer, where, frontend.max_line, self._dirty.append)
         conn.tokens = float(settings.flood_burst)
         conn.token_time = self.mono
         conn.last_input = self.mono
@@ -437,7 +511,21 @@ class Server:
         self.conns[conn.fd] = conn
         self.per_ip[where] += 1
         self._update_interest(conn)
-        log.info("connection from %s", peer, extra={"addr": where})
+        log.info("connection from %s%s", peer, " (TLS)" if tls else "", extra={"addr": where})
+        if isinstance(conn, TlsConnection):
+            # The session starts once the handshake is done; the handshake is part
+            # of registering, so a shorter --registration-timeout bounds it too.
+            timeout = HANDSHAKE_TIMEOUT
+            if 0 < settings.registration_timeout < timeout:
+                timeout = settings.registration_timeout
+            self.timers.call_at(self.mono + timeout, lambda: self._handshake_expired(conn, timeout))
+        else:
+            self._begin_session(conn, frontend)
+
+    def _begin_session(self, conn: Connection, frontend: Frontend) -> None:
+        """Greet (in the protocols that speak first) and start the session's timers."""
+        settings = self.settings
+        assert conn.session is not None
         conn.session.start()
         if settings.registration_timeout > 0:
             self.timers.call_at(self.mono + settings.registration_timeout,
@@ -722,6 +810,9 @@ class Server:
             pass
         signals, self._signals = self._signals, []
         for signum in signals:
+            if signum == signal.SIGHUP:
+                self._reload_tls()
+                continue
             if self.stopping:
                 log.warning("second signal (%s): exiting at once", signal.Signals(signum).name)
                 return True
@@ -786,12 +877,22 @@ def configure_logging(level: str) -> NonBlockingStderr:
 def main(argv: list[str] | None = None) -> None:
     settings = parse_server_args(argv)
     sink = configure_logging(settings.log_level)
+    if settings.tls_cert is not None and settings.tls_key is not None:
+        try:
+            server_context(settings.tls_cert, settings.tls_key)  # before anything else is opened
+        except TlsError as exc:
+            print(f"pychat-server: {exc}", file=sys.stderr)
+            sys.exit(1)
     try:
         history = HistoryStore(settings.db)
     except HistoryError as exc:
         print(f"pychat-server: {exc}", file=sys.stderr)
         sys.exit(1)
-    server = Server(settings, history, sink)
+    try:
+        server = Server(settings, history, sink)
+    except TlsError as exc:  # the files changed since they were checked just now
+        print(f"pychat-server: {exc}", file=sys.stderr)
+        sys.exit(1)
     # Before listening: a signal that comes as soon as clients can connect
     # must already find its handler.
     server.install_signal_handlers()
