@@ -10,12 +10,16 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["pychat", "pychat.*"]),
+    package_data={"pychat.protocols.web": ["static/*"]},
     py_modules=["pychat_server", "pychat_client"],
     install_requires=[],
     extras_require={
         # numpy: the benchmark's sequence checker, which tests/test_bench.py runs;
         # trustme: certificates for the TLS tests.
-        "test": ["pytest>=7", "hypothesis>=6", "numpy>=1.22", "trustme>=1.0"],
+        # The tests install the web extra too: they drive the web front end.
+        "test": ["pytest>=7", "hypothesis>=6", "numpy>=1.22", "trustme>=1.0", "h11>=0.14", "wsproto>=1.2"],
+        # The web front end: HTTP and WebSocket parsers, both sans-I/O like the server's own.
+        "web": ["h11>=0.14", "wsproto>=1.2"],
         "bench": ["numpy>=1.22", "matplotlib>=3.5", "miniircd"],
     },
     entry_points={

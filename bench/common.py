@@ -134,7 +134,17 @@ def speaks_irc(root: Path) -> bool:
     return "--irc-port" in out.stdout
 
 
+@functools.cache
+def _help(root: Path) -> str:
+    return subprocess.run([sys.executable, str(root / "pychat_server.py"), "--help"],
+                          capture_output=True, text=True, timeout=60).stdout
+
+
 def irc_off(root: Path) -> list[str]:
-    """The flag that keeps the pychat at ROOT off IRC's default port (6667),
-    where another server may listen; none for a pychat without IRC."""
-    return ["--irc-port", "off"] if speaks_irc(root) else []
+    """The flags that keep the pychat at ROOT off the default ports of its other
+    listeners (IRC's 6667, the web's 8080), where another server may listen;
+    none for a pychat without them."""
+    flags = ["--irc-port", "off"] if speaks_irc(root) else []
+    if "--web-port" in _help(root):
+        flags += ["--web-port", "off"]
+    return flags

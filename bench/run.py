@@ -67,7 +67,7 @@ class ServerKind:
         if self.daemon == "inspircd":
             return daemons.inspircd_command(port, workdir)
         if self.protocol == "irc":
-            listen = ["--port", "0", "--irc-port", str(port)]
+            listen = ["--port", "0", "--irc-port", str(port), *irc_off(self.root)[2:]]
         else:
             listen = ["--port", str(port), *irc_off(self.root)]
         return [sys.executable, str(self.root / "pychat_server.py"), "127.0.0.1", *listen,

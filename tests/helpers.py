@@ -42,6 +42,7 @@ class ServerProcess:
     def __init__(self, tmp_path: Path, *args: str, db: str = ":memory:", host: str = "127.0.0.1") -> None:
         self.log_path = tmp_path / f"server-{time.monotonic_ns()}.log"
         self.args = [sys.executable, str(ROOT / "pychat_server.py"), host, "--port", "0", "--irc-port", "0",
+                     "--web-port", "off",
                      "--db", db, "--log-level", "debug", *args]
         self.host = host
         self._log = open(self.log_path, "wb")

@@ -103,7 +103,7 @@ def test_memory_db_writes_no_file(tmp_path):
 
 def test_default_db_path_creates_directories(tmp_path):
     env = dict(os.environ, XDG_DATA_HOME=str(tmp_path / "xdg"))
-    proc = subprocess.Popen([sys.executable, str(ROOT / "pychat_server.py"), "127.0.0.1", "--port", "0", "--irc-port", "off"],
+    proc = subprocess.Popen([sys.executable, str(ROOT / "pychat_server.py"), "127.0.0.1", "--port", "0", "--irc-port", "off", "--web-port", "off"],
                             env=env, stderr=subprocess.PIPE, text=True)
     try:
         for line in proc.stderr:
@@ -185,7 +185,7 @@ def test_newer_schema_is_refused(tmp_path):
 def test_corrupt_file_is_a_one_line_error(tmp_path, content):
     path = tmp_path / "bad.db"
     path.write_bytes(content)
-    result = subprocess.run([sys.executable, str(ROOT / "pychat_server.py"), "127.0.0.1", "--port", "0", "--irc-port", "off",
+    result = subprocess.run([sys.executable, str(ROOT / "pychat_server.py"), "127.0.0.1", "--port", "0", "--irc-port", "off", "--web-port", "off",
                              "--db", str(path)], capture_output=True, text=True, timeout=20)
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
@@ -197,7 +197,7 @@ def test_corrupt_file_is_a_one_line_error(tmp_path, content):
 def test_unwritable_location_is_a_one_line_error(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    result = subprocess.run([sys.executable, str(ROOT / "pychat_server.py"), "--port", "0", "--irc-port", "off",
+    result = subprocess.run([sys.executable, str(ROOT / "pychat_server.py"), "--port", "0", "--irc-port", "off", "--web-port", "off",
                              "--db", str(blocker / "sub" / "chat.db")], capture_output=True, text=True, timeout=20)
     assert result.returncode == 1
     assert len(result.stderr.strip().splitlines()) == 1

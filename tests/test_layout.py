@@ -20,7 +20,7 @@ SOURCES = sorted(PACKAGE.rglob("*.py")) + [ROOT / "pychat_server.py", ROOT / "py
 FORBIDDEN = {"threading", "_thread", "asyncio", "socketserver", "concurrent", "multiprocessing", "select"}
 ONLY_IN = {
     "socket": {"server/loop.py", "server/connection.py", "server/logsink.py", "server/tls.py", "client/app.py"},
-    "ssl": {"server/loop.py", "server/tls.py", "client/app.py"},
+    "ssl": {"server/loop.py", "server/tls.py", "server/web.py", "client/app.py"},
     "selectors": {"server/loop.py", "client/app.py"},
     "sqlite3": {"core/history.py"},
     "curses": {"client/curses_ui.py"},

@@ -497,7 +497,7 @@ def test_a_flooding_clients_waiting_input_stays_compact(make_server):
 # -- 4. the log: never blocking, throttled, without what users say ----------------------
 
 def start_with_unread_stderr(tmp_path, *args: str) -> tuple[subprocess.Popen, int]:
-    proc = subprocess.Popen([sys.executable, str(ROOT / "pychat_server.py"), "127.0.0.1", "--port", "0", "--irc-port", "off",
+    proc = subprocess.Popen([sys.executable, str(ROOT / "pychat_server.py"), "127.0.0.1", "--port", "0", "--irc-port", "off", "--web-port", "off",
                              "--db", ":memory:", *args], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
                             stdin=subprocess.DEVNULL, cwd=tmp_path)
     assert proc.stderr is not None
@@ -609,7 +609,7 @@ def test_a_failed_commit_withholds_the_batch_and_mixes_no_rooms(tmp_path):
     def ignore_sigxfsz():
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG
 
-    proc = subprocess.Popen([sys.executable, str(ROOT / "pychat_server.py"), "127.0.0.1", "--port", "0", "--irc-port", "off",
+    proc = subprocess.Popen([sys.executable, str(ROOT / "pychat_server.py"), "127.0.0.1", "--port", "0", "--irc-port", "off", "--web-port", "off",
                              "--db", db, "--flood-rate", "0"], stderr=subprocess.PIPE,
                             stdout=subprocess.DEVNULL, stdin=subprocess.DEVNULL, cwd=tmp_path,
                             preexec_fn=ignore_sigxfsz)
@@ -760,7 +760,7 @@ def test_quit_and_help_work_at_the_name_prompt(server):
 
 
 def server_cli(*args: str, timeout: float = 20) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(ROOT / "pychat_server.py"), "--irc-port", "off", *args],
+    return subprocess.run([sys.executable, str(ROOT / "pychat_server.py"), "--irc-port", "off", "--web-port", "off", *args],
                           capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
 
 

@@ -147,7 +147,7 @@ def oper_database(python: str, server: str) -> Path:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     proc = subprocess.Popen(
-        [python, server, "127.0.0.1", "--port", str(port), "--irc-port", "off",
+        [python, server, "127.0.0.1", "--port", str(port), "--irc-port", "off", "--web-port", "off",
          "--db", str(db), "--default-room", "", "--log-level", "warning"],
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         start_new_session=True, preexec_fn=_die_with_parent,
@@ -276,6 +276,7 @@ class PychatController(LoopbackPorts, BaseServerController, DirectoryBasedContro
             python, str(server), "127.0.0.1",
             "--port", "0",  # the line protocol: any free port, unused here
             "--irc-port", str(port),
+            "--web-port", "off",
             "--server-name", SERVER_NAME,
             "--db", db,
             "--log-level", "debug",

@@ -15,6 +15,7 @@ DEFAULT_PORT = 22222
 DEFAULT_IRC_PORT = 6667
 DEFAULT_TLS_PORT = 22223
 DEFAULT_IRCS_PORT = 6697
+DEFAULT_WEB_PORT = 8080
 
 
 def default_server_name() -> str:
@@ -43,6 +44,10 @@ class ServerSettings:
     tls_key: str | None = None
     tls_port: int | None = DEFAULT_TLS_PORT
     ircs_port: int | None = DEFAULT_IRCS_PORT
+    # The web front end (PROTOCOL.md section 12): the page and IRC over
+    # WebSocket; HTTPS and WSS when TLS is on. Needs the web extra.
+    web_port: int | None = None
+    web_origins: tuple[str, ...] = ()   # allowed Origin values; none: the page's own only
     max_line: int = 4096
     sendq: int = 1 << 20
     flood_rate: float = 10.0
@@ -146,6 +151,12 @@ def server_parser() -> argparse.ArgumentParser:
                    help=f"TLS port of the line protocol, with --tls-cert; 'off' disables it (default {d.tls_port})")
     p.add_argument("--ircs-port", type=_port_or_off, default=d.ircs_port, metavar="PORT",
                    help=f"TLS port of the IRC front end, with --tls-cert; 'off' disables it (default {d.ircs_port})")
+    p.add_argument("--web-port", type=_port_or_off, default=DEFAULT_WEB_PORT, metavar="PORT",
+                   help=f"port of the web page and its WebSocket (IRC; HTTPS and WSS with --tls-cert); "
+                        f"'off' disables it; needs pip install 'pychat[web]' (default {DEFAULT_WEB_PORT})")
+    p.add_argument("--web-origin", dest="web_origins", action="append", default=[], metavar="ORIGIN",
+                   help="a page origin allowed to open the WebSocket, e.g. https://chat.example.org "
+                        "(repeatable; default: the server's own page only)")
     p.add_argument("--server-name", type=_server_name, default=default_server_name(), metavar="NAME",
                    help="the server's name, as IRC clients see it (default: this host's name)")
     p.add_argument("--max-line", type=_positive_int, default=d.max_line, metavar="BYTES",
@@ -185,6 +196,7 @@ def parse_server_args(argv: Sequence[str] | None = None) -> ServerSettings:
         parser.error("--tls-cert and --tls-key go together")
     values = vars(ns)
     values["opers"] = tuple(values["opers"])
+    values["web_origins"] = tuple(values["web_origins"])
     if values["db"] is None:
         values["db"] = default_db_path()
     return ServerSettings(**values)

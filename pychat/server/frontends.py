@@ -76,3 +76,15 @@ def irc_frontend(settings: ServerSettings) -> Frontend:
         return irc_message.format_message("ERROR", f"Closing link: {text}")
 
     return Frontend("IRC", irc_message.MAX_CLIENT_LINE, make, refusal, IRC_PING_INTERVAL)
+
+
+def web_frontend(settings: ServerSettings) -> Frontend:
+    """IRC over WebSocket (pychat.server.web): IRC's sessions; a refusal is an HTTP answer."""
+    irc = irc_frontend(settings)
+
+    def refusal(text: str) -> bytes:
+        body = f"{text}\n".encode()
+        return (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n"
+                b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body)) + body
+
+    return Frontend("web", irc.max_line, irc.make_session, refusal, irc.ping_interval)

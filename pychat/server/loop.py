@@ -30,7 +30,8 @@ import time
 
 from pychat.server.config import ServerSettings, parse_server_args
 from pychat.server.connection import Connection
-from pychat.server.frontends import Frontend, irc_frontend, line_frontend
+from pychat.server import web
+from pychat.server.frontends import Frontend, irc_frontend, line_frontend, web_frontend
 from pychat.protocols.framing import Frame
 from pychat.core.history import HistoryError, HistoryStore
 from pychat.core.limits import HallLimits, KeyedBuckets, Rate, address_key, seconds_text
@@ -65,12 +66,13 @@ _ABORT = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() resets the connec
 class _Listener:
     """Selector data for a listening socket (told apart from connections)."""
 
-    __slots__ = ("sock", "frontend", "tls")
+    __slots__ = ("sock", "frontend", "tls", "web")
 
-    def __init__(self, sock: socket.socket, frontend: Frontend, tls: bool) -> None:
+    def __init__(self, sock: socket.socket, frontend: Frontend, tls: bool, web: bool) -> None:
         self.sock = sock
         self.frontend = frontend
         self.tls = tls    # connections start with a TLS handshake
+        self.web = web    # HTTP, then IRC over WebSocket
 
 
 class _LogWriter:
@@ -87,6 +89,7 @@ class Server:
         """Raises TlsError if the TLS certificate or key cannot be used."""
         self.settings = settings
         self.tls_context: ssl.SSLContext | None = None
+        self._web_page: dict[str, tuple[str, bytes]] = {}
         if settings.tls_cert is not None and settings.tls_key is not None:
             self.tls_context = server_context(settings.tls_cert, settings.tls_key)
         self.history = history if history is not None else HistoryStore(settings.db)
@@ -133,6 +136,13 @@ class Server:
         bound = self._listen_for(line_frontend(settings), settings.port)
         if settings.irc_port is not None:
             bound += self._listen_for(irc_frontend(settings), settings.irc_port)
+        if settings.web_port is not None:
+            if web.MISSING:
+                log.warning("web front end off (%s): pip install 'pychat[web]' turns it on", web.MISSING)
+            else:
+                self._web_page = web.load_page()
+                bound += self._listen_for(web_frontend(settings), settings.web_port,
+                                          tls=self.tls_context is not None, web=True)
         if self.tls_context is not None:
             if settings.tls_port is not None:
                 bound += self._listen_for(line_frontend(settings), settings.tls_port, tls=True)
@@ -140,7 +150,7 @@ class Server:
                 bound += self._listen_for(irc_frontend(settings), settings.ircs_port, tls=True)
         return bound
 
-    def _listen_for(self, frontend: Frontend, port: int, tls: bool = False) -> list[tuple[str, int]]:
+    def _listen_for(self, frontend: Frontend, port: int, tls: bool = False, web: bool = False) -> list[tuple[str, int]]:
         host = self.settings.host
         if not host:
             if socket.has_dualstack_ipv6():
@@ -163,7 +173,7 @@ class Server:
         bound = []
         for sock in socks:
             sock.setblocking(False)
-            listener = _Listener(sock, frontend, tls)
+            listener = _Listener(sock, frontend, tls, web)
             self.sel.register(sock, READ, listener)
             self.listeners.append(listener)
             name = sock.getsockname()
@@ -232,10 +242,12 @@ class Server:
                 elif data is None:
                     if self._on_wakeup():
                         return self._exit_now()
-                elif data.__class__ is TlsConnection:
-                    self._on_tls_event(data, mask)
                 elif data.__class__ is _Listener:
                     self._accept(data)
+                elif isinstance(data, TlsConnection):
+                    self._on_tls_event(data, mask)
+                elif isinstance(data, Connection):
+                    self._on_event(data, mask)  # a web connection
                 else:
                     self._write_log()
             if not self._dirty and not self.hall.touched:
@@ -461,7 +473,7 @@ class Server:
                 # A TLS client would read the refusal as a broken handshake: it is just closed.
                 self._refuse(sock, peer, where, b"" if listener.tls else frontend.refusal(why), why)
             else:
-                self._add_connection(sock, peer, where, frontend, listener.tls)
+                self._add_connection(sock, peer, where, frontend, listener.tls, listener.web)
 
     def _refuse(self, sock: socket.socket, peer: str, where: str, refusal: bytes, why: str) -> None:
         log.warning("refused %s: %s", peer, why, extra={"addr": where})
@@ -485,7 +497,7 @@ class Server:
             self.sel.register(listener.sock, READ, listener)
 
     def _add_connection(self, sock: socket.socket, peer: str, where: str, frontend: Frontend,
-                        tls: bool = False) -> None:
+                        tls: bool = False, is_web: bool = False) -> None:
         settings = self.settings
         sock.setblocking(False)
         try:
@@ -494,14 +506,22 @@ class Server:
         except OSError:
             pass
         conn: Connection
+        adapter = (web.WebAdapter(self._web_page, frozenset(settings.web_origins), frontend.max_line)
+                   if is_web else None)
         if tls and self.tls_context is not None:
             try:
-                conn = TlsConnection(wrap(self.tls_context, sock), peer, where, frontend.max_line,
-                                     self._dirty.append, frontend)
+                secure = wrap(self.tls_context, sock)
             except OSError as exc:
                 log.info("%s: cannot start TLS: %s", peer, exc, extra={"addr": where})
                 sock.close()
                 return
+            if adapter is not None:
+                conn = web.TlsWebConnection(secure, peer, where, frontend.max_line, self._dirty.append, frontend,
+                                            adapter)
+            else:
+                conn = TlsConnection(secure, peer, where, frontend.max_line, self._dirty.append, frontend)
+        elif adapter is not None:
+            conn = web.WebConnection(sock, peer, where, frontend.max_line, self._dirty.append, adapter)
         else:
             conn = Connection(sock, peer, where, frontend.max_line, self._dirty.append)
         conn.tokens = float(settings.flood_burst)

@@ -1,0 +1,81 @@
+"""Web connections: a Connection whose bytes pass through a WebAdapter.
+
+The adapter (pychat.protocols.web.adapter) turns what the browser sends
+into IRC lines, so the loop reads a web connection like an IRC one: the
+same line framer, flood control and session. On the way out, the IRC
+session's lines become WebSocket text frames when the connection is
+flushed, after any HTTP response or control frame the adapter has ready.
+The same classes serve plain HTTP/WS and, over TLS, HTTPS/WSS.
+"""
+
+from __future__ import annotations
+
+import ssl
+from typing import Callable
+
+from pychat.server.connection import Connection
+from pychat.server.frontends import Frontend
+from pychat.server.tls import TlsConnection
+
+try:
+    from pychat.protocols.web.adapter import WebAdapter, load_page
+except ImportError as exc:  # the optional extra is not installed
+    WebAdapter = None  # type: ignore[assignment,misc]
+    load_page = None  # type: ignore[assignment]
+    MISSING = str(exc)
+else:
+    MISSING = ""
+
+
+class _WebIo:
+    """recv() and flush() through the adapter; mixed into both connection classes."""
+
+    __slots__ = ()
+    web: WebAdapter
+    out: list[bytes]
+    wbuf: bytearray
+
+    def recv(self) -> bytes:
+        data = super().recv()  # type: ignore[misc]  # BlockingIOError passes through
+        web = self.web
+        lines = web.receive(data)
+        if web.outgoing:
+            # A response or pong: written ahead of any IRC output (and, if this
+            # is the end, before the connection is closed).
+            self.wbuf += web.outgoing
+            web.outgoing.clear()
+            self.wake()  # type: ignore[attr-defined]
+        if lines:
+            return lines
+        if not data or web.ended:
+            return b""  # the end: the loop closes once the output is written
+        raise BlockingIOError("no whole WebSocket message yet")
+
+    def flush(self) -> None:
+        web = self.web
+        if web.outgoing:
+            self.wbuf += web.outgoing
+            web.outgoing.clear()
+        if self.out:
+            framed = web.frame(b"".join(self.out))
+            self.out.clear()
+            self.wbuf += framed
+        super().flush()  # type: ignore[misc]
+
+
+class WebConnection(_WebIo, Connection):
+    __slots__ = ("web",)
+
+    def __init__(self, sock, peer: str, addr: str, max_line: int, mark_dirty: Callable[[Connection], None],
+                 web: WebAdapter) -> None:
+        super().__init__(sock, peer, addr, max_line, mark_dirty)
+        self.web = web
+
+
+class TlsWebConnection(_WebIo, TlsConnection):
+    __slots__ = ("web",)
+
+    def __init__(self, sock: ssl.SSLSocket, peer: str, addr: str, max_line: int,
+                 mark_dirty: Callable[[Connection], None], frontend: Frontend, web: WebAdapter) -> None:
+        super().__init__(sock, peer, addr, max_line, mark_dirty, frontend)
+        self.web = web
