@@ -16,8 +16,9 @@ setup(
     extras_require={
         # numpy: the benchmark's sequence checker, which tests/test_bench.py runs;
         # trustme: certificates for the TLS tests.
-        # The tests install the web extra too: they drive the web front end.
-        "test": ["pytest>=7", "hypothesis>=6", "numpy>=1.22", "trustme>=1.0", "h11>=0.14", "wsproto>=1.2"],
+        # The tests install the web extra too, and drive the page in a real browser with selenium.
+        "test": ["pytest>=7", "hypothesis>=6", "numpy>=1.22", "trustme>=1.0", "h11>=0.14", "wsproto>=1.2",
+                 "selenium>=4.10"],
         # The web front end: HTTP and WebSocket parsers, both sans-I/O like the server's own.
         "web": ["h11>=0.14", "wsproto>=1.2"],
         "bench": ["numpy>=1.22", "matplotlib>=3.5", "miniircd"],

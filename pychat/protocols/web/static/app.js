@@ -237,11 +237,13 @@ function renderLine(line) {
   time.title = when.toLocaleString();
   time.textContent = when.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
   li.appendChild(time);
+  li.appendChild(document.createTextNode(" "));
   if (line.nick) {
     const nick = document.createElement("span");
     nick.className = "nick";
     nick.textContent = line.action ? `* ${line.nick}` : `${line.nick}:`;
     li.appendChild(nick);
+    li.appendChild(document.createTextNode(" "));
     if (line.mention) li.classList.add("mention");
   } else {
     li.classList.add(line.cls || "info");

@@ -1,0 +1,167 @@
+"""The web page in a real headless Chromium (Selenium), with a raw-socket line user
+in the same room: messages, history, a DM, a server restart, a phone-sized window.
+
+Screenshots of the page are taken on the way; with PYCHAT_SCREENSHOTS=DIR they
+are kept in DIR (docs/ holds the ones the README shows:
+``PYCHAT_SCREENSHOTS=docs bash tests/run tests/test_browser.py``)."""
+
+import os
+import shutil
+import socket
+from pathlib import Path
+
+import pytest
+from selenium import webdriver
+from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
+from selenium.webdriver.support.ui import WebDriverWait
+
+from helpers import EVENT, ServerProcess
+
+DEADLINE = 20.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def chrome(width: int, height: int) -> webdriver.Chrome:
+    options = webdriver.ChromeOptions()
+    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+                 f"--window-size={width},{height}"):
+        options.add_argument(flag)
+    binary = shutil.which("chromium") or shutil.which("chromium-browser")
+    if binary:
+        options.binary_location = binary
+    driver_path = shutil.which("chromedriver")
+    service = webdriver.ChromeService(executable_path=driver_path) if driver_path else None
+    driver = webdriver.Chrome(options=options, service=service)
+    driver.set_window_size(width, height)
+    return driver
+
+
+class Page:
+    """One browser user of the page."""
+
+    def __init__(self, port: int, name: str, width: int = 1200, height: int = 800) -> None:
+        self.driver = chrome(width, height)
+        self.name = name
+        self.driver.get(f"http://127.0.0.1:{port}/")
+        self.wait(lambda d: d.find_element(By.ID, "name").is_displayed())
+        self.driver.find_element(By.ID, "name").send_keys(name)
+        self.driver.find_element(By.ID, "name").send_keys(Keys.ENTER)
+        self.wait(lambda d: d.find_element(By.ID, "title").text == "#general")
+
+    def wait(self, condition, timeout: float = DEADLINE):
+        return WebDriverWait(self.driver, timeout).until(condition)
+
+    def log_lines(self) -> list[str]:
+        return [li.text for li in self.driver.find_elements(By.CSS_SELECTOR, "#log li")]
+
+    def wait_line(self, ending: str) -> None:
+        self.wait(lambda d: any(line.endswith(ending) for line in self.log_lines()))
+
+    def type(self, text: str) -> None:
+        box = self.driver.find_element(By.ID, "input")
+        box.send_keys(text)
+        box.send_keys(Keys.ENTER)
+
+    def count(self, ending: str) -> int:
+        return sum(1 for line in self.log_lines() if line.endswith(ending))
+
+    def screenshot(self, tmp_path: Path, name: str, dark: bool) -> Path:
+        self.driver.execute_cdp_cmd("Emulation.setEmulatedMedia", {
+            "features": [{"name": "prefers-color-scheme", "value": "dark" if dark else "light"}]})
+        path = tmp_path / name
+        assert self.driver.save_screenshot(str(path))
+        data = path.read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
+        keep = os.environ.get("PYCHAT_SCREENSHOTS")
+        if keep:
+            Path(keep).mkdir(parents=True, exist_ok=True)
+            shutil.copy(path, Path(keep) / name)
+        return path
+
+    def quit(self) -> None:
+        self.driver.quit()
+
+
+@pytest.fixture
+def pages():
+    opened: list[Page] = []
+    yield opened
+    for page in opened:
+        page.quit()
+
+
+def test_two_browsers_and_a_line_user_share_a_room_and_survive_a_restart(tmp_path, pages):
+    web = free_port()
+    db = str(tmp_path / "chat.db")
+    flags = ("--web-port", str(web))
+    server = ServerProcess(tmp_path, *flags, db=db)
+    try:
+        lou = server.client("lou")
+        lou.send("hello before the browsers")
+        ann = Page(web, "ann")
+        pages.append(ann)
+        ann.wait_line("lou: hello before the browsers")  # history replayed on join
+        ann.type("hi from ann")
+        lou.expect(EVENT + r"#general ann: hi from ann$")
+        ben = Page(web, "ben")
+        pages.append(ben)
+        ben.wait_line("ann: hi from ann")  # history, from a browser this time
+        ben.wait_line("lou: hello before the browsers")
+        lou.send("hello browsers")
+        ann.wait_line("lou: hello browsers")
+        ben.wait_line("lou: hello browsers")
+        ben.type("from ben")
+        ann.wait_line("ben: from ben")
+        ben.type("/dm lou psst, a secret")
+        lou.expect(r"\(dm\) ben: psst, a secret$")
+        assert ben.driver.find_element(By.ID, "title").text == "lou"  # the DM has its own view
+        assert not any("psst" in line for line in ann.log_lines())
+        ben.driver.find_element(By.XPATH, "//ul[@id='rooms']//button[starts-with(., '#general')]").click()
+        ben.wait(lambda d: d.find_element(By.ID, "title").text == "#general")
+        ann.screenshot(tmp_path, "web-desktop-light.png", dark=False)
+        ann.screenshot(tmp_path, "web-desktop-dark.png", dark=True)
+
+        # The server restarts; both pages reconnect by themselves.
+        server.stop()
+        server = ServerProcess(tmp_path, *flags, db=db)
+        for page in (ann, ben):
+            page.wait(lambda d: "connected as" in d.find_element(By.ID, "status").text, timeout=40)
+        lou = server.client("lou")
+        lou.send("after the restart")
+        for page in (ann, ben):
+            page.wait_line("lou: after the restart")
+        # Replayed history and live lines: every line once, none lost.
+        for page in (ann, ben):
+            for ending in ("lou: hello before the browsers", "ann: hi from ann", "lou: hello browsers",
+                           "ben: from ben", "lou: after the restart"):
+                assert page.count(ending) == 1, (page.name, ending, page.log_lines())
+    finally:
+        server.stop()
+
+
+def test_a_phone_sized_window_shows_the_messages_and_the_input(tmp_path, pages, make_server):
+    web = free_port()
+    server = make_server("--web-port", str(web))
+    phone = Page(web, "pia", width=375, height=667)
+    pages.append(phone)
+    lou = server.client("lou")
+    lou.send("hello phone")
+    phone.wait_line("lou: hello phone")
+    width = phone.driver.execute_script("return window.innerWidth")
+    for element_id in ("log", "input"):
+        element = phone.driver.find_element(By.ID, element_id)
+        assert element.is_displayed()
+        rect = element.rect
+        assert rect["x"] >= 0 and rect["x"] + rect["width"] <= width + 1, (element_id, rect, width)
+    assert not phone.driver.find_element(By.CSS_SELECTOR, ".members").is_displayed()  # room for the messages
+    assert phone.driver.find_element(By.ID, "log").get_attribute("role") == "log"
+    phone.type("typed on a phone")
+    lou.expect(EVENT + r"#general pia: typed on a phone$")
+    phone.screenshot(tmp_path, "web-phone-light.png", dark=False)
+    phone.screenshot(tmp_path, "web-phone-dark.png", dark=True)
