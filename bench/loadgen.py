@@ -1,4 +1,6 @@
-"""Load generator for chat servers: pychat's line protocol or IRC.
+"""Load generator for chat servers: pychat's line protocol or IRC, over TCP,
+TLS (``--transport tls``) or a WebSocket (``--transport ws``: IRC in text
+frames, as pychat's web front end speaks it).
 
 Runs in its own process, one selectors loop. Every client has a
 fixed-width name (``u00012``) and sends fixed-size payloads (its number
@@ -18,9 +20,13 @@ import argparse
 import json
 import selectors
 import socket
+import ssl
+import struct
 import sys
 import time
 from dataclasses import dataclass, field
+
+import numpy as np
 
 from bench import seqcheck
 from bench.common import raise_nofile, server_cpu, server_rss
@@ -50,7 +56,7 @@ class Room:
 
 
 class Client:
-    __slots__ = ("sock", "index", "member", "name", "room", "steps", "probe", "buf", "seq", "out")
+    __slots__ = ("sock", "index", "member", "name", "room", "steps", "probe", "buf", "seq", "out", "wsin", "wsframe")
 
     def __init__(self, sock: socket.socket, index: int, prefix: str, room: Room) -> None:
         self.sock = sock
@@ -63,6 +69,8 @@ class Client:
         self.buf = b""
         self.seq = 0
         self.out = b""
+        self.wsin = b""      # WebSocket: the start of a frame not yet whole
+        self.wsframe = b""   # WebSocket, measuring: the header every message frame of its room starts with
 
     @property
     def ready(self) -> bool:
@@ -114,6 +122,92 @@ class PychatHallProtocol(PychatProtocol):
 
 PROTOCOLS = {"pychat": PychatProtocol, "pychat-hall": PychatHallProtocol, "irc": IrcProtocol}
 
+# -- WebSocket framing (RFC 6455) -------------------------------------------------------
+
+_MASK = b"\x5a\xa5\x3c\xc3"  # one key for every frame: this generator must stay cheap
+
+
+def ws_frames(data: bytes) -> bytes:
+    """Each CRLF-ended line of DATA as one masked text frame, as a browser sends them."""
+    out = []
+    for line in data.split(b"\r\n"):
+        if not line:
+            continue
+        size = len(line)
+        head = bytes((0x81, 0x80 | size)) if size < 126 else struct.pack("!BBH", 0x81, 0xFE, size)
+        key = (_MASK * (size // 4 + 1))[:size]
+        masked = (int.from_bytes(line, "big") ^ int.from_bytes(key, "big")).to_bytes(size, "big")
+        out.append(head + _MASK + masked)
+    return b"".join(out)
+
+
+def ws_lines(client: Client, data: bytes) -> bytes:
+    """The server's text frames in CLIENT's input so far, as CRLF-ended lines;
+    an unfinished frame waits in ``client.wsin``."""
+    data = client.wsin + data if client.wsin else data
+    out = []
+    at, end = 0, len(data)
+    while end - at >= 2:
+        size = data[at + 1] & 0x7F
+        head = 2
+        if size == 126:
+            if end - at < 4:
+                break
+            size, head = struct.unpack_from("!H", data, at + 2)[0], 4
+        elif size == 127:
+            if end - at < 10:
+                break
+            size, head = struct.unpack_from("!Q", data, at + 2)[0], 10
+        if end - at < head + size:
+            break
+        if data[at] & 0x0F == 1:  # text; the server sends no other kind here
+            out.append(data[at + head:at + head + size] + b"\r\n")
+        at += head + size
+    client.wsin = data[at:]
+    return b"".join(out)
+
+
+def ws_measured_lines(client: Client, data: bytes) -> bytes:
+    """ws_lines() for the measured messages: every frame of a room has the same
+    length, so whole frames become lines in a few numpy operations (anything
+    else, or a frame split across reads, takes the general way)."""
+    data = client.wsin + data if client.wsin else data
+    head = client.wsframe
+    if not head:
+        if len(data) < 4 or data[0] != 0x81 or data[1] == 127:
+            client.wsin = b""
+            return ws_lines(client, data)
+        head = client.wsframe = data[:2] if data[1] < 126 else data[:4]
+    hsize = len(head)
+    size = head[1] if hsize == 2 else struct.unpack_from("!H", head, 2)[0]
+    record = hsize + size
+    count = len(data) // record
+    frames = np.frombuffer(data, dtype=np.uint8, count=count * record).reshape(count, record)
+    if count and not (frames[:, :hsize] == np.frombuffer(head, dtype=np.uint8)).all():
+        client.wsin = b""
+        return ws_lines(client, data)
+    lines = np.empty((count, size + 2), dtype=np.uint8)
+    lines[:, :size] = frames[:, hsize:]
+    lines[:, size] = 13
+    lines[:, size + 1] = 10
+    client.wsin = data[count * record:]
+    return lines.tobytes()
+
+
+def ws_upgrade(sock: socket.socket, host: str, port: int) -> None:
+    """The WebSocket opening handshake, blocking (setup only)."""
+    sock.sendall(f"GET /ws HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                 f"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+                 f"Sec-WebSocket-Protocol: text.ircv3.net\r\n\r\n".encode())
+    answer = b""
+    while b"\r\n\r\n" not in answer:
+        chunk = sock.recv(4096)
+        if not chunk:
+            raise SystemExit("loadgen: the server closed the WebSocket handshake")
+        answer += chunk
+    if not answer.startswith(b"HTTP/1.1 101"):
+        raise SystemExit(f"loadgen: WebSocket refused: {answer.splitlines()[0]!r}")
+
 
 class LoadGen:
     def __init__(self, args: argparse.Namespace) -> None:
@@ -127,6 +221,12 @@ class LoadGen:
         self.latencies: list[int] = []
         self.pending_out: set[Client] = set()
         self.scratch = bytearray(SCRATCH_SIZE)
+        self.ws = args.transport == "ws"
+        self.tls: ssl.SSLContext | None = None
+        if args.transport == "tls":
+            self.tls = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            self.tls.check_hostname = False
+            self.tls.verify_mode = ssl.CERT_NONE  # the server's certificate is the run's own
         self.time_at = seqcheck.time_field(args.size, 1)  # lines end in CR once split on LF
 
     # -- setup ------------------------------------------------------------
@@ -154,6 +254,10 @@ class LoadGen:
             except OSError as exc:
                 raise SystemExit(f"loadgen: connection {index + 1} failed: {exc}") from None
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if self.tls is not None:
+                sock = self.tls.wrap_socket(sock)
+            elif self.ws:
+                ws_upgrade(sock, args.host, args.port)
             sock.setblocking(False)
             client = Client(sock, index, args.name_prefix, room)
             room.members.append(client)
@@ -189,6 +293,8 @@ class LoadGen:
     # -- I/O ----------------------------------------------------------------
 
     def _send(self, client: Client, data: bytes) -> None:
+        if self.ws:
+            data = ws_frames(data)
         if client.out:
             client.out += data
             return
@@ -221,16 +327,26 @@ class LoadGen:
             if mask & selectors.EVENT_READ:
                 checker = client.room.checker
                 try:
-                    if checker is None:
+                    if checker is None or self.ws:
                         n = client.sock.recv_into(self.scratch)
                     else:
                         view = checker.buffer(client.member)
                         n = client.sock.recv_into(view)
-                except (BlockingIOError, InterruptedError):
+                except (BlockingIOError, InterruptedError, ssl.SSLWantReadError):
                     continue
                 if not n:
                     raise SystemExit(f"loadgen: server closed {client.name} with {len(self.clients)} clients connected")
                 total += n
+                if self.ws:
+                    lines = (ws_measured_lines if checker is not None else ws_lines)(client, bytes(self.scratch[:n]))
+                    n = len(lines)
+                    if checker is not None:
+                        client.room.delivered_bytes += n
+                        if client.probe:
+                            self._probe(client, lines)
+                        checker.feed(client.member, lines)
+                        continue
+                    self.scratch[:n] = lines
                 if checker is None:
                     self._setup_received(client, n)
                     continue
@@ -294,6 +410,7 @@ class LoadGen:
                                                 [c.index for c in room.senders], self.args.size, size)
             for c in room.members:
                 c.buf = b""
+                c.wsframe = b""  # learnt from the first message frame
         self.measuring = True
 
     def _finish_checking(self) -> dict:
@@ -421,6 +538,8 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--protocol", choices=sorted(PROTOCOLS), default="pychat")
     p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--transport", choices=["tcp", "tls", "ws"], default="tcp",
+                   help="plain TCP, TLS (the certificate is not checked) or a WebSocket at /ws (IRC only)")
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--server-pid", type=int, default=0, help="read the server's CPU time and RSS from /proc")
     p.add_argument("--rooms", type=int, default=1)

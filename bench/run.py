@@ -58,6 +58,8 @@ class ServerKind:
     root: Path = ROOT             # the pychat checkout whose pychat_server.py runs
     conns: bool = True            # runs the CONNS scenarios (not variants that differ only on the message path)
     connect_window: int = CONNECT_WINDOW
+    transport: str = "tcp"        # how the load generator connects: tcp, tls or ws (pychat's web port)
+    only: tuple[str, ...] = ()    # the scenarios it runs, if not all
 
     def command(self, port: int, workdir: Path) -> list[str]:
         if self.daemon == "miniircd":
@@ -66,7 +68,13 @@ class ServerKind:
             return daemons.ngircd_command(port, workdir)
         if self.daemon == "inspircd":
             return daemons.inspircd_command(port, workdir)
-        if self.protocol == "irc":
+        if self.transport == "tls":
+            cert, key = self_signed(workdir)
+            listen = ["--port", "0", *irc_off(self.root), "--tls-port", str(port), "--ircs-port", "off",
+                      "--tls-cert", str(cert), "--tls-key", str(key)]
+        elif self.transport == "ws":
+            listen = ["--port", "0", "--irc-port", "off", "--web-port", str(port)]
+        elif self.protocol == "irc":
             listen = ["--port", "0", "--irc-port", str(port), *irc_off(self.root)[2:]]
         else:
             listen = ["--port", str(port), *irc_off(self.root)]
@@ -88,12 +96,26 @@ PYCHAT_LIMITS_OFF = ServerKind("pychat-limits-off", "pychat",
                                extra=["--sendq", "1000000000000", "--max-clients", "1000000",
                                       "--registration-timeout", "0"], conns=False)
 PYCHAT_IRC = ServerKind("pychat-irc", "irc")
+# What TLS and the web front end cost: the line protocol over TLS, IRC over
+# a WebSocket (pychat's web port), in A and LAT beside plain TCP.
+PYCHAT_TLS = ServerKind("pychat-tls", "pychat", conns=False, transport="tls", only=("A", "LAT"))
+PYCHAT_WS = ServerKind("pychat-ws", "irc", conns=False, transport="ws", only=("A", "LAT"))
 MINIIRCD = ServerKind("miniircd", "irc", "miniircd")
 NGIRCD = ServerKind("ngircd", "irc", "ngircd")
 INSPIRCD = ServerKind("inspircd", "irc", "inspircd", connect_window=INSPIRCD_CONNECT_WINDOW)
 KINDS = {k.name: k for k in (PYCHAT_FILE, PYCHAT_MEMORY, PYCHAT_FLOODCHECK, PYCHAT_LIMITS_OFF, PYCHAT_IRC,
-                             MINIIRCD, NGIRCD, INSPIRCD)}
-DEFAULT_SERVERS = "pychat,pychat-mem,pychat-irc,miniircd,ngircd,inspircd"
+                             PYCHAT_TLS, PYCHAT_WS, MINIIRCD, NGIRCD, INSPIRCD)}
+DEFAULT_SERVERS = "pychat,pychat-mem,pychat-irc,pychat-tls,pychat-ws,miniircd,ngircd,inspircd"
+
+
+def self_signed(workdir: Path) -> tuple[Path, Path]:
+    """A throwaway certificate and key for the TLS runs (openssl; the generator checks nothing)."""
+    cert, key = workdir / "cert.pem", workdir / "key.pem"
+    if not cert.exists():
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                        "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "2", "-subj", "/CN=localhost"],
+                       check=True, capture_output=True)
+    return cert, key
 
 
 def base_kind(base: str) -> ServerKind:
@@ -164,7 +186,8 @@ def run_once(kind: ServerKind, scenario: Scenario, workdir: Path) -> dict:
     try:
         if not wait_listening(port, server):
             return {"error": "server did not start" + last_words(log_path)}
-        cmd = [sys.executable, "-m", "bench.loadgen", "--protocol", kind.protocol, "--port", str(port),
+        cmd = [sys.executable, "-m", "bench.loadgen", "--protocol", kind.protocol, "--transport", kind.transport,
+               "--port", str(port),
                "--server-pid", str(server.pid), "--connect-window", str(kind.connect_window),
                *scenario.loadgen]
         gen = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -260,12 +283,30 @@ def table(results: dict) -> list[str]:
 # Whose CPU per delivery is set against whose: pychat's line protocol and its
 # IRC front end (pychat-irc) against the other servers, and each other.
 RATIO_PAIRS = (*(("pychat", other) for other in ("pychat-base", "miniircd", "ngircd", "inspircd")),
-               *(("pychat-irc", other) for other in ("pychat", "miniircd", "ngircd", "inspircd")))
+               *(("pychat-irc", other) for other in ("pychat", "miniircd", "ngircd", "inspircd")),
+               ("pychat-tls", "pychat"), ("pychat-ws", "pychat-irc"))
+
+# What a transport adds to its protocol's cost per delivery: (server, over TCP, what it adds).
+TRANSPORTS = (("pychat-tls", "pychat", "TLS adds to the line protocol"),
+              ("pychat-ws", "pychat-irc", "a WebSocket adds to IRC"))
 
 # The IRC front end's targets: (scenario, server, against, ratio limit, strictly below).
 TARGETS = (("B", "pychat-irc", "ngircd", 1.0, True),
            ("A", "pychat-irc", "inspircd", 1.5, False),
            ("B", "pychat-irc", "inspircd", 1.5, False))
+
+
+def transport_costs(results: dict) -> list[str]:
+    """Per scenario, the CPU per delivery each transport adds, in microseconds."""
+    lines = []
+    for scen, per_server in results.items():
+        for server, plain, what in TRANSPORTS:
+            a = summarize(per_server.get(server, []), "cpu_us_per_delivery")
+            b = summarize(per_server.get(plain, []), "cpu_us_per_delivery")
+            if a and b:
+                lines.append(f"{scen}: {what} {a['median'] - b['median']:+.3f} us of server CPU per delivery "
+                             f"({server} {a['median']:.3f} against {plain} {b['median']:.3f})")
+    return lines
 
 
 def ratios(results: dict, pairs: tuple[tuple[str, str], ...] = RATIO_PAIRS) -> list[str]:
@@ -407,7 +448,10 @@ def write_markdown(path: Path, rows: list[str], ratio_lines: list[str], target_l
         "`pychat-limits-off` with the send queue, client and registration limits set out of reach; "
         "`pychat-base` another checkout of pychat (`--base DIR`) with exactly `pychat`'s flags; "
         "`pychat-irc` `pychat` measured through its IRC listener (`--irc-port`; the line port is "
-        "the OS's choice); `miniircd` from PyPI; `ngircd` (ngIRCd) and `inspircd` (InspIRCd) from "
+        "the OS's choice); `pychat-tls` `pychat`'s line protocol over TLS (`--tls-port`, a throwaway "
+        "self-signed EC P-256 certificate; TLS 1.3, the generator checks nothing) and `pychat-ws` IRC "
+        "over a WebSocket (`--web-port`, one text frame per line, masked by the generator as browsers "
+        "do), both in A and LAT only; `miniircd` from PyPI; `ngircd` (ngIRCd) and `inspircd` (InspIRCd) from "
         "Debian's packages, each started with a config generated for the run (bench/daemons.py): "
         "127.0.0.1 only, no DNS or ident lookups, no MOTD file, no limit on connections per address "
         "or in all, penalties and flood control off or out of reach, pings out of reach, InspIRCd's "
@@ -518,6 +562,8 @@ def run_scenario(scenario: Scenario, kinds: list[ServerKind], runs: int, tmp: Pa
         for kind in order:
             if scenario.name.startswith("CONNS") and not kind.conns:
                 continue  # the variants differ only on the message path
+            if kind.only and scenario.name not in kind.only:
+                continue
             workdir = tmp / f"{scenario.name}-{kind.name}-{run}"
             workdir.mkdir()
             result = run_once(kind, scenario, workdir)
@@ -543,7 +589,7 @@ def report(data: dict, outdir: Path) -> None:
     results = data["results"]
     outdir.mkdir(parents=True, exist_ok=True)
     rows = table(results)
-    ratio_lines = ratios(results)
+    ratio_lines = ratios(results) + transport_costs(results)
     target_lines = targets(results)
     print("\n".join(rows))
     print("\n".join(ratio_lines))

@@ -446,3 +446,35 @@ def test_the_load_generator_answers_a_ping_while_it_logs_in():
     assert seen[:2] == [b"NICK u00000\r\n", b"USER u00000 0 * :u00000\r\n"], (seen, gen.stderr)
     assert seen[2] == b"PONG :are-you-there\r\n"
     assert seen[3] == b"JOIN #general\r\n"
+
+
+def test_tiny_benchmark_over_tls_and_websocket_loses_nothing(tmp_path):
+    # The load generator's TLS and WebSocket clients, with every delivery checked
+    # by sequence number, against pychat's TLS port and its web port.
+    result = subprocess.run([sys.executable, "-m", "bench.run", "--tiny", "--servers", "pychat,pychat-irc,pychat-tls,pychat-ws",
+                             "--scenarios", "A,LAT", "--out", str(tmp_path)],
+                            cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    data = json.loads((tmp_path / "benchmarks.json").read_text())
+    for name in ("A", "LAT"):
+        per_server = data["results"][name]
+        assert set(per_server) == {"pychat", "pychat-irc", "pychat-tls", "pychat-ws"}
+        for server, (one,) in per_server.items():
+            assert_nothing_lost(f"{name} {server}", one)
+            assert one["latency_ms"]["samples"] > 0
+    assert "A: TLS adds to the line protocol " in result.stdout
+    assert "A: a WebSocket adds to IRC " in result.stdout
+
+
+def test_websocket_frames_become_lines_for_the_checker():
+    from bench import loadgen
+    client = loadgen.Client.__new__(loadgen.Client)
+    client.wsin = client.wsframe = b""
+    lines = [b":u00001!u@h PRIVMSG #r :" + bytes([65 + n]) * 130 for n in range(3)]
+    frames = b"".join(b"\x81\x7e" + len(line).to_bytes(2, "big") + line for line in lines)
+    # Split inside the second frame's header, then inside the third's payload.
+    first = loadgen.ws_measured_lines(client, frames[:len(frames) // 3 + 1])
+    second = loadgen.ws_measured_lines(client, frames[len(frames) // 3 + 1:-5])
+    third = loadgen.ws_measured_lines(client, frames[-5:])
+    assert first + second + third == b"".join(line + b"\r\n" for line in lines)
+    assert client.wsin == b""

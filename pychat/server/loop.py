@@ -356,6 +356,7 @@ class Server:
                 else:
                     self._flush(conn)
             self._flushing = False
+            web.forget_frames()
             failed, self._drop_after_flush = self._drop_after_flush, []
             for conn, reason, abort in failed:
                 self._drop(conn, reason, abort)

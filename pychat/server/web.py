@@ -27,6 +27,26 @@ else:
     MISSING = ""
 
 
+# One room event is one bytes object appended to every member's output;
+# framed once per loop pass, it is looked up by identity for the others.
+# The object is kept with its frame so that its id cannot be reused within
+# the pass; the loop calls forget_frames() when the pass's output is written.
+_framed: dict[int, tuple[bytes, bytes]] = {}
+
+
+def _frame(web: WebAdapter, data: bytes) -> bytes:
+    known = _framed.get(id(data))
+    if known is not None and known[0] is data:
+        return known[1]
+    framed = web.frame(data)
+    _framed[id(data)] = (data, framed)
+    return framed
+
+
+def forget_frames() -> None:
+    _framed.clear()
+
+
 class _WebIo:
     """recv() and flush() through the adapter; mixed into both connection classes."""
 
@@ -52,14 +72,21 @@ class _WebIo:
         raise BlockingIOError("no whole WebSocket message yet")
 
     def flush(self) -> None:
+        if getattr(self, "handshaking", False):
+            return  # TLS first: the output waits, unframed
         web = self.web
         if web.outgoing:
             self.wbuf += web.outgoing
             web.outgoing.clear()
-        if self.out:
-            framed = web.frame(b"".join(self.out))
-            self.out.clear()
-            self.wbuf += framed
+        out = self.out
+        if out:
+            if web.upgraded and not web.ended:
+                framed = _framed
+                for i, data in enumerate(out):
+                    known = framed.get(id(data))
+                    out[i] = known[1] if known is not None and known[0] is data else _frame(web, data)
+            else:
+                out.clear()  # before the upgrade there is no one to say IRC to
         super().flush()  # type: ignore[misc]
 
 
