@@ -255,3 +255,75 @@ def test_a_stalled_handshake_is_closed_at_the_registration_timeout(make_server, 
         pass  # ...abortively
     assert 0.5 < time.monotonic() - started < 8
     wait_for(lambda: "no TLS handshake within 1 s" in srv.log(), what="the log line")
+
+
+def test_bundled_client_over_tls_ends_at_a_password_prompt_its_stdin_cannot_answer(tls_server, certs):
+    owner = TlsLineClient(tls_server.tls_port, certs.client_context())
+    owner.register("alice")
+    owner.password_command("/register sesame-1234")
+    owner.send("/quit")
+    owner.wait_closed()
+    result = subprocess.run([*CLIENT, "localhost", "--tls", "--cafile", str(certs.ca_file),
+                             "--port", str(tls_server.tls_port), "--plain"],
+                            input=b"alice\n", capture_output=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout.decode().splitlines()
+    assert any(line.startswith("* alice is a registered name") for line in out), out
+    assert "wrong password" not in result.stdout.decode()  # nothing was sent as a password
+    assert "wrong password" not in tls_server.log()
+
+
+def test_an_encrypted_key_is_refused_without_asking(certs, tmp_path):
+    from cryptography.hazmat.primitives import serialization
+    key = serialization.load_pem_private_key(certs.key_file.read_bytes(), password=None)
+    locked = tmp_path / "locked-key.pem"
+    locked.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                         serialization.BestAvailableEncryption(b"secret")))
+    result = subprocess.run([sys.executable, str(ROOT / "pychat_server.py"), "127.0.0.1", "--port", "0",
+                             "--irc-port", "off", "--web-port", "off", "--db", ":memory:", "--tls-port", "0",
+                             "--ircs-port", "0", "--tls-cert", str(certs.cert_file), "--tls-key", str(locked)],
+                            capture_output=True, text=True, timeout=20, stdin=subprocess.DEVNULL)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        f"pychat-server: cannot use TLS key {locked}: it is encrypted (give the key without a pass phrase)"]
+
+
+def test_records_of_one_byte_are_read_a_few_at_a_time(certs):
+    # A client sending one-byte records must not hold the loop for a read per
+    # byte: one readiness event takes a few records; the rest wait in the kernel.
+    from pychat.server.frontends import line_frontend
+    from pychat.server.config import ServerSettings
+    from pychat.server.tls import TlsConnection, server_context, wrap
+    server_sock, client_sock = socket.socketpair()
+    server_sock.setblocking(False)
+    conn = TlsConnection(wrap(server_context(str(certs.cert_file), str(certs.key_file)), server_sock),
+                         "peer", "addr", 4096, lambda c: None, line_frontend(ServerSettings()))
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    client = certs.client_context().wrap_bio(incoming, outgoing, server_hostname="localhost")
+    client_sock.settimeout(5)
+    done = False
+    while not done:
+        try:
+            client.do_handshake()
+            done = True
+        except ssl.SSLWantReadError:
+            pass
+        client_sock.sendall(outgoing.read())
+        if not conn.handshaking:
+            continue
+        conn.handshake()
+        data = client_sock.recv(65536) if not done else b""
+        incoming.write(data)
+    while conn.handshaking:
+        conn.handshake()
+    for byte in b"x" * 100:
+        client.write(bytes([byte]))
+    client_sock.sendall(outgoing.read())
+    first = conn.recv()
+    assert first == b"x" * 8
+    rest = b""
+    while len(rest) < 92:
+        rest += conn.recv()
+    assert rest == b"x" * 92
+    server_sock.close()
+    client_sock.close()

@@ -786,7 +786,7 @@ def test_a_port_in_use_is_one_plain_line(server):
     result = server_cli("127.0.0.1", "--port", str(server.port), "--db", ":memory:")
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1] == \
-        f"pychat-server: cannot listen on 127.0.0.1 port {server.port}: Address already in use"
+        f"pychat-server: cannot listen on 127.0.0.1 port {server.port} (line protocol): Address already in use"
 
 
 def test_one_replayed_message_is_singular_and_long_ones_are_clipped(server):

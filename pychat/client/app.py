@@ -144,15 +144,18 @@ class ClientLoop:
         self.wbuf += text.encode() + b"\n"
 
     def half_close(self) -> None:
-        """Shut the write side once everything queued has been sent.
-
-        TLS cannot shut one side and go on reading (Python drops the TLS
-        layer with it): the client says /quit instead, which the server
-        also answers only after every line before it."""
+        """Shut the write side once everything queued has been sent (over TLS,
+        see end_over_tls)."""
         if isinstance(self.sock, ssl.SSLSocket):
-            self.send_line("/quit")
+            self.end_over_tls()
         else:
             self.half_close_pending = True
+
+    def end_over_tls(self) -> None:
+        """TLS cannot shut one side and go on reading (Python drops the TLS
+        layer with it): the client says /quit instead, which the server also
+        answers only after every line before it."""
+        self.send_line("/quit")
 
     def _flush(self) -> None:
         if self.wbuf and not self.server_closed:
@@ -243,6 +246,9 @@ class PlainClient(ClientLoop):
         self.name_pending = settings.name   # sent, not yet accepted by the server
         self.name_error: str | None = None  # the server's `! ` answer to it, if any
         self.password = settings.password
+        self.greeted = False                # the server said hello: a name is taken
+        self.quit_when_greeted = False      # stdin ended over TLS before that
+        self.refused = False                # an error came before the hello (the prompt comes again)
         if settings.name is not None:
             self.send_line(settings.name)
         else:
@@ -282,6 +288,15 @@ class PlainClient(ClientLoop):
             if isinstance(frame, bytes):  # an overlong stdin line is not sent
                 self.wbuf += frame + b"\n"
 
+    def end_over_tls(self) -> None:
+        # "/quit" typed at a password prompt would be taken as the password:
+        # before the hello, the client waits for it, or for a question it has
+        # no answer to (then it ends, as the server would at the end of a TCP stream).
+        if self.greeted:
+            self.send_line("/quit")
+        else:
+            self.quit_when_greeted = True
+
     def on_server_lines(self, lines: list[str]) -> None:
         try:
             self.out.write("\n".join(lines) + "\n")
@@ -291,6 +306,16 @@ class PlainClient(ClientLoop):
         for line in lines:
             if self.name_pending is not None and not self.done:
                 self._await_name(line)
+            if line.startswith("* hello "):
+                self.greeted = True
+                if self.quit_when_greeted:
+                    self.quit_when_greeted = False
+                    self.send_line("/quit")
+            elif line.startswith("! "):
+                self.refused = True
+            elif self.quit_when_greeted and (PASSWORD_PROMPT.match(line)
+                                             or (self.refused and line.startswith("* what is your name"))):
+                self.done = True  # asked again, or for a password: more than stdin gave
 
     def _await_name(self, line: str) -> None:
         """Follow the server's answer to ``--name``: a hello, or an error and the prompt again."""

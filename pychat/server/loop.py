@@ -63,6 +63,10 @@ UNSTORED = ("your message could not be stored (the server cannot write its histo
 _ABORT = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() resets the connection
 
 
+class ListenError(Exception):
+    """A listening socket could not be opened; the message names the port."""
+
+
 class _Listener:
     """Selector data for a listening socket (told apart from connections)."""
 
@@ -151,6 +155,15 @@ class Server:
         return bound
 
     def _listen_for(self, frontend: Frontend, port: int, tls: bool = False, web: bool = False) -> list[tuple[str, int]]:
+        """Listen on PORT for FRONTEND; ListenError (naming the port) if that fails."""
+        try:
+            return self._bind(frontend, port, tls, web)
+        except OSError as exc:
+            where = f"{self.settings.host or '*'} port {port} ({frontend.name}{' over TLS' if tls else ''})"
+            reason = os.strerror(exc.errno) if exc.errno else str(exc)
+            raise ListenError(f"cannot listen on {where}: {reason}") from None
+
+    def _bind(self, frontend: Frontend, port: int, tls: bool, web: bool) -> list[tuple[str, int]]:
         host = self.settings.host
         if not host:
             if socket.has_dualstack_ipv6():
@@ -813,6 +826,8 @@ class Server:
                 conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _ABORT)
             except OSError:
                 pass
+        elif isinstance(conn, TlsConnection):
+            conn.say_goodbye()
         conn.sock.close()
         del self.conns[conn.fd]
         self.per_ip[conn.addr] -= 1
@@ -920,10 +935,8 @@ def main(argv: list[str] | None = None) -> None:
     server.raise_file_limit()
     try:
         server.listen()
-    except OSError as exc:
-        where = f"{settings.host or '*'} port {settings.port}"
-        reason = os.strerror(exc.errno) if exc.errno else str(exc)
-        print(f"pychat-server: cannot listen on {where}: {reason}", file=sys.stderr)
+    except ListenError as exc:
+        print(f"pychat-server: {exc}", file=sys.stderr)
         sys.exit(1)
     log.info("history in %s", settings.db)
     status = server.run()

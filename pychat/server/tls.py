@@ -26,6 +26,10 @@ HANDSHAKE_TIMEOUT = 10.0
 # a whole record each time leaves nothing decrypted and unread inside
 # OpenSSL, where the selector could not see it.
 _RECORD = 16384
+# Records read per readiness event, at most: a client sending one-byte
+# records must not hold the loop for thousands of reads. OpenSSL does not
+# read ahead, so the records left wait in the kernel and wake the loop again.
+_RECORDS_PER_READ = 8
 
 
 class TlsError(Exception):
@@ -36,15 +40,25 @@ def server_context(cert: str, key: str) -> ssl.SSLContext:
     """A server context for CERT and KEY (PEM files), TLS 1.2 or newer."""
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.options |= ssl.OP_NO_RENEGOTIATION  # a renegotiation costs the server a handshake
     for path in (cert, key):
         try:
             with open(path, "rb"):
                 pass
         except OSError as exc:
             raise TlsError(f"cannot read {path}: {exc.strerror or exc}") from None
+    asked = []
+
+    def no_passphrase() -> bytes:
+        # OpenSSL would otherwise ask on the terminal, and a SIGHUP reload would wait for it.
+        asked.append(True)
+        return b""
+
     try:
-        context.load_cert_chain(cert, key)
+        context.load_cert_chain(cert, key, password=no_passphrase)
     except ssl.SSLError as exc:
+        if asked:
+            raise TlsError(f"cannot use TLS key {key}: it is encrypted (give the key without a pass phrase)") from None
         raise TlsError(f"cannot use TLS certificate {cert} with key {key}: {exc.reason or exc}") from None
     except OSError as exc:
         raise TlsError(f"cannot use TLS certificate {cert} with key {key}: {exc.strerror or exc}") from None
@@ -90,7 +104,7 @@ class TlsConnection(Connection):
         sock = self.sock
         chunks: list[bytes] = []
         size = 0
-        while size < READ_SIZE:
+        while size < READ_SIZE and len(chunks) < _RECORDS_PER_READ:
             try:
                 chunk = sock.recv(_RECORD)
             except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
@@ -111,6 +125,19 @@ class TlsConnection(Connection):
         if self.handshaking:
             return  # output waits for the handshake
         super().flush()
+
+    def say_goodbye(self) -> None:
+        """Send TLS's close_notify before the socket closes (strict clients
+        report a connection cut short without it). It does not wait for the
+        client's own."""
+        if self.handshaking:
+            return
+        sock = self.sock
+        assert isinstance(sock, ssl.SSLSocket)
+        try:
+            sock.unwrap()
+        except (OSError, ValueError):
+            pass  # the client's close_notify is not awaited
 
     def _send(self, data: bytes | bytearray) -> int:
         try:
