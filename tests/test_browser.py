@@ -165,3 +165,44 @@ def test_a_phone_sized_window_shows_the_messages_and_the_input(tmp_path, pages, 
     lou.expect(EVENT + r"#general pia: typed on a phone$")
     phone.screenshot(tmp_path, "web-phone-light.png", dark=False)
     phone.screenshot(tmp_path, "web-phone-dark.png", dark=True)
+
+
+def test_scrolling_up_loads_older_history_once_each(tmp_path, pages, make_server):
+    web = free_port()
+    server = make_server("--web-port", str(web), "--flood-rate", "0")
+    lou = server.client("lou")
+    for n in range(1, 81):
+        lou.send(f"old {n}")
+    lou.sync()
+    page = Page(web, "reader")
+    pages.append(page)
+    page.wait_line("lou: old 80")
+    assert page.count("lou: old 1") == 0  # only the last 20 are replayed on joining
+
+    def scrolled_to_the_start(driver) -> bool:
+        driver.execute_script("document.getElementById('log').scrollTop = 0")
+        return page.count("lou: old 1") == 1
+
+    page.wait(scrolled_to_the_start)
+    lines = [line for line in page.log_lines() if "lou: old " in line]
+    assert [int(line.rsplit(" ", 1)[1]) for line in lines] == list(range(1, 81))  # in order, each once
+
+
+def test_a_dropped_page_catches_up_on_what_it_missed(tmp_path, pages, make_server):
+    web = free_port()
+    server = make_server("--web-port", str(web), "--oper", "boss")
+    boss = server.client("boss")
+    boss.password_command("/register boss-pass-1")
+    page = Page(web, "ann")
+    pages.append(page)
+    boss.send("before the drop")
+    page.wait_line("boss: before the drop")
+    boss.send("/kill ann testing")
+    boss.expect(r"ann is disconnected")
+    for n in range(1, 46):  # more than the 20 replayed on joining again
+        boss.send(f"missed {n}")
+    page.wait(lambda d: "connected as ann" in d.find_element(By.ID, "status").text
+              and page.count("boss: missed 45") == 1, timeout=40)
+    for n in range(1, 46):
+        assert page.count(f"boss: missed {n}") == 1, (n, page.log_lines())
+    assert page.count("boss: before the drop") == 1

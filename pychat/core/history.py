@@ -183,6 +183,7 @@ class StoredEvent:
     kind: int
     sender: str
     text: str
+    id: int = 0     # its place in the store: the message id clients see
 
 
 def default_db_path() -> str:
@@ -216,8 +217,24 @@ _REPLAY = """
         SELECT events.prev_id, chain.n + 1 FROM events JOIN chain ON events.id = chain.id
         WHERE events.prev_id IS NOT NULL AND chain.n < ?
     )
-    SELECT ts, kind, sender, text FROM events WHERE id IN (SELECT id FROM chain) ORDER BY id
+    SELECT ts, kind, sender, text, id FROM events WHERE id IN (SELECT id FROM chain) ORDER BY id
 """
+
+# The messages after an id: the chain walked back from the room's last one
+# while it is newer, and at most AFTER_WALK steps.
+_AFTER = """
+    WITH RECURSIVE chain(id, n) AS (
+        SELECT ?, 1
+        UNION ALL
+        SELECT events.prev_id, chain.n + 1 FROM events JOIN chain ON events.id = chain.id
+        WHERE events.prev_id IS NOT NULL AND events.prev_id > ? AND chain.n < ?
+    )
+    SELECT ts, kind, sender, text, id FROM events WHERE id IN (SELECT id FROM chain) ORDER BY id
+"""
+# How far back AFTER looks from the newest message: a client asking for what
+# followed a message older than that gets the oldest of these (a gap it can
+# see: the first id it gets is not the next one it knew).
+AFTER_WALK: Final = 1000
 
 
 class HistoryStore:
@@ -395,8 +412,8 @@ class HistoryStore:
         self._committed_last.pop(room_id, None)
         self._moved.discard(room_id)
 
-    def append(self, room_id: int, ts: float, kind: int, sender: str, text: str) -> None:
-        """Queue one event; it reaches the database at the next commit."""
+    def append(self, room_id: int, ts: float, kind: int, sender: str, text: str) -> int:
+        """Queue one event; it reaches the database at the next commit. Returns its id."""
         event_id = self._next_id
         self._next_id = event_id + 1
         prev = None
@@ -405,6 +422,7 @@ class HistoryStore:
             self._last[room_id] = event_id
             self._moved.add(room_id)
         self._pending.append((event_id, room_id, prev, ts, kind, sender, text))
+        return event_id
 
     def recent(self, room_id: int, limit: int) -> list[StoredEvent]:
         """The last LIMIT messages and actions of a room, oldest first.
@@ -422,6 +440,34 @@ class HistoryStore:
             log.error("history read failed: %s", exc)
             raise HistoryError(str(exc)) from exc
         return [StoredEvent(*row) for row in rows]
+
+    def before(self, room_id: int, event_id: int, limit: int) -> list[StoredEvent]:
+        """Up to LIMIT messages and actions of the room just before its message
+        EVENT_ID, oldest first ([] if that is not one of the room's messages).
+        Raises HistoryError if they cannot be read."""
+        if limit <= 0:
+            return []
+        row = self._read("SELECT room_id, kind, prev_id FROM events WHERE id = ?", (event_id,))
+        if not row or row[0][0] != room_id or row[0][1] == NOTICE or row[0][2] is None:
+            return []
+        return [StoredEvent(*r) for r in self._read(_REPLAY, (row[0][2], limit))]
+
+    def after(self, room_id: int, event_id: int, limit: int) -> list[StoredEvent]:
+        """Up to LIMIT messages and actions of the room after EVENT_ID, oldest
+        first, among its last AFTER_WALK. Raises HistoryError if they cannot be read."""
+        last = self._last.get(room_id)
+        if last is None or last <= event_id or limit <= 0:
+            return []
+        return [StoredEvent(*r) for r in self._read(_AFTER, (last, event_id, AFTER_WALK))][:limit]
+
+    def _read(self, sql: str, args: tuple) -> list[tuple]:
+        try:
+            self._flush_pending()
+            return self._db.execute(sql, args).fetchall()
+        except sqlite3.Error as exc:
+            self._broken = True  # the commit will roll back and report the batch lost
+            log.error("history read failed: %s", exc)
+            raise HistoryError(str(exc)) from exc
 
     def _flush_pending(self) -> None:
         """Write what is queued into the open transaction (begun if needed)."""

@@ -239,7 +239,7 @@ class Hall(AccountsMixin, ModerationMixin):
         # Addresses that gave a wrong key: (wrong keys in a row, when the last).
         self._suspects: dict[str, tuple[int, float]] = {}
         self._cloak_key = os.urandom(16)
-        self.msgids = 0  # the last message id given (IRC's msgid tag)
+        self.msgids = 0  # the last id given to a message that is not stored (a DM, a TAGMSG)
         self.most_users = 0  # the most users online at once since the start
         # Who used which name lately, newest last (IRC's WHOWAS), bounded.
         self.departed: collections.deque[Departed] = collections.deque(maxlen=DEPARTED_KEPT)
@@ -609,6 +609,14 @@ class Hall(AccountsMixin, ModerationMixin):
         """The last LIMIT messages and actions of ROOM (HistoryError if unreadable)."""
         return self.history.recent(room.id, limit)
 
+    def older(self, room: Room, before_id: int, limit: int) -> list[StoredEvent]:
+        """Up to LIMIT messages and actions of ROOM just before its message BEFORE_ID."""
+        return self.history.before(room.id, before_id, limit)
+
+    def newer(self, room: Room, after_id: int, limit: int) -> list[StoredEvent]:
+        """Up to LIMIT messages and actions of ROOM after its message AFTER_ID (see HistoryStore.after)."""
+        return self.history.after(room.id, after_id, limit)
+
     # -- talking ----------------------------------------------------------
 
     def say(self, user: User, room: Room, text: str, now: float, kind: int = MESSAGE, tags: str = "") -> None:
@@ -617,10 +625,10 @@ class Hall(AccountsMixin, ModerationMixin):
         client-only tags, for the renderers that carry them (not stored)."""
         if room.gated or user not in room.members:  # one test for the common case
             self._check_may_speak(user, room, now)
-        msgid = self.msgids = self.msgids + 1
-        event: SaidFields = (now, room.name, user.name, user.prefix, text, kind, msgid, tags)
         # MESSAGE and ACTION are the store's codes too; a NOTICE is kept as a message.
-        self.history.append(room.id, now, kind if kind != NOTICE else STORED_MESSAGE, user.name, text)
+        # Its id in the store is its message id (IRC's msgid, which CHATHISTORY takes).
+        msgid = self.history.append(room.id, now, kind if kind != NOTICE else STORED_MESSAGE, user.name, text)
+        event: SaidFields = (now, room.name, user.name, user.prefix, text, kind, msgid, tags)
         uncommitted = self.uncommitted
         self.touched.add(room)
         if user.ignored_by:

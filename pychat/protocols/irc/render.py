@@ -80,7 +80,7 @@ class IrcRenderer:
                 parts.append(client_tags)
         return f"@{';'.join(parts)} " if parts else ""
 
-    def _message(self, ts: float, msgid: int, client_tags: str, source: str, command: str, target: str,
+    def _message(self, ts: float, msgid: int | str, client_tags: str, source: str, command: str, target: str,
                  text: str, kind: int) -> bytes:
         tags = self._tags(ts, msgid, client_tags)
         head = f":{source} {command} {target} :"
@@ -123,11 +123,12 @@ class IrcRenderer:
 
     def direct(self, e: Direct) -> bytes:
         command = "NOTICE" if e.kind == NOTICE else "PRIVMSG"
-        return self._message(e.ts, e.msgid, e.tags, e.prefix, command, e.target, e.text, e.kind)
+        return self._message(e.ts, other_msgid(e.msgid), e.tags, e.prefix, command, e.target, e.text, e.kind)
 
     def to_operators(self, e: ToOperators) -> bytes:
         command = "NOTICE" if e.kind == NOTICE else "PRIVMSG"
-        return self._message(e.ts, e.msgid, e.tags, e.prefix, command, f"{e.status}#{e.room}", e.text, e.kind)
+        return self._message(e.ts, other_msgid(e.msgid), e.tags, e.prefix, command, f"{e.status}#{e.room}", e.text,
+                             e.kind)
 
     def direct_echo(self, e: Direct) -> bytes | None:
         return self.direct(e) if self.echo else None
@@ -155,10 +156,17 @@ class IrcRenderer:
     def tagged(self, e: Tagged) -> bytes | None:
         if not self.message_tags:
             return None
-        return f"{self._tags(e.ts, e.msgid, e.tags)}:{e.prefix} TAGMSG {e.target}\r\n".encode()
+        return f"{self._tags(e.ts, other_msgid(e.msgid), e.tags)}:{e.prefix} TAGMSG {e.target}\r\n".encode()
 
     def error(self, text: str) -> bytes:
         return f":{self.server_name} NOTICE * :{text}\r\n".encode()
+
+
+def other_msgid(number: int) -> str:
+    """The msgid of anything but a room message: a room message's is its id in
+    the history store (CHATHISTORY finds it by that), so the others, counted
+    apart, are told apart by a letter."""
+    return f"x{number}"
 
 
 def quit_reason(reason: str) -> str:

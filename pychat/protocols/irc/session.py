@@ -24,7 +24,7 @@ from typing import Callable
 from pychat import __version__
 from pychat.core import errors as E
 from pychat.core.events import ACTION, MESSAGE, NOTICE, Joined, Parted, Renamed
-from pychat.core.history import HistoryError
+from pychat.core.history import HistoryError, StoredEvent
 from pychat.core.errors import Busy, ChatError
 from pychat.core.model import Hall, Outbox, Room, User
 from pychat.core.masks import parse_duration
@@ -49,6 +49,7 @@ WHO_MAX = 200           # users in one answer to WHO by mask
 WHOWAS_MAX = 10         # entries in one WHOWAS answer
 AWAY_MAX = 200
 ISON_MAX = 64
+CHATHISTORY_MAX = 100   # messages in one CHATHISTORY answer
 MOTD = ("This pychat server's rooms are shared with its line-protocol users (nc HOST 22222).",
         "The history of a room is replayed when you join it.")
 
@@ -474,22 +475,27 @@ class IrcSession:
             self._reply(m.RPL_ENDOFNAMES, f"#{room.name}", "End of /NAMES list")
 
     def _replay(self, room: Room) -> None:
-        """The room's recent history, with the original times where the client can take them:
-        in server-time tags (inside a chathistory batch if the client has batch), or else
-        in the text of notices from the server."""
+        """The room's recent history (see _send_history)."""
         try:
             events = self.hall.recent(room, self.hall.history_lines)
         except HistoryError:
             self.send(self._server_notice(f"the history of #{room.name} cannot be read right now"))
             return
-        if not events:
+        self._send_history(room, events)
+
+    def _send_history(self, room: Room, events: list[StoredEvent], always_batch: bool = False) -> None:
+        """Stored messages, with the original times where the client can take them:
+        in server-time tags (inside a chathistory batch if the client has batch), or else
+        in the text of notices from the server; with their msgids if the client has
+        message-tags. ALWAYS_BATCH: an empty batch too (CHATHISTORY's answer)."""
+        if not events and not always_batch:
             return
         timed = "server-time" in self.caps
         batch = f"h{next(_batch_ids)}" if timed and "batch" in self.caps else ""
         out: list[str] = [f":{self.server} BATCH +{batch} chathistory #{room.name}\r\n"] if batch else []
         for ev in events:
             if timed:
-                tags = f"@{'batch=' + batch + ';' if batch else ''}time={server_time(ev.ts)} "
+                tags = f"@{'batch=' + batch + ';' if batch else ''}time={server_time(ev.ts)}"
                 head = f":{ev.sender}!pychat@history PRIVMSG #{room.name} :"
                 text = f"\x01ACTION {ev.text}\x01" if ev.kind == ACTION else ev.text
             else:
@@ -497,9 +503,15 @@ class IrcSession:
                 head = f":{self.server} NOTICE #{room.name} :"
                 stamp = f"[{server_time(ev.ts)[:19].replace('T', ' ')}] "
                 text = stamp + (f"* {ev.sender} {ev.text}" if ev.kind == ACTION else f"<{ev.sender}> {ev.text}")
-            out.extend(f"{tags}{head}{part}\r\n" for part in split_text(head, text))
+            with_ids = tags and ev.id and "message-tags" in self.caps
+            for n, part in enumerate(split_text(head, text)):
+                # As live: the message's id, a part of a split message its own.
+                msgid = (f";msgid={ev.id}-{n}" if n else f";msgid={ev.id}") if with_ids else ""
+                out.append(f"{tags}{msgid} {head}{part}\r\n" if tags else f"{head}{part}\r\n")
         if batch:
             out.append(f":{self.server} BATCH -{batch}\r\n")
+        if not out:
+            return
         data = "".join(out).encode()
         self.hall.uncommitted.append((data, None))  # it may show rows of this batch
         self.send(data)
@@ -1301,6 +1313,7 @@ _HELP = {
     "AUTHENTICATE": "AUTHENTICATE PLAIN, then the base64 credentials: log in to an account (SASL)",
     "AWAY": "AWAY [:message]: set or clear your away message",
     "CAP": "CAP LS|REQ|LIST|END: negotiate capabilities",
+    "CHATHISTORY": "CHATHISTORY BEFORE|AFTER|LATEST #room msgid=ID|* limit: stored messages of a room you are in",
     "CONNECT": "CONNECT: links to other servers are not supported",
     "DIE": "DIE: the server is stopped by its host, not over IRC",
     "HELP": "HELP [command]: this help",
@@ -1341,6 +1354,44 @@ _HELP = {
     "WHOIS": "WHOIS nick: about someone",
     "WHOWAS": "WHOWAS nick: who held a nick lately",
 }
+
+
+@_handles("CHATHISTORY")
+def _chathistory(self: IrcSession, msg: Message, now: float) -> None:
+    """CHATHISTORY BEFORE|AFTER|LATEST #room msgid=ID|* limit: stored messages of a room
+    you are in (IRCv3 chathistory, by msgid only), in a chathistory batch."""
+    params = msg.params
+    if len(params) < 4 or params[0].upper() not in ("BEFORE", "AFTER", "LATEST"):
+        self.send(format_message("FAIL", "CHATHISTORY", "INVALID_PARAMS", *params[:1],
+                                 "Use BEFORE, AFTER or LATEST #room msgid=ID|* limit", source=self.server))
+        return
+    how, target, ref, count = params[0].upper(), params[1], params[2], params[3]
+    room = self.hall.find_room(target[1:]) if target.startswith("#") else None
+    user = self.user
+    if room is None or user is None or room not in user.rooms:
+        self.send(format_message("FAIL", "CHATHISTORY", "INVALID_TARGET", how, clip(target, 64),
+                                 "You are not in that room", source=self.server))
+        return
+    anchor = ref[6:] if ref.startswith("msgid=") else ("" if ref == "*" and how == "LATEST" else None)
+    if anchor is None or (anchor and not anchor.isdigit()) or not count.isdigit():
+        self.send(format_message("FAIL", "CHATHISTORY", "INVALID_PARAMS", how, clip(ref, 64),
+                                 "Give msgid=ID (or * with LATEST) and a number", source=self.server))
+        return
+    limit = min(int(count), CHATHISTORY_MAX)
+    try:
+        if how == "LATEST":
+            events = self.hall.recent(room, limit)
+            if anchor:
+                events = [ev for ev in events if ev.id > int(anchor)]
+        elif how == "BEFORE":
+            events = self.hall.older(room, int(anchor), limit)
+        else:
+            events = self.hall.newer(room, int(anchor), limit)
+    except HistoryError:
+        self.send(format_message("FAIL", "CHATHISTORY", "MESSAGE_ERROR", how, f"#{room.name}",
+                                 "The history cannot be read right now", source=self.server))
+        return
+    self._send_history(room, events, always_batch=True)
 
 
 @_handles("DIE", "RESTART", "REHASH", "SQUIT", "CONNECT")

@@ -7,8 +7,10 @@ const MAX_LINES = 1000;          // kept per view
 const BACKOFF_MAX = 30;          // seconds between reconnection attempts, at most
 const CAPS = ["server-time", "echo-message", "message-tags", "batch"];
 
+const HISTORY_PAGE = 50;         // older messages asked for at a time (scrolling up)
 const state = {
   ws: null, nick: "", password: "", registered: false, quitting: false,
+  batches: new Map(),            // open chathistory batches: id -> {view, lines}
   views: new Map(),              // key ("#room" or a folded nick) -> view
   current: null, backoff: 1, timer: null,
 };
@@ -106,12 +108,23 @@ function handle(msg) {
       if (!state.registered) { loginFailed(p.slice(1).join(" ")); return; }
       break;
     case "ERROR": setStatus(p[0] || "closed"); return;
-    case "BATCH": return;
+    case "BATCH": {
+      const id = p[0].slice(1);
+      if (p[0].startsWith("+") && p[1] === "chathistory") {
+        state.batches.set(id, { view: ensureView(p[2], "room"), lines: [] });
+      } else if (p[0].startsWith("-") && state.batches.has(id)) {
+        const batch = state.batches.get(id);
+        state.batches.delete(id);
+        mergeHistory(batch.view, batch.lines);
+      }
+      return;
+    }
     case "JOIN": {
       const view = ensureView(p[0], "room");
       if (isMe(who)) {
         view.joined = true;
         view.members.clear();
+        catchUp(view);
         if (!state.current || state.current.key === view.key || state.pendingSwitch === fold(p[0])) show(view);
       } else {
         view.members.add(who);
@@ -171,7 +184,12 @@ function handle(msg) {
       if (text.startsWith("\x01ACTION ") || text === "\x01ACTION\x01") { action = true; text = text.slice(8).replace(/\x01$/, ""); }
       else if (text.startsWith("\x01")) return;  // other CTCP: not shown
       const mention = !isMe(who) && mentions(text);
-      addLine(view, { time: msg.tags.time, nick: who, text, action, mention, key: `${msg.tags.time}|${who}|${text}` });
+      const line = { time: msg.tags.time, nick: who, text, action, mention, id: msg.tags.msgid || "",
+                     key: msg.tags.msgid || `${msg.tags.time}|${who}|${text}` };
+      const batch = state.batches.get(msg.tags.batch);
+      if (batch) { batch.lines.push(line); return; }  // history: merged in order when the batch ends
+      addLine(view, line);
+      if (line.id && /^\d+$/.test(line.id)) view.newest = Math.max(view.newest || 0, Number(line.id));
       if (mention) notify(view, who, text);
       return;
     }
@@ -227,6 +245,47 @@ function addLine(view, line) {
     view.unread += 1;
     renderNav();
   }
+}
+
+// Stored messages (a replay on joining, or CHATHISTORY): merged into the view in
+// order of their ids, each once however often it comes.
+function mergeHistory(view, lines) {
+  const fresh = lines.filter((line) => !view.seen.has(line.key));
+  for (const line of fresh) view.seen.add(line.key);
+  view.loading = false;
+  if (view.asked && !fresh.length) view.complete = true;  // nothing older: the start of the room
+  view.asked = false;
+  for (const line of lines) {
+    if (/^\d+$/.test(line.id)) {
+      const id = Number(line.id);
+      view.oldest = view.oldest ? Math.min(view.oldest, id) : id;
+      view.newest = Math.max(view.newest || 0, id);
+    }
+  }
+  if (!fresh.length) return;
+  // In time order (stored and live lines alike carry the server's time), ties by id.
+  const order = (line) => (/^\d+$/.test(line.id) ? Number(line.id) : Infinity);
+  view.lines = view.lines.concat(fresh).sort((a, b) => (a.time < b.time ? -1 : a.time > b.time ? 1 : order(a) - order(b)));
+  if (state.current === view) {
+    const log = $("log");
+    const fromBottom = log.scrollHeight - log.scrollTop;
+    log.replaceChildren(...view.lines.map(renderLine));
+    log.scrollTop = log.scrollHeight - fromBottom;  // what was on screen stays there
+    if (log.scrollHeight <= log.clientHeight + 40) loadOlder();  // no scrolling yet: fill the screen first
+  }
+}
+
+// Scrolled to the top: ask for the page of messages before the oldest one shown.
+function loadOlder() {
+  const view = state.current;
+  if (!view || view.kind !== "room" || view.loading || view.complete || !view.oldest) return;
+  view.loading = view.asked = true;
+  send(`CHATHISTORY BEFORE ${view.name} msgid=${view.oldest} ${HISTORY_PAGE}`);
+}
+
+// After a reconnection: whatever was said while away, after the newest message seen.
+function catchUp(view) {
+  if (view.newest) send(`CHATHISTORY AFTER ${view.name} msgid=${view.newest} 100`);
 }
 
 function renderLine(line) {
@@ -390,6 +449,8 @@ $("composer").addEventListener("submit", (event) => {
 });
 
 $("menu").addEventListener("click", () => $("chat").classList.toggle("menu-open"));
+
+$("log").addEventListener("scroll", () => { if ($("log").scrollTop < 40) loadOlder(); });
 
 document.addEventListener("keydown", (event) => {
   // Alt+Up / Alt+Down: the previous or next view, without a mouse.
