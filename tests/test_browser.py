@@ -206,3 +206,51 @@ def test_a_dropped_page_catches_up_on_what_it_missed(tmp_path, pages, make_serve
     for n in range(1, 46):
         assert page.count(f"boss: missed {n}") == 1, (n, page.log_lines())
     assert page.count("boss: before the drop") == 1
+
+
+def test_a_registered_name_needs_its_password_and_other_rooms_count_unread(tmp_path, pages, make_server):
+    web = free_port()
+    server = make_server("--web-port", str(web))
+    owner = server.client("vera")
+    owner.password_command("/register vera-pass-1")
+    owner.send("/quit")
+    owner.wait_closed()
+
+    wrong = Page.__new__(Page)
+    wrong.driver, wrong.name = chrome(1200, 800), "vera"
+    pages.append(wrong)
+    wrong.driver.get(f"http://127.0.0.1:{web}/")
+    wrong.driver.find_element(By.ID, "name").send_keys("vera")
+    wrong.driver.find_element(By.ID, "password").send_keys("not-it")
+    wrong.driver.find_element(By.ID, "password").send_keys(Keys.ENTER)
+    wrong.wait(lambda d: d.find_element(By.ID, "login-error").text != "")
+    assert not wrong.driver.find_element(By.ID, "chat").is_displayed()
+
+    page = Page.__new__(Page)
+    page.driver, page.name = chrome(1200, 800), "vera"
+    pages.append(page)
+    page.driver.get(f"http://127.0.0.1:{web}/")
+    page.driver.find_element(By.ID, "name").send_keys("vera")
+    page.driver.find_element(By.ID, "password").send_keys("vera-pass-1")
+    page.driver.find_element(By.ID, "password").send_keys(Keys.ENTER)
+    page.wait(lambda d: d.find_element(By.ID, "title").text == "#general")
+
+    page.type("/join den")  # a second room; the view switches to it
+    page.wait(lambda d: d.find_element(By.ID, "title").text == "#den")
+    lou = server.client("lou")
+    lou.send("hi vera, are you there?")  # in #general, which is not on screen
+    lou.send("second line")
+
+    def general_button(driver):
+        return driver.find_element(By.XPATH, "//ul[@id='rooms']//button[starts-with(., '#general')]")
+
+    page.wait(lambda d: general_button(d).find_elements(By.CLASS_NAME, "unread")
+              and general_button(d).find_element(By.CLASS_NAME, "unread").text == "2")
+    general_button(page.driver).click()
+    page.wait_line("lou: second line")
+    mention = page.driver.find_element(By.XPATH, "//ol[@id='log']/li[contains(., 'are you there')]")
+    assert "mention" in mention.get_attribute("class")
+    assert not general_button(page.driver).find_elements(By.CLASS_NAME, "unread")  # read now
+    # Keyboard only: Alt+Down moves to the next view.
+    page.driver.find_element(By.ID, "input").send_keys(Keys.ALT, Keys.ARROW_DOWN)
+    page.wait(lambda d: d.find_element(By.ID, "title").text == "#den")
