@@ -45,14 +45,22 @@ def chrome(width: int, height: int) -> webdriver.Chrome:
 class Page:
     """One browser user of the page."""
 
-    def __init__(self, port: int, name: str, width: int = 1200, height: int = 800) -> None:
+    def __init__(self, port: int, name: str, width: int = 1200, height: int = 800, password: str = "",
+                 refused: bool = False) -> None:
+        """Open the page and log in as NAME (with PASSWORD, for a registered name);
+        REFUSED: wait for the login form's error instead of the chat."""
         self.driver = chrome(width, height)
         self.name = name
         self.driver.get(f"http://127.0.0.1:{port}/")
         self.wait(lambda d: d.find_element(By.ID, "name").is_displayed())
         self.driver.find_element(By.ID, "name").send_keys(name)
+        if password:
+            self.driver.find_element(By.ID, "password").send_keys(password)
         self.driver.find_element(By.ID, "name").send_keys(Keys.ENTER)
-        self.wait(lambda d: d.find_element(By.ID, "title").text == "#general")
+        if refused:
+            self.wait(lambda d: d.find_element(By.ID, "login-error").text != "")
+        else:
+            self.wait(lambda d: d.find_element(By.ID, "title").text == "#general")
 
     def wait(self, condition, timeout: float = DEADLINE):
         return WebDriverWait(self.driver, timeout).until(condition)
@@ -216,24 +224,11 @@ def test_a_registered_name_needs_its_password_and_other_rooms_count_unread(tmp_p
     owner.send("/quit")
     owner.wait_closed()
 
-    wrong = Page.__new__(Page)
-    wrong.driver, wrong.name = chrome(1200, 800), "vera"
+    wrong = Page(web, "vera", password="not-it", refused=True)
     pages.append(wrong)
-    wrong.driver.get(f"http://127.0.0.1:{web}/")
-    wrong.driver.find_element(By.ID, "name").send_keys("vera")
-    wrong.driver.find_element(By.ID, "password").send_keys("not-it")
-    wrong.driver.find_element(By.ID, "password").send_keys(Keys.ENTER)
-    wrong.wait(lambda d: d.find_element(By.ID, "login-error").text != "")
     assert not wrong.driver.find_element(By.ID, "chat").is_displayed()
-
-    page = Page.__new__(Page)
-    page.driver, page.name = chrome(1200, 800), "vera"
+    page = Page(web, "vera", password="vera-pass-1")
     pages.append(page)
-    page.driver.get(f"http://127.0.0.1:{web}/")
-    page.driver.find_element(By.ID, "name").send_keys("vera")
-    page.driver.find_element(By.ID, "password").send_keys("vera-pass-1")
-    page.driver.find_element(By.ID, "password").send_keys(Keys.ENTER)
-    page.wait(lambda d: d.find_element(By.ID, "title").text == "#general")
 
     page.type("/join den")  # a second room; the view switches to it
     page.wait(lambda d: d.find_element(By.ID, "title").text == "#den")

@@ -214,7 +214,7 @@ def test_without_the_web_extra_the_server_starts_and_says_how(tmp_path):
         while not any("history in" in line for line in lines):
             lines.append(proc.stderr.readline())
         text = "".join(lines)
-        assert "web front end off" in text and "pip install 'pychat[web]'" in text
+        assert "web front end off" in text and "pip install '.[web]'" in text
         assert proc.poll() is None
     finally:
         proc.terminate()

@@ -153,7 +153,7 @@ def server_parser() -> argparse.ArgumentParser:
                    help=f"TLS port of the IRC front end, with --tls-cert; 'off' disables it (default {d.ircs_port})")
     p.add_argument("--web-port", type=_port_or_off, default=DEFAULT_WEB_PORT, metavar="PORT",
                    help=f"port of the web page and its WebSocket (IRC; HTTPS and WSS with --tls-cert); "
-                        f"'off' disables it; needs pip install 'pychat[web]' (default {DEFAULT_WEB_PORT})")
+                        f"'off' disables it; needs the web extra, pip install '.[web]' (default {DEFAULT_WEB_PORT})")
     p.add_argument("--web-origin", dest="web_origins", action="append", default=[], metavar="ORIGIN",
                    help="a page origin allowed to open the WebSocket, e.g. https://chat.example.org "
                         "(repeatable; default: the server's own page only)")

@@ -142,7 +142,8 @@ class Server:
             bound += self._listen_for(irc_frontend(settings), settings.irc_port)
         if settings.web_port is not None:
             if web.MISSING:
-                log.warning("web front end off (%s): pip install 'pychat[web]' turns it on", web.MISSING)
+                log.warning("web front end off (%s): python3 -m pip install '.[web]' in the checkout "
+                            "(or 'pychat[web]') turns it on", web.MISSING)
             else:
                 self._web_page = web.load_page()
                 bound += self._listen_for(web_frontend(settings), settings.web_port,
