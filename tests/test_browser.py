@@ -66,7 +66,9 @@ class Page:
         return WebDriverWait(self.driver, timeout).until(condition)
 
     def log_lines(self) -> list[str]:
-        return [li.text for li in self.driver.find_elements(By.CSS_SELECTOR, "#log li")]
+        """The message list as shown, one string per line (read in one round trip)."""
+        return self.driver.execute_script(
+            "return [...document.querySelectorAll('#log li')].map((li) => li.innerText.replace(/\\s+/g, ' ').trim())")
 
     def wait_line(self, ending: str) -> None:
         self.wait(lambda d: any(line.endswith(ending) for line in self.log_lines()))
@@ -198,7 +200,7 @@ def test_scrolling_up_loads_older_history_once_each(tmp_path, pages, make_server
 
 def test_a_dropped_page_catches_up_on_what_it_missed(tmp_path, pages, make_server):
     web = free_port()
-    server = make_server("--web-port", str(web), "--oper", "boss")
+    server = make_server("--web-port", str(web), "--oper", "boss", "--flood-rate", "0")
     boss = server.client("boss")
     boss.password_command("/register boss-pass-1")
     page = Page(web, "ann")
@@ -207,12 +209,14 @@ def test_a_dropped_page_catches_up_on_what_it_missed(tmp_path, pages, make_serve
     page.wait_line("boss: before the drop")
     boss.send("/kill ann testing")
     boss.expect(r"ann is disconnected")
-    for n in range(1, 46):  # more than the 20 replayed on joining again
+    for n in range(1, 251):  # more than the 20 replayed on joining again, and than one page of 100
         boss.send(f"missed {n}")
+    boss.sync()
     page.wait(lambda d: "connected as ann" in d.find_element(By.ID, "status").text
-              and page.count("boss: missed 45") == 1, timeout=40)
-    for n in range(1, 46):
-        assert page.count(f"boss: missed {n}") == 1, (n, page.log_lines())
+              and page.count("boss: missed 250") == 1 and page.count("boss: missed 150") == 1, timeout=40)
+    shown = page.log_lines()
+    for n in range(1, 251):
+        assert sum(line.endswith(f"boss: missed {n}") for line in shown) == 1, (n, shown)
     assert page.count("boss: before the drop") == 1
 
 

@@ -236,3 +236,69 @@ def test_https_and_wss_with_tls(make_server, tmp_path):
     browser.expect(r"366 secure #general")
     browser.send("PRIVMSG #general :over wss")
     line.expect(EVENT + r"#general secure: over wss$")
+
+
+def client_frame(opcode: int, payload: bytes, fin: bool = True) -> bytes:
+    """One masked frame as a browser sends it (the mask is all zeros: valid, and readable here)."""
+    size = len(payload)
+    head = bytes(((0x80 if fin else 0) | opcode, 0x80 | size)) if size < 126 else \
+        bytes(((0x80 if fin else 0) | opcode, 0x80 | 126)) + size.to_bytes(2, "big")
+    return head + b"\0\0\0\0" + payload
+
+
+def test_pipelined_requests_are_answered_up_to_a_limit_then_closed(web_server):
+    sock = socket.create_connection(("127.0.0.1", web_server.web_port), timeout=10)
+    sock.sendall(f"GET /app.css HTTP/1.1\r\nHost: 127.0.0.1:{web_server.web_port}\r\n\r\n".encode() * 200)
+    data = b""
+    while chunk := sock.recv(65536):
+        data += chunk
+    assert data.count(b"HTTP/1.1 200 OK") == 32
+
+
+def test_a_flood_of_control_frames_closes_with_1008(web_server):
+    browser = WsIrc(web_server.web_port)
+    browser.sock.sendall(client_frame(0x9, b"p") * 200)  # pings
+    while browser.closed is None:
+        browser._pump()
+    assert browser.closed.code == 1008
+    assert len(browser.pongs) <= 64
+
+
+def test_a_message_and_a_close_in_one_read_are_both_taken(web_server):
+    line = web_server.client("alice")
+    browser = WsIrc(web_server.web_port)
+    browser.register("leaver")
+    browser.send("JOIN #general")
+    browser.expect(r" 366 leaver #general ")
+    line.expect(EVENT + r"#general --> leaver has joined$")
+    browser.sock.sendall(client_frame(0x1, b"PRIVMSG #general :last words") + client_frame(0x8, b"\x03\xe8"))
+    line.expect(EVENT + r"#general leaver: last words$")
+    line.expect(EVENT + r"#general <-- leaver has quit")  # the close ended the session at once
+
+
+def test_only_a_whole_message_is_acted_on(web_server):
+    line = web_server.client("alice")
+    cut = WsIrc(web_server.web_port)
+    cut.register("cutter")
+    cut.sock.sendall(client_frame(0x1, b"PRIVMSG alice :never finished", fin=False))
+    cut.sock.close()  # the end of the connection, in the middle of the message
+    refused = WsIrc(web_server.web_port)
+    refused.register("refused")
+    refused.sock.sendall(client_frame(0x1, b"PRIVMSG alice :first part", fin=False)
+                         + client_frame(0x0, b"y" * 9000))
+    while refused.closed is None:
+        refused._pump()
+    assert refused.closed.code == 1009
+    whole = WsIrc(web_server.web_port)
+    whole.register("whole")
+    whole.sock.sendall(client_frame(0x1, b"PRIVMSG alice :in two ", fin=False) + client_frame(0x0, b"pieces"))
+    line.expect(r"\(dm\) whole: in two pieces$")
+    assert not any("never finished" in seen or "first part" in seen for seen in line.seen + line.sync())
+
+
+def test_a_malformed_key_is_refused_without_an_internal_error(web_server):
+    sock = socket.create_connection(("127.0.0.1", web_server.web_port), timeout=10)
+    sock.sendall("GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                 "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: \u00e9\u00e9\u00e9\r\n\r\n".encode("latin-1"))
+    assert sock.recv(65536).startswith(b"HTTP/1.1 426 ")
+    assert "Traceback" not in web_server.log() and "internal error" not in web_server.log()

@@ -229,7 +229,7 @@ _AFTER = """
         SELECT events.prev_id, chain.n + 1 FROM events JOIN chain ON events.id = chain.id
         WHERE events.prev_id IS NOT NULL AND events.prev_id > ? AND chain.n < ?
     )
-    SELECT ts, kind, sender, text, id FROM events WHERE id IN (SELECT id FROM chain) ORDER BY id
+    SELECT ts, kind, sender, text, id FROM events WHERE id IN (SELECT id FROM chain ORDER BY id LIMIT ?) ORDER BY id
 """
 # How far back AFTER looks from the newest message: a client asking for what
 # followed a message older than that gets the oldest of these (a gap it can
@@ -458,7 +458,7 @@ class HistoryStore:
         last = self._last.get(room_id)
         if last is None or last <= event_id or limit <= 0:
             return []
-        return [StoredEvent(*r) for r in self._read(_AFTER, (last, event_id, AFTER_WALK))][:limit]
+        return [StoredEvent(*r) for r in self._read(_AFTER, (last, event_id, AFTER_WALK, limit))]
 
     def _read(self, sql: str, args: tuple) -> list[tuple]:
         try:

@@ -26,6 +26,7 @@ import hmac
 import logging
 import os
 import re
+import time
 from typing import Callable, Iterable, NamedTuple, Protocol
 
 from pychat.core.events import (MESSAGE, NOTICE, Broadcast, Direct, Invited, Joined, Parted, Quit, Renamed,
@@ -239,7 +240,10 @@ class Hall(AccountsMixin, ModerationMixin):
         # Addresses that gave a wrong key: (wrong keys in a row, when the last).
         self._suspects: dict[str, tuple[int, float]] = {}
         self._cloak_key = os.urandom(16)
-        self.msgids = 0  # the last id given to a message that is not stored (a DM, a TAGMSG)
+        # The last id given to a message that is not stored (a DM, a TAGMSG). It
+        # starts from the clock (microseconds) so that ids are not given again
+        # after a restart: clients drop a message whose id they have seen.
+        self.msgids = time.time_ns() // 1000
         self.most_users = 0  # the most users online at once since the start
         # Who used which name lately, newest last (IRC's WHOWAS), bounded.
         self.departed: collections.deque[Departed] = collections.deque(maxlen=DEPARTED_KEPT)

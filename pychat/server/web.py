@@ -66,6 +66,10 @@ class _WebIo:
             web.outgoing.clear()
             self.wake()  # type: ignore[attr-defined]
         if lines:
+            if web.ended:
+                # The last lines came with the end (a close frame, a refusal):
+                # they are handled, then the connection ends as at EOF.
+                self.eof = True  # type: ignore[misc]
             return lines
         if not data or web.ended:
             return b""  # the end: the loop closes once the output is written

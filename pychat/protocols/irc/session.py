@@ -50,6 +50,7 @@ WHOWAS_MAX = 10         # entries in one WHOWAS answer
 AWAY_MAX = 200
 ISON_MAX = 64
 CHATHISTORY_MAX = 100   # messages in one CHATHISTORY answer
+_NUMBER = re.compile(r"[0-9]{1,18}")  # a msgid or a count: ASCII digits that fit SQLite's integers
 MOTD = ("This pychat server's rooms are shared with its line-protocol users (nc HOST 22222).",
         "The history of a room is replayed when you join it.")
 
@@ -1373,7 +1374,7 @@ def _chathistory(self: IrcSession, msg: Message, now: float) -> None:
                                  "You are not in that room", source=self.server))
         return
     anchor = ref[6:] if ref.startswith("msgid=") else ("" if ref == "*" and how == "LATEST" else None)
-    if anchor is None or (anchor and not anchor.isdigit()) or not count.isdigit():
+    if anchor is None or (anchor and not _NUMBER.fullmatch(anchor)) or not _NUMBER.fullmatch(count):
         self.send(format_message("FAIL", "CHATHISTORY", "INVALID_PARAMS", how, clip(ref, 64),
                                  "Give msgid=ID (or * with LATEST) and a number", source=self.server))
         return

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 import struct
 from http import HTTPStatus
 from importlib import resources
@@ -41,11 +42,19 @@ _COMMON_HEADERS: Final = [
     ("Referrer-Policy", "no-referrer"),
     ("Cache-Control", "no-cache"),
 ]
-_PAGE_POLICY: Final = ("default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data:; "
+_PAGE_POLICY: Final = ("default-src 'self'; connect-src 'self'; img-src 'self' data:; "
                        "style-src 'self'; script-src 'self'; frame-ancestors 'none'")
 # An HTTP request line and headers may take this much before the connection
 # is refused (h11 buffers at most this).
 MAX_REQUEST_HEAD: Final = 16384
+# Requests one connection may make before it is closed: a page load is a few;
+# a client pipelining thousands would have them all answered at once.
+MAX_REQUESTS: Final = 32
+# Frames in one read that complete no message (pings, empty or partial
+# fragments) before the connection is closed (1008): each costs a parse, and
+# flood control, which counts lines, would never see them.
+MAX_IDLE_FRAMES: Final = 64
+_KEY = re.compile(r"[A-Za-z0-9+/]{22}==")
 
 
 def load_page() -> dict[str, tuple[str, bytes]]:
@@ -75,17 +84,19 @@ def text_frame(payload: bytes) -> bytes:
 class WebAdapter:
     """One web connection: HTTP requests, then (after an upgrade) IRC over WebSocket."""
 
-    __slots__ = ("_http", "_ws", "_page", "_origins", "_max_message", "_message_size", "outgoing", "ended",
-                 "upgraded")
+    __slots__ = ("_http", "_ws", "_page", "_origins", "_max_message", "_message", "_message_size", "_requests",
+                 "outgoing", "ended", "upgraded")
 
     def __init__(self, page: dict[str, tuple[str, bytes]], origins: frozenset[str], max_message: int) -> None:
         """ORIGINS: the allowed Origin values; empty means the page's own only."""
         self._http = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_REQUEST_HEAD)
         self._ws: WsConnection | None = None
         self._page = page
-        self._origins = origins
+        self._origins = frozenset(origin.rstrip("/") for origin in origins)
         self._max_message = max_message
+        self._message: list[bytes] = []   # the fragments of a message not yet finished
         self._message_size = 0
+        self._requests = 0
         self.outgoing = bytearray()  # HTTP responses and WebSocket control frames, ready for the wire
         self.ended = False           # nothing more will be read: close once the output is written
         self.upgraded = False
@@ -110,7 +121,10 @@ class WebAdapter:
                 if event is h11.NEED_DATA or event is h11.PAUSED:
                     break
                 if isinstance(event, h11.Request):
+                    self._requests += 1
                     self._request(event)
+                    if self._requests >= MAX_REQUESTS and self._ws is None:
+                        self.ended = True  # closed once the answers are written
                 elif isinstance(event, h11.EndOfMessage):
                     if http.our_state is h11.MUST_CLOSE or http.their_state is h11.MUST_CLOSE:
                         self.ended = True
@@ -142,7 +156,8 @@ class WebAdapter:
 
     def _upgrade(self, headers: dict[str, str]) -> None:
         """Switch to WebSocket if the request is a good upgrade from an allowed origin."""
-        if "websocket" not in headers.get("upgrade", "").lower() or "sec-websocket-key" not in headers:
+        if ("websocket" not in headers.get("upgrade", "").lower()
+                or not _KEY.fullmatch(headers.get("sec-websocket-key", ""))):
             self._respond(426, "this is a WebSocket endpoint\n", [("Upgrade", "websocket")])
             return
         if headers.get("sec-websocket-version") != "13":
@@ -196,23 +211,35 @@ class WebAdapter:
         assert ws is not None
         ws.receive_data(data if data else None)
         lines = []
-        for event in ws.events():
+        idle = 0
+        for event in ws.events():  # parsed as they are taken: a break leaves the rest unread
             if isinstance(event, (TextMessage, BytesMessage)):
                 chunk = event.data.encode() if isinstance(event, TextMessage) else event.data
                 self._message_size += len(chunk)
                 if self._message_size > self._max_message:
+                    self._message.clear()  # nothing of a refused message is acted on
                     self._close(CloseReason.MESSAGE_TOO_BIG, "message too big")
                     break
-                lines.append(chunk)
+                if chunk:
+                    self._message.append(bytes(chunk))
                 if event.message_finished:
+                    # Only a whole message is a line: a fragment cut off by the
+                    # end of the connection is not.
+                    lines.extend(self._message)
                     lines.append(b"\r\n")
+                    self._message.clear()
                     self._message_size = 0
+                    continue
             elif isinstance(event, Ping):
                 self.outgoing += ws.send(event.response())
             elif isinstance(event, CloseConnection):
                 if ws.state.name == "REMOTE_CLOSING":
                     self.outgoing += ws.send(event.response())
                 self.ended = True
+                break
+            idle += 1
+            if idle >= MAX_IDLE_FRAMES:
+                self._close(CloseReason.POLICY_VIOLATION, "too many frames")
                 break
         return b"".join(lines)
 

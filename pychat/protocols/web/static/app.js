@@ -3,7 +3,8 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const MAX_LINES = 1000;          // kept per view
+const MAX_LINES = 5000;          // kept per view (the oldest go first)
+const CATCH_UP_PAGE = 100;       // messages asked for at a time after a reconnection
 const BACKOFF_MAX = 30;          // seconds between reconnection attempts, at most
 const CAPS = ["server-time", "echo-message", "message-tags", "batch"];
 
@@ -71,6 +72,7 @@ function connect() {
   ws.onclose = () => {
     if (state.ws !== ws) return;
     state.ws = null;
+    state.batches.clear();  // their ends will never come
     if (state.quitting) { setStatus("disconnected"); return; }
     if ($("chat").hidden) { loginFailed("the server closed the connection"); return; }  // never got in
     const wait = Math.min(state.backoff, BACKOFF_MAX);
@@ -105,6 +107,12 @@ function handle(msg) {
       rejoin();
       return;
     case "433": case "432": case "464": case "465": case "904":
+      if (!state.registered && !$("chat").hidden && msg.command === "433") {
+        // Reconnecting, and the server has not yet let the old connection go.
+        setStatus("the name is still taken; trying again");
+        state.ws.close();
+        return;
+      }
       if (!state.registered) { loginFailed(p.slice(1).join(" ")); return; }
       break;
     case "ERROR": setStatus(p[0] || "closed"); return;
@@ -184,8 +192,10 @@ function handle(msg) {
       if (text.startsWith("\x01ACTION ") || text === "\x01ACTION\x01") { action = true; text = text.slice(8).replace(/\x01$/, ""); }
       else if (text.startsWith("\x01")) return;  // other CTCP: not shown
       const mention = !isMe(who) && mentions(text);
+      // The key tells a line seen before (a replay) from a new one; with the time in
+      // it, a server restarted without its history cannot make a new line look old.
       const line = { time: msg.tags.time, nick: who, text, action, mention, id: msg.tags.msgid || "",
-                     key: msg.tags.msgid || `${msg.tags.time}|${who}|${text}` };
+                     key: `${msg.tags.msgid || `${who}|${text}`}|${msg.tags.time}` };
       const batch = state.batches.get(msg.tags.batch);
       if (batch) { batch.lines.push(line); return; }  // history: merged in order when the batch ends
       addLine(view, line);
@@ -234,7 +244,7 @@ function addLine(view, line) {
     view.seen.add(line.key);
   }
   view.lines.push(line);
-  if (view.lines.length > MAX_LINES) view.lines.splice(0, view.lines.length - MAX_LINES);
+  trim(view);
   if (state.current === view) {
     const log = $("log");
     const atBottom = log.scrollHeight - log.scrollTop - log.clientHeight < 40;
@@ -252,9 +262,15 @@ function addLine(view, line) {
 function mergeHistory(view, lines) {
   const fresh = lines.filter((line) => !view.seen.has(line.key));
   for (const line of fresh) view.seen.add(line.key);
-  view.loading = false;
-  if (view.asked && !fresh.length) view.complete = true;  // nothing older: the start of the room
-  view.asked = false;
+  const ids = lines.filter((line) => /^\d+$/.test(line.id)).map((line) => Number(line.id));
+  // A whole page of messages after the catch-up's anchor (the answer to AFTER;
+  // a replay on joining is shorter) may not be all: ask for the next page.
+  const more = lines.length >= CATCH_UP_PAGE && ids.length && view.catchUpFrom !== undefined
+    && Math.min(...ids) > view.catchUpFrom;
+  if (view.asked && !more && (!ids.length || Math.max(...ids) < (view.oldest || Infinity))) {
+    view.loading = view.asked = false;  // the answer to BEFORE
+    if (!lines.length) view.complete = true;  // nothing older: the start of the room
+  }
   for (const line of lines) {
     if (/^\d+$/.test(line.id)) {
       const id = Number(line.id);
@@ -262,10 +278,15 @@ function mergeHistory(view, lines) {
       view.newest = Math.max(view.newest || 0, id);
     }
   }
+  if (more) {
+    view.catchUpFrom = Math.max(...ids);
+    send(`CHATHISTORY AFTER ${view.name} msgid=${view.catchUpFrom} ${CATCH_UP_PAGE}`);
+  }
   if (!fresh.length) return;
   // In time order (stored and live lines alike carry the server's time), ties by id.
   const order = (line) => (/^\d+$/.test(line.id) ? Number(line.id) : Infinity);
   view.lines = view.lines.concat(fresh).sort((a, b) => (a.time < b.time ? -1 : a.time > b.time ? 1 : order(a) - order(b)));
+  trim(view);
   if (state.current === view) {
     const log = $("log");
     const fromBottom = log.scrollHeight - log.scrollTop;
@@ -273,6 +294,12 @@ function mergeHistory(view, lines) {
     log.scrollTop = log.scrollHeight - fromBottom;  // what was on screen stays there
     if (log.scrollHeight <= log.clientHeight + 40) loadOlder();  // no scrolling yet: fill the screen first
   }
+}
+
+// At most MAX_LINES lines per view, and the keys of those only.
+function trim(view) {
+  if (view.lines.length > MAX_LINES) view.lines.splice(0, view.lines.length - MAX_LINES);
+  if (view.seen.size > 2 * MAX_LINES) view.seen = new Set(view.lines.map((line) => line.key).filter(Boolean));
 }
 
 // Scrolled to the top: ask for the page of messages before the oldest one shown.
@@ -285,7 +312,9 @@ function loadOlder() {
 
 // After a reconnection: whatever was said while away, after the newest message seen.
 function catchUp(view) {
-  if (view.newest) send(`CHATHISTORY AFTER ${view.name} msgid=${view.newest} 100`);
+  if (!view.newest) return;
+  view.catchUpFrom = view.newest;
+  send(`CHATHISTORY AFTER ${view.name} msgid=${view.newest} ${CATCH_UP_PAGE}`);
 }
 
 function renderLine(line) {
@@ -365,7 +394,7 @@ function renderMembers() {
 function rejoin() {
   const rooms = [...state.views.values()].filter((v) => v.kind === "room" && v.joined !== false);
   if (!rooms.length) { send("JOIN #general"); return; }
-  for (const view of rooms) send(`JOIN ${view.name}`);
+  for (const view of rooms) send(`JOIN ${view.name}${view.roomKey ? ` ${view.roomKey}` : ""}`);
 }
 
 // -- what the user types -------------------------------------------------------------
@@ -397,6 +426,7 @@ function command(line) {
       state.pendingSwitch = fold(name);
       const known = state.views.get(fold(name));
       if (known && known.joined) { show(known); return; }
+      if (key) ensureView(name, "room").roomKey = key;  // for joining again after a reconnection
       send(`JOIN ${name}${key ? ` ${key}` : ""}`);
       return;
     }
