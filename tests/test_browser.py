@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import WebDriverWait
@@ -63,7 +64,9 @@ class Page:
             self.wait(lambda d: d.find_element(By.ID, "title").text == "#general")
 
     def wait(self, condition, timeout: float = DEADLINE):
-        return WebDriverWait(self.driver, timeout).until(condition)
+        # The page redraws its lists as lines arrive: an element found a moment
+        # ago may be gone; the condition is then simply tried again.
+        return WebDriverWait(self.driver, timeout, ignored_exceptions=(StaleElementReferenceException,)).until(condition)
 
     def log_lines(self) -> list[str]:
         """The message list as shown, one string per line (read in one round trip)."""
@@ -132,7 +135,8 @@ def test_two_browsers_and_a_line_user_share_a_room_and_survive_a_restart(tmp_pat
         lou.expect(r"\(dm\) ben: psst, a secret$")
         assert ben.driver.find_element(By.ID, "title").text == "lou"  # the DM has its own view
         assert not any("psst" in line for line in ann.log_lines())
-        ben.driver.find_element(By.XPATH, "//ul[@id='rooms']//button[starts-with(., '#general')]").click()
+        ben.wait(lambda d: d.find_element(By.XPATH, "//ul[@id='rooms']//button[starts-with(., '#general')]").click()
+                 or True)
         ben.wait(lambda d: d.find_element(By.ID, "title").text == "#general")
         ann.screenshot(tmp_path, "web-desktop-light.png", dark=False)
         ann.screenshot(tmp_path, "web-desktop-dark.png", dark=True)
@@ -245,11 +249,11 @@ def test_a_registered_name_needs_its_password_and_other_rooms_count_unread(tmp_p
 
     page.wait(lambda d: general_button(d).find_elements(By.CLASS_NAME, "unread")
               and general_button(d).find_element(By.CLASS_NAME, "unread").text == "2")
-    general_button(page.driver).click()
+    page.wait(lambda d: general_button(d).click() or True)
     page.wait_line("lou: second line")
     mention = page.driver.find_element(By.XPATH, "//ol[@id='log']/li[contains(., 'are you there')]")
     assert "mention" in mention.get_attribute("class")
-    assert not general_button(page.driver).find_elements(By.CLASS_NAME, "unread")  # read now
+    page.wait(lambda d: not general_button(d).find_elements(By.CLASS_NAME, "unread"))  # read now
     # Keyboard only: Alt+Down moves to the next view.
     page.driver.find_element(By.ID, "input").send_keys(Keys.ALT, Keys.ARROW_DOWN)
     page.wait(lambda d: d.find_element(By.ID, "title").text == "#den")

@@ -39,6 +39,7 @@ from pychat.server.logsink import NonBlockingStderr, Throttle
 from pychat.server.tls import HANDSHAKE_TIMEOUT, TlsConnection, TlsError, server_context, wrap
 from pychat.core.model import Hall
 from pychat.core.text import decode_line
+from pychat.core.text import sanitize as clean_text
 from pychat.core.timers import Timers
 
 log = logging.getLogger("pychat.server.loop")
@@ -627,8 +628,17 @@ class Server:
         handle, now, text = session.handle_line, self.now, session.wants_text
         rest = iter(frames)
         for frame in rest:
-            if isinstance(frame, bytes):
-                handle(decode_line(frame) if text else frame, now)
+            if frame.__class__ is bytes:
+                if text:
+                    # decode_line(), inlined for the common case: no telnet
+                    # commands, and all printable once decoded.
+                    if b"\xff" in frame:
+                        handle(decode_line(frame), now)
+                    else:
+                        line = frame.decode("utf-8", "replace")
+                        handle(line if line.isprintable() else clean_text(line), now)
+                else:
+                    handle(frame, now)
                 if session.closing:
                     break
                 if session.held:

@@ -84,10 +84,13 @@ class LineRenderer:
     echo = False
 
     def said(self, e: SaidFields) -> bytes:
-        # The hot path: one f-string, fields by position (ts, room, sender, _, text, kind).
+        # The hot path: one f-string, fields by position (ts, room, sender, _, text, kind),
+        # and the stamp of this second without a call.
+        ts = e[0]
+        when = _stamp_text if int(ts) == _stamp_second else stamp(ts)
         if e[5] == ACTION:
-            return f"{stamp(e[0])} #{e[1]} * {e[2]} {e[4]}\r\n".encode()
-        return f"{stamp(e[0])} #{e[1]} {e[2]}: {e[4]}\r\n".encode()
+            return f"{when} #{e[1]} * {e[2]} {e[4]}\r\n".encode()
+        return f"{when} #{e[1]} {e[2]}: {e[4]}\r\n".encode()
 
     def joined(self, e: Joined) -> bytes:
         return event(e.ts, f"#{e.room}", notice(JOINED, f"{e.who} has joined"))
