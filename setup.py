@@ -21,7 +21,8 @@ setup(
                  "selenium>=4.10"],
         # The web front end: HTTP and WebSocket parsers, both sans-I/O like the server's own.
         "web": ["h11>=0.14", "wsproto>=1.2"],
-        "bench": ["numpy>=1.22", "matplotlib>=3.5", "miniircd"],
+        # The benchmark runs the web front end too (pychat-ws).
+        "bench": ["numpy>=1.22", "matplotlib>=3.5", "miniircd", "h11>=0.14", "wsproto>=1.2"],
     },
     entry_points={
         "console_scripts": [
