@@ -128,6 +128,15 @@ def test_migration_from_an_empty_file(tmp_path):
     store.close()
 
 
+def database_at(path: str, version: int, *statements: str) -> None:
+    """A database file at schema VERSION holding what STATEMENTS insert (as an older pychat left it)."""
+    db = sqlite3.connect(path, isolation_level=None)
+    migrate(db, target=version)
+    for statement in statements:
+        db.execute(statement)
+    db.close()
+
+
 def test_migration_from_schema_version_2(tmp_path):
     """v2 had no message chain: the migration builds it from the rows."""
     path = str(tmp_path / "old.db")
@@ -154,12 +163,10 @@ def test_migration_from_schema_version_2(tmp_path):
 
 def test_migration_from_schema_version_3_keeps_ids_and_never_reuses_them(tmp_path):
     path = str(tmp_path / "v3.db")
-    db = sqlite3.connect(path, isolation_level=None)
-    migrate(db, target=3)
-    db.execute("INSERT INTO rooms (id, key, name, created, last_id) VALUES (7, 'lobby', 'Lobby', 1.0, 1)")
-    db.execute("INSERT INTO rooms (id, key, name, created) VALUES (9, 'idle', 'idle', 1.0)")
-    db.execute("INSERT INTO events (id, room_id, ts, kind, sender, text) VALUES (1, 7, 2.0, 0, 'old', 'kept')")
-    db.close()
+    database_at(path, 3,
+                "INSERT INTO rooms (id, key, name, created, last_id) VALUES (7, 'lobby', 'Lobby', 1.0, 1)",
+                "INSERT INTO rooms (id, key, name, created) VALUES (9, 'idle', 'idle', 1.0)",
+                "INSERT INTO events (id, room_id, ts, kind, sender, text) VALUES (1, 7, 2.0, 0, 'old', 'kept')")
     store = HistoryStore(path)
     assert [(r.id, r.name) for r in store.rooms()] == [(7, "Lobby"), (9, "idle")]
     assert [e.text for e in store.recent(7, 5)] == ["kept"]
@@ -320,12 +327,10 @@ def test_room_heads_are_saved_every_heads_rows(tmp_path):
 
 def test_migration_to_version_6_marks_every_saved_head_exact(tmp_path):
     path = str(tmp_path / "v5.db")
-    db = sqlite3.connect(path, isolation_level=None)
-    migrate(db, target=5)
-    db.execute("INSERT INTO rooms (id, key, name, created, last_id) VALUES (3, 'den', 'den', 1.0, 2)")
-    db.execute("INSERT INTO events (id, room_id, prev_id, ts, kind, sender, text) VALUES (1, 3, NULL, 2.0, 0, 'a', 'one')")
-    db.execute("INSERT INTO events (id, room_id, prev_id, ts, kind, sender, text) VALUES (2, 3, 1, 3.0, 0, 'a', 'two')")
-    db.close()
+    database_at(path, 5,
+                "INSERT INTO rooms (id, key, name, created, last_id) VALUES (3, 'den', 'den', 1.0, 2)",
+                "INSERT INTO events (id, room_id, prev_id, ts, kind, sender, text) VALUES (1, 3, NULL, 2.0, 0, 'a', 'one')",
+                "INSERT INTO events (id, room_id, prev_id, ts, kind, sender, text) VALUES (2, 3, 1, 3.0, 0, 'a', 'two')")
     store = HistoryStore(path)
     assert [e.text for e in store.recent(3, 10)] == ["one", "two"]
     store._db.close()

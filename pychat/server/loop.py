@@ -95,6 +95,7 @@ class Server:
         self.settings = settings
         self.tls_context: ssl.SSLContext | None = None
         self._web_page: dict[str, tuple[str, bytes]] = {}
+        self._web_origins: frozenset[str] = frozenset()
         if settings.tls_cert is not None and settings.tls_key is not None:
             self.tls_context = server_context(settings.tls_cert, settings.tls_key)
         self.history = history if history is not None else HistoryStore(settings.db)
@@ -147,6 +148,7 @@ class Server:
                             "(or 'pychat[web]') turns it on", web.MISSING)
             else:
                 self._web_page = web.load_page()
+                self._web_origins = web.allowed_origins(settings.web_origins)
                 bound += self._listen_for(web_frontend(settings), settings.web_port,
                                           tls=self.tls_context is not None, web=True)
         if self.tls_context is not None:
@@ -522,7 +524,7 @@ class Server:
         except OSError:
             pass
         conn: Connection
-        adapter = (web.WebAdapter(self._web_page, frozenset(settings.web_origins), frontend.max_line)
+        adapter = (web.WebAdapter(self._web_page, self._web_origins, frontend.max_line)
                    if is_web else None)
         if tls and self.tls_context is not None:
             try:

@@ -18,10 +18,10 @@ from pychat.server.frontends import Frontend
 from pychat.server.tls import TlsConnection
 
 try:
-    from pychat.protocols.web.adapter import WebAdapter, load_page
+    from pychat.protocols.web.adapter import WebAdapter, allowed_origins, load_page
 except ImportError as exc:  # the optional extra is not installed
     WebAdapter = None  # type: ignore[assignment,misc]
-    load_page = None  # type: ignore[assignment]
+    allowed_origins = load_page = None  # type: ignore[assignment]
     MISSING = str(exc)
 else:
     MISSING = ""
@@ -34,13 +34,10 @@ else:
 _framed: dict[int, tuple[bytes, bytes]] = {}
 
 
-def _frame(web: WebAdapter, data: bytes) -> bytes:
-    known = _framed.get(id(data))
-    if known is not None and known[0] is data:
-        return known[1]
-    framed = web.frame(data)
-    _framed[id(data)] = (data, framed)
-    return framed
+def _remember(web: WebAdapter, data: bytes) -> tuple[bytes, bytes]:
+    """DATA's frames, made and kept for the other recipients of this pass."""
+    known = _framed[id(data)] = (data, web.frame(data))
+    return known
 
 
 def forget_frames() -> None:
@@ -78,17 +75,16 @@ class _WebIo:
     def flush(self) -> None:
         if getattr(self, "handshaking", False):
             return  # TLS first: the output waits, unframed
-        web = self.web
-        if web.outgoing:
-            self.wbuf += web.outgoing
-            web.outgoing.clear()
+        web = self.web  # (its HTTP answers and pongs went to wbuf as they were made: see recv)
         out = self.out
         if out:
             if web.upgraded and not web.ended:
                 framed = _framed
                 for i, data in enumerate(out):
                     known = framed.get(id(data))
-                    out[i] = known[1] if known is not None and known[0] is data else _frame(web, data)
+                    if known is None or known[0] is not data:
+                        known = _remember(web, data)
+                    out[i] = known[1]
             else:
                 out.clear()  # before the upgrade there is no one to say IRC to
         super().flush()  # type: ignore[misc]

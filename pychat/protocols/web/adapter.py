@@ -66,6 +66,11 @@ def load_page() -> dict[str, tuple[str, bytes]]:
     return page
 
 
+def allowed_origins(listed: tuple[str, ...]) -> frozenset[str]:
+    """--web-origin values as browsers send them (no trailing slash); made once, shared by every connection."""
+    return frozenset(origin.rstrip("/") for origin in listed)
+
+
 def accept_token(key: str) -> str:
     """Sec-WebSocket-Accept for a client's Sec-WebSocket-Key (RFC 6455 section 4.2.2)."""
     return base64.b64encode(hashlib.sha1(key.encode("ascii") + _GUID).digest()).decode("ascii")
@@ -88,11 +93,11 @@ class WebAdapter:
                  "outgoing", "ended", "upgraded")
 
     def __init__(self, page: dict[str, tuple[str, bytes]], origins: frozenset[str], max_message: int) -> None:
-        """ORIGINS: the allowed Origin values; empty means the page's own only."""
+        """ORIGINS: the allowed Origin values (see allowed_origins); empty means the page's own only."""
         self._http = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_REQUEST_HEAD)
         self._ws: WsConnection | None = None
         self._page = page
-        self._origins = frozenset(origin.rstrip("/") for origin in origins)
+        self._origins = origins
         self._max_message = max_message
         self._message: list[bytes] = []   # the fragments of a message not yet finished
         self._message_size = 0
