@@ -38,8 +38,7 @@ from pychat.core.limits import HallLimits, KeyedBuckets, Rate, address_key, seco
 from pychat.server.logsink import NonBlockingStderr, Throttle
 from pychat.server.tls import HANDSHAKE_TIMEOUT, TlsConnection, TlsError, server_context, wrap
 from pychat.core.model import Hall
-from pychat.core.text import decode_line
-from pychat.core.text import sanitize as clean_text
+from pychat.core.text import decode_line, sanitize
 from pychat.core.timers import Timers
 
 log = logging.getLogger("pychat.server.loop")
@@ -638,7 +637,7 @@ class Server:
                         handle(decode_line(frame), now)
                     else:
                         line = frame.decode("utf-8", "replace")
-                        handle(line if line.isprintable() else clean_text(line), now)
+                        handle(line if line.isprintable() else sanitize(line), now)
                 else:
                     handle(frame, now)
                 if session.closing:
