@@ -1,7 +1,7 @@
 """The design card and the layers, read from the source with ast.
 
 No threads, asyncio or socketserver anywhere; sockets and selectors only in
-the server and the client's loop; sqlite3 only in the history store; curses
+the server's and the client's loops (and the server's link to Redis); sqlite3 only in the history store; curses
 only in the client's screen. The folders are layers: core (the chat world)
 <- protocols (wire formats) <- server (the loop); the client may use core and
 protocols. Nothing imports a layer above its own.
@@ -19,9 +19,11 @@ SOURCES = sorted(PACKAGE.rglob("*.py")) + [ROOT / "pychat_server.py", ROOT / "py
 
 FORBIDDEN = {"threading", "_thread", "asyncio", "socketserver", "concurrent", "multiprocessing", "select"}
 ONLY_IN = {
-    "socket": {"server/loop.py", "server/connection.py", "server/logsink.py", "server/tls.py", "client/app.py"},
+    "socket": {"server/loop.py", "server/connection.py", "server/logsink.py", "server/tls.py", "server/redis.py",
+               "client/app.py"},
     "ssl": {"server/loop.py", "server/tls.py", "server/web.py", "client/app.py"},
-    "selectors": {"server/loop.py", "client/app.py"},
+    "selectors": {"server/loop.py", "server/redis.py", "server/cluster.py", "client/app.py"},
+    "hiredis": {"server/redis.py"},  # the cluster extra
     "sqlite3": {"core/history.py"},
     "curses": {"client/curses_ui.py"},
 }

@@ -122,7 +122,7 @@ class User:
 
     __slots__ = ("name", "key", "rooms", "outbox", "send", "renderer", "ident", "host", "prefix",
                  "address", "room_budget", "realname", "away", "invisible", "wallops", "account", "oper",
-                 "ignoring", "ignored_by")
+                 "ignoring", "ignored_by", "node", "fence")
 
     def __init__(self, name: str, outbox: Outbox, renderer: Renderer, address: str = "",
                  ident: str = "", host: str = "pychat") -> None:
@@ -147,6 +147,10 @@ class User:
         # The users ignoring this one, shared with the Hall's map: fan-out
         # skips them (empty for nearly everyone, which costs one test).
         self.ignored_by: set[User] | frozenset[User] = _NOBODY
+        # In a cluster: the node this user is connected to, and the fence
+        # token of its name's claim (events from an older claim are dropped).
+        self.node = ""
+        self.fence = 0
 
     def __repr__(self) -> str:
         return f"User({self.name!r})"
@@ -294,13 +298,23 @@ class Hall(AccountsMixin, ModerationMixin):
         given (the caller has checked its password)."""
         name = self.check_name(name, account=account)
         user = User(name, outbox, renderer, address, ident, self.cloak(address))
+        self._add_user(user, account)
+        return user
+
+    def _add_user(self, user: User, account: str | None) -> None:
+        """Put USER, whose name was checked, in the hall."""
         self.users[user.key] = user
         self._ranked_users.add(user)
         self.most_users = max(self.most_users, len(self.users))
         self._watch_ignorers(user)
         if account is not None:
             self._logged_in(user, account)
-        return user
+
+    def awaits(self, outbox: object, op: str, key: str) -> bool:
+        """Whether a request of OUTBOX's (OP on KEY) was carried out and waits
+        to be answered: never here; in a cluster, when the stream brought it back
+        (pychat.core.replicated)."""
+        return False
 
     def find_user(self, name: str) -> User | None:
         """The user online under NAME (or a name that looks like it)."""
@@ -414,6 +428,15 @@ class Hall(AccountsMixin, ModerationMixin):
 
     def _new_room(self, user: User, raw: str, key: str | None, now: float, *, limited: bool = True) -> Room:
         """Create a room for USER, within the room cap and creation budgets."""
+        name = self._check_new_room(user, raw, key, now, limited=limited)
+        if key:
+            self._spend_slow_check(user.address, now)  # hashing a new key costs what checking one does
+        if limited:
+            self._spend_room_budgets(user, now)
+        return self._make_room(user, name, hash_key(key) if key else None, now, key)
+
+    def _check_new_room(self, user: User, raw: str, key: str | None, now: float, *, limited: bool = True) -> str:
+        """The name of the room USER may create as RAW; ChatError if it may not."""
         name = room_name(raw) if len(raw) <= MAX_TYPED else raw
         problem = room_problem(name)
         if problem:
@@ -426,11 +449,10 @@ class Hall(AccountsMixin, ModerationMixin):
             raise ChatError(f"#{name} is where everyone lands; it cannot be locked", BAD_ROOM_NAME)
         if limited:
             self._check_room_budgets(user, now)
-        if key:
-            self._spend_slow_check(user.address, now)  # hashing a new key costs what checking one does
-        if limited:
-            self._spend_room_budgets(user, now)
-        key_hash = hash_key(key) if key else None
+        return name
+
+    def _make_room(self, user: User, name: str, key_hash: str | None, now: float, key: str | None = None) -> Room:
+        """Create the room NAME (checked) for USER, locked with KEY_HASH if given."""
         room = Room(name, self.history.add_room(room_key(name), name, key_hash, now), key_hash, now)
         if key:
             room.good_key = key

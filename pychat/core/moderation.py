@@ -188,8 +188,10 @@ class ModerationMixin:
         """A room is gated (its speakers checked) while moderated or with mutes."""
         room.gated = "m" in room.modes or bool(room.mutes)
 
-    def _may_enter(self, user: User, room: Room, key: str | None, now: float) -> None:
-        """Raise ChatError unless USER may join ROOM (its owner and operators by account always may)."""
+    def _may_enter(self, user: User, room: Room, key: str | None, now: float, *, key_checked: bool = False) -> None:
+        """Raise ChatError unless USER may join ROOM (its owner and operators by account always may).
+
+        KEY_CHECKED: the key was checked already (by the node the user is on, in a cluster)."""
         account = user.account
         if account is not None and (account == room.owner or account in room.op_accounts):
             return
@@ -200,7 +202,7 @@ class ModerationMixin:
             raise ChatError(f"#{room.name} is invite-only: an operator must /invite you", INVITE_ONLY)
         if room.limit is not None and len(room.members) >= room.limit and not invited:
             raise ChatError(f"#{room.name} is full ({room.limit} members)", ROOM_FULL)
-        if room.locked:
+        if room.locked and not key_checked:
             if not key:
                 raise ChatError(f"#{room.name} is locked: /join {room.name} KEY", NEEDS_KEY)
             self._check_key(user, room, key, now)

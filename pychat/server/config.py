@@ -61,6 +61,10 @@ class ServerSettings:
     max_rooms: int = 10_000
     opers: tuple[str, ...] = ()
     log_level: str = "info"
+    # A cluster (README: Several nodes, one Redis): several nodes sharing one world
+    # through Redis; None is a single process. Needs the cluster extra.
+    cluster: str | None = None
+    node_name: str = ""                 # empty: HOSTNAME-PID
     # Not a flag: how long a graceful shutdown or a closing connection may
     # spend flushing output before the socket is closed regardless.
     flush_deadline: float = 5.0
@@ -132,6 +136,21 @@ def _default_room(text: str) -> str:
     return name
 
 
+def _redis_url(text: str) -> str:
+    from pychat.server.redis import RedisAddress
+    try:
+        RedisAddress(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def _node_name(text: str) -> str:
+    if not text or len(text) > 64 or not all(c.isascii() and (c.isalnum() or c in "-_.") for c in text):
+        raise argparse.ArgumentTypeError(f"not a usable node name: {text!r} (letters, digits, - _ . ; at most 64)")
+    return text
+
+
 def server_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="pychat-server",
@@ -183,6 +202,10 @@ def server_parser() -> argparse.ArgumentParser:
                    help=f"rooms the server keeps; creating more is refused (default {d.max_rooms})")
     p.add_argument("--oper", dest="opers", action="append", default=[], metavar="ACCOUNT",
                    help="an account that is a server operator once logged in (repeatable)")
+    p.add_argument("--cluster", metavar="redis://HOST:PORT[/DB]", type=_redis_url, default=None,
+                   help="join the cluster that shares this Redis (needs the cluster extra: hiredis)")
+    p.add_argument("--node-name", type=_node_name, default=None, metavar="NAME",
+                   help="this node's name in the cluster, kept across restarts (default HOSTNAME-PID)")
     p.add_argument("--log-level", choices=LOG_LEVELS, default=d.log_level, type=str.lower,
                    help=f"server log detail on stderr (default {d.log_level})")
     p.add_argument("--version", action="version", version=f"pychat {__version__}")
@@ -194,8 +217,11 @@ def parse_server_args(argv: Sequence[str] | None = None) -> ServerSettings:
     ns = parser.parse_args(argv)
     if (ns.tls_cert is None) != (ns.tls_key is None):
         parser.error("--tls-cert and --tls-key go together")
+    if ns.node_name and ns.cluster is None:
+        parser.error("--node-name goes with --cluster")
     values = vars(ns)
     values["opers"] = tuple(values["opers"])
+    values["node_name"] = values["node_name"] or ""
     values["web_origins"] = tuple(values["web_origins"])
     if values["db"] is None:
         values["db"] = default_db_path()

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import collections
 import errno
+import importlib.util
 import logging
 import os
 import resource
@@ -38,6 +39,9 @@ from pychat.core.limits import HallLimits, KeyedBuckets, Rate, address_key, seco
 from pychat.server.logsink import NonBlockingStderr, Throttle
 from pychat.server.tls import HANDSHAKE_TIMEOUT, TlsConnection, TlsError, server_context, wrap
 from pychat.core.model import Hall
+from pychat.core.replicated import ReplicatedHall
+from pychat.server.cluster import Cluster
+from pychat.server.redis import RedisAddress, RedisLink
 from pychat.core.text import decode_line, sanitize
 from pychat.core.timers import Timers
 
@@ -99,11 +103,20 @@ class Server:
             self.tls_context = server_context(settings.tls_cert, settings.tls_key)
         self.history = history if history is not None else HistoryStore(settings.db)
         per_address = settings.max_per_ip > 0
-        self.hall = Hall(self.history, settings.history_lines,
-                         HallLimits(max_rooms=settings.max_rooms, per_address=per_address), settings.default_room,
-                         settings.opers)
+        limits = HallLimits(max_rooms=settings.max_rooms, per_address=per_address)
         self.sel = selectors.DefaultSelector()
         self.timers = Timers()
+        self.cluster: Cluster | None = None
+        if settings.cluster is None:
+            self.hall = Hall(self.history, settings.history_lines, limits, settings.default_room, settings.opers)
+        else:
+            node = settings.node_name or f"{socket.gethostname()}-{os.getpid()}"
+            replicated = ReplicatedHall(self.history, settings.history_lines, limits, settings.default_room,
+                                        settings.opers, node=node)
+            replicated.resume = self._resume_held
+            self.hall = replicated
+            self.cluster = Cluster(RedisAddress(settings.cluster), node, replicated, self.sel, self.timers,
+                                   time.monotonic)
         self.listeners: list[_Listener] = []
         self.conns: dict[int, Connection] = {}
         self.per_ip: collections.Counter[str] = collections.Counter()
@@ -155,6 +168,8 @@ class Server:
                 bound += self._listen_for(line_frontend(settings), settings.tls_port, tls=True)
             if settings.ircs_port is not None:
                 bound += self._listen_for(irc_frontend(settings), settings.ircs_port, tls=True)
+        if self.cluster is not None and not self.cluster.started and self.cluster.cmd.state == "down":
+            self.cluster.start()
         return bound
 
     def _listen_for(self, frontend: Frontend, port: int, tls: bool = False, web: bool = False) -> list[tuple[str, int]]:
@@ -168,12 +183,14 @@ class Server:
 
     def _bind(self, frontend: Frontend, port: int, tls: bool, web: bool) -> list[tuple[str, int]]:
         host = self.settings.host
+        # The nodes of a cluster on one host share their ports: the kernel spreads the connections.
+        reuse = self.cluster is not None and hasattr(socket, "SO_REUSEPORT")
         if not host:
             if socket.has_dualstack_ipv6():
                 socks = [socket.create_server(("", port), family=socket.AF_INET6,
-                                              dualstack_ipv6=True, backlog=LISTEN_BACKLOG)]
+                                              dualstack_ipv6=True, backlog=LISTEN_BACKLOG, reuse_port=reuse)]
             else:
-                socks = [socket.create_server(("", port), backlog=LISTEN_BACKLOG)]
+                socks = [socket.create_server(("", port), backlog=LISTEN_BACKLOG, reuse_port=reuse)]
         else:
             socks = []
             seen = set()
@@ -185,7 +202,7 @@ class Server:
                 # With port 0 every address shares the port the first one got.
                 bind_port = socks[0].getsockname()[1] if socks else port
                 socks.append(socket.create_server((addr[0], bind_port), family=family,
-                                                  backlog=LISTEN_BACKLOG))
+                                                  backlog=LISTEN_BACKLOG, reuse_port=reuse))
         bound = []
         for sock in socks:
             sock.setblocking(False)
@@ -264,6 +281,8 @@ class Server:
                     self._on_tls_event(data, mask)
                 elif isinstance(data, Connection):
                     self._on_event(data, mask)  # a web connection
+                elif data.__class__ is RedisLink:
+                    self._on_redis_event(data, mask)
                 else:
                     self._write_log()
             if not self._dirty and not self.hall.touched:
@@ -300,6 +319,19 @@ class Server:
         except Exception:
             log.exception("internal error on connection %s; closing it", conn.peer, extra={"addr": conn.addr})
             self._drop(conn, "internal error")
+
+    def _on_redis_event(self, link: RedisLink, mask: int) -> None:
+        try:
+            link.on_event(mask, self.mono)
+        except Exception:
+            log.exception("internal error on the cluster's Redis link %s; closing it", link.name)
+            link.close("internal error")
+
+    def _resume_held(self, outbox: object) -> None:
+        """The cluster carried out what a held request waited for: try it again now."""
+        conn = outbox
+        if isinstance(conn, Connection) and conn.held and not conn.closed:
+            self._retry_held(conn, limited=False)
 
     def _on_tls_event(self, conn: TlsConnection, mask: int) -> None:
         """A TLS connection's readiness: its handshake's next step, or as any connection's."""
@@ -351,6 +383,8 @@ class Server:
         """
         dirty = self._dirty
         touched = self.hall.touched
+        if self.cluster is not None:
+            self.cluster.flush()  # this pass's events leave for the stream together
         while True:
             if not self.history.commit():
                 self._withhold_unstored()
@@ -656,7 +690,7 @@ class Server:
         session = conn.session
         assert session is not None
         wait, session.held = session.held, 0.0
-        log.debug("%s waits %.2f s for the server's slow-check budget", conn.peer, wait, extra={"addr": conn.addr})
+        log.debug("%s: a request held (for at most %.2f s)", conn.peer, wait, extra={"addr": conn.addr})
         conn.framer.unread(later)
         conn.held = True
         was_paused, conn.paused = conn.paused, True
@@ -664,7 +698,7 @@ class Server:
         if not was_paused:
             self._update_interest(conn)
 
-    def _retry_held(self, conn: Connection) -> None:
+    def _retry_held(self, conn: Connection, limited: bool = True) -> None:
         """Try the held request again; then the lines that waited, as usual.
 
         At most HELD_RETRIES_PER_PASS are tried in one pass of the loop: a
@@ -676,7 +710,7 @@ class Server:
             return
         if self._retry_pass != self.now:
             self._retry_pass, self._retries = self.now, 0
-        if self._retries >= HELD_RETRIES_PER_PASS:
+        if self._retries >= HELD_RETRIES_PER_PASS and limited:
             self.timers.call_at(self.mono, lambda: self._retry_held(conn))
             return
         self._retries += 1
@@ -830,6 +864,8 @@ class Server:
         session = conn.session
         if session is not None and session.registered and not self.stopping:
             session.disconnected("connection closed", self.now)
+        if self.cluster is not None:
+            self.cluster.hall.forget_connection(conn)
         if conn.interest:
             self.sel.unregister(conn.sock)
             conn.interest = 0
@@ -886,6 +922,9 @@ class Server:
 
     def _exit_now(self) -> int:
         self.stopping = True
+        if self.cluster is not None:
+            self.cluster.stop()
+            self.cluster.flush()
         for conn in list(self.conns.values()):
             self._close(conn)
         self.history.close()
@@ -936,6 +975,11 @@ def main(argv: list[str] | None = None) -> None:
     except HistoryError as exc:
         print(f"pychat-server: {exc}", file=sys.stderr)
         sys.exit(1)
+    if settings.cluster is not None:
+        if importlib.util.find_spec("hiredis") is None:  # the cluster extra
+            print("pychat-server: --cluster needs hiredis: python3 -m pip install '.[cluster]' in the checkout "
+                  "(or 'pychat[cluster]')", file=sys.stderr)
+            sys.exit(1)
     try:
         server = Server(settings, history, sink)
     except TlsError as exc:  # the files changed since they were checked just now

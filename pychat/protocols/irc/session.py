@@ -159,8 +159,10 @@ class IrcSession:
             return
         try:
             action(now)
-        except Busy as exc:
-            self.held, self.held_action = exc.wait, action
+        except Busy as exc:  # held again: at the point the action names, if it named one
+            self.held = exc.wait
+            if self.held_action is None:
+                self.held_action = action
 
     def _fast_privmsg(self, user: User, raw: bytes, now: float) -> bool:
         """The hot path: ``PRIVMSG #room :text`` with no tags, no prefix, one
@@ -292,6 +294,9 @@ class IrcSession:
         try:
             user = self.hall.register(nick, self.outbox, self._renderer(), self.address, self.ident,
                                       account.key if account is not None else None)
+        except Busy:  # in a cluster: the name's claim is on its way
+            self.held_action = self._try_register
+            raise
         except ChatError as exc:
             self.nick = None
             self._nick_error(exc, nick)
@@ -621,14 +626,16 @@ def _nick(self: IrcSession, msg: Message, now: float) -> None:
         self.nick = name
         self._try_register(now)
         return
-    if name == user.name:
+    if name == user.name and not self.hall.awaits(self.outbox, "nick", ""):
         return
-    old_name, old_prefix = user.name, user.prefix
     try:
-        self.hall.rename(user, name, now)
+        old_name = self.hall.rename(user, name, now)
+    except Busy:
+        raise
     except ChatError as exc:
         self._nick_error(exc, wanted)
         return
+    old_prefix = f"{old_name}!{user.ident}@{user.host}"
     self.send(user.renderer.renamed(Renamed(now, old_name, user.name, old_prefix), ""))  # as the others see it
 
 
@@ -684,24 +691,34 @@ def _join(self: IrcSession, msg: Message, now: float) -> None:
         return
     me = self._me
     if msg.params[0] == "0":
-        for room in list(me.rooms):
-            self._part_room(room, "", now)
+        _part_targets(self, [f"#{room.name}" for room in me.rooms], "", now)
         return
     keys = msg.params[1].split(",") if len(msg.params) > 1 else []
-    for i, target in enumerate(msg.params[0].split(",")):
+    targets = msg.params[0].split(",")
+    _join_targets(self, [(target, keys[i] if i < len(keys) and keys[i] else None)
+                        for i, target in enumerate(targets)], now)
+
+
+def _join_targets(self: IrcSession, pairs: list[tuple[str, str | None]], now: float) -> None:
+    """JOIN each (#room, key) of PAIRS in turn. A join held on its way (Busy) is
+    tried again with the rest of the list, from that room on."""
+    me = self._me
+    for i, (target, key) in enumerate(pairs):
         if not target:
             continue
         if not target.startswith("#"):
             self._reply(m.ERR_NOSUCHCHANNEL, clip(target, 40), "No such channel")
             continue
         existing = self._room_named(target)
-        if existing is not None and me in existing.members:
+        if existing is not None and me in existing.members and not self.hall.awaits(self.outbox, "join",
+                                                                                      existing.key):
             continue  # already there: IRC servers say nothing
-        key = keys[i] if i < len(keys) and keys[i] else None
         try:
             room = self.hall.join(me, target[1:], key, now)
         except Busy:
-            raise  # the JOIN is tried again whole: the rooms joined by then are skipped
+            rest = pairs[i:]
+            self.held_action = lambda later: _join_targets(self, rest, later)
+            raise
         except ChatError as exc:
             numeric, text = _JOIN_ERRORS.get(exc.code, (m.ERR_UNAVAILRESOURCE, str(exc)))
             if exc.code == E.BAD_ROOM_NAME:
@@ -721,14 +738,25 @@ def _part(self: IrcSession, msg: Message, now: float) -> None:
     if not self._need(msg, 1):
         return
     reason = sanitize(msg.params[1])[:200] if len(msg.params) > 1 else ""
-    for target in msg.params[0].split(","):
-        room = self._room_named(target)
+    _part_targets(self, msg.params[0].split(","), reason, now)
+
+
+def _part_targets(self: IrcSession, targets: list[str], reason: str, now: float, held: Room | None = None) -> None:
+    """PART each room of TARGETS in turn; one held on its way (Busy) is tried again
+    with the rest, HELD being the first's room (by then it may be gone from the hall)."""
+    for i, target in enumerate(targets):
+        room = held if i == 0 and held is not None else self._room_named(target)
         if room is None:
             self._reply(m.ERR_NOSUCHCHANNEL, clip(target, 40), "No such channel")
-        elif self._me not in room.members:
+        elif self._me not in room.members and not self.hall.awaits(self.outbox, "part", room.key):
             self._reply(m.ERR_NOTONCHANNEL, f"#{room.name}", "You're not on that channel")
         else:
-            self._part_room(room, reason, now)
+            try:
+                self._part_room(room, reason, now)
+            except Busy:
+                rest, parting = targets[i:], room
+                self.held_action = lambda later: _part_targets(self, rest, reason, later, parting)
+                raise
 
 
 @_handles("NAMES")

@@ -56,7 +56,7 @@ class Session:
     wants_text = True  # the server hands this session decoded, clean lines
 
     __slots__ = ("hall", "outbox", "send", "peer", "address", "default_room", "user", "closing", "asked",
-                 "held", "held_line")
+                 "held", "held_line", "held_action")
 
     def __init__(self, hall: Hall, outbox: Outbox, peer: str = "", default_room: str = "general",
                  address: str = "") -> None:
@@ -75,6 +75,9 @@ class Session:
         # Seconds until the held line (a check the server had no time for) is tried again.
         self.held = 0.0
         self.held_line = ""
+        # What to try again instead of the held line, where a request was held
+        # half-way through (in a cluster: a join on its way back from the stream).
+        self.held_action: Callable[[float], None] | None = None
 
     def _log(self, level: int, msg: str, *args: object) -> None:
         """Log about this client; the log throttles each address (pychat.server.logsink)."""
@@ -140,7 +143,18 @@ class Session:
     def retry(self, now: float) -> None:
         """Handle the held line again (the loop holds the lines after it)."""
         line, self.held_line = self.held_line, ""
-        self.handle_line(line, now)
+        action, self.held_action = self.held_action, None
+        if action is None:
+            self.handle_line(line, now)
+            return
+        try:
+            action(now)
+        except Busy as exc:  # held again: at the point the action names, if it named one
+            self.held = exc.wait
+            if self.held_action is None:
+                self.held_action = action
+        except ChatError as exc:
+            self.send(render.error(str(exc)))
 
     def _say(self, text: str, now: float, kind: int = MESSAGE) -> None:
         room = self.room
@@ -206,6 +220,8 @@ class Session:
             return
         try:
             user = hall.register(name or hall.guest_name(), self.outbox, render.LINE, self.address)
+        except Busy:  # in a cluster: the name's claim is on its way
+            raise
         except ChatError as exc:
             self.send(render.error(str(exc)) + render.info(NAME_PROMPT))
             return
@@ -245,13 +261,21 @@ class Session:
             out.extend(render.info(line) for line in self._room_list(None, GREETING_ROOMS))
         self.send(b"".join(out))
         if self.default_room:
-            try:
-                # Not limited: a login must not fail because of room budgets.
-                room = hall.join(user, self.default_room, None, now, limited=False)
-                self._entered(room)
-                self._log(logging.INFO, "%s joined #%s", user.name, room.name)
-            except ChatError as exc:
-                self.send(render.error(str(exc)))
+            self._enter_default(now)
+
+    def _enter_default(self, now: float) -> None:
+        user = self._me
+        try:
+            # Not limited: a login must not fail because of room budgets.
+            room = self.hall.join(user, self.default_room, None, now, limited=False)
+        except Busy:
+            self.held_action = self._enter_default
+            raise
+        except ChatError as exc:
+            self.send(render.error(str(exc)))
+            return
+        self._entered(room)
+        self._log(logging.INFO, "%s joined #%s", user.name, room.name)
 
     # -- replies ------------------------------------------------------------
 
@@ -387,8 +411,14 @@ class Session:
 
     @_handles("leave")
     def _leave(self, args: list[str], now: float) -> None:
-        room = self._require_room()
-        self.hall.part(self._me, room, "", now)
+        self._leave_room(self._require_room(), now)
+
+    def _leave_room(self, room: Room, now: float) -> None:
+        try:
+            self.hall.part(self._me, room, "", now)
+        except Busy:
+            self.held_action = lambda later: self._leave_room(room, later)
+            raise
         self.send(render.info(f"you left #{room.name}; you are in the hall (/list shows rooms)"))
         self._log(logging.INFO, "%s left #%s", self._me.name, room.name)
 

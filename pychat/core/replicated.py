@@ -1,0 +1,620 @@
+"""The Hall of one node in a cluster: the same world, changed only by the
+events that come back from the cluster's one ordered stream.
+
+Every node holds the whole world: its own users, and the users of the
+other nodes as stand-ins that receive nothing. A request from a local user
+is checked here against that world (so most mistakes are answered at
+once), then published to the stream instead of being carried out. Every
+node, the one that published it included, carries it out when it comes
+back from the stream, in the stream's order, with the base Hall's own
+methods: the worlds of all nodes go through the same changes in the same
+order, and nobody is shown anything before it is in the stream.
+
+A request whose answer the session needs (a name, a join, a part, a new
+name) raises :class:`Pending`, which the sessions hold like any Busy
+request; when the request comes back from the stream, its outcome is kept
+for the connection and the shell is asked (``resume``) to try the held
+request again at once, which then returns the outcome (or raises the
+refusal). A request that needs no answer (a message) is simply published;
+a refusal found only when it comes back goes to the user through
+``refused``.
+
+What crosses the stream is a short JSON list per event (see ``apply``);
+the bus (:class:`ClusterBus`) is the server's, which owns the sockets.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any, Callable, NamedTuple, Protocol
+
+from pychat.core.errors import (ALREADY_IN_ROOM, NAME_TAKEN, NEEDS_KEY, NOT_IN_ROOM, ROOM_EXISTS, Busy,
+                                ChatError)
+from pychat.core.events import MESSAGE, Renderer
+from pychat.core.model import Hall, Room, User
+from pychat.core.roomkeys import hash_key
+from pychat.core.text import clip, name_key, room_key, room_name
+
+log = logging.getLogger("pychat.cluster")
+
+CLUSTER_UNAVAILABLE = "cluster-unavailable"
+PENDING_WAIT = 10.0  # seconds a request waits for the stream before it is looked at again
+
+_NONE = object()
+
+
+class Pending(Busy):
+    """A request is in the cluster's stream; its outcome is not known yet."""
+
+    def __init__(self) -> None:
+        super().__init__("waiting for the cluster", PENDING_WAIT)
+
+
+class ClusterBus(Protocol):
+    """What the Hall needs of the cluster: publishing, and name claims."""
+
+    node: str
+
+    @property
+    def available(self) -> bool: ...
+
+    def publish(self, event: list[Any]) -> None:
+        """Append EVENT to the stream."""
+
+    def claim(self, key: str, event: list[Any], refused: Callable[[str], None]) -> None:
+        """Claim the name KEY and append EVENT with the claim's fence; REFUSED(why) if it cannot."""
+
+    def move(self, old_key: str, fence: int, key: str, event: list[Any], refused: Callable[[str], None]) -> None:
+        """Give up OLD_KEY (held with FENCE) for KEY, and append EVENT with the new fence."""
+
+    def release(self, key: str, fence: int, event: list[Any]) -> None:
+        """Give up the name KEY (held with FENCE) and append EVENT, if it is still held so."""
+
+
+class _Discard:
+    """The outbox of a user on another node: what is sent to it here goes nowhere."""
+
+    out: Any = None
+    closed = False
+    unsent = 0
+
+    def queue(self, data: bytes) -> None:
+        pass
+
+    def wake(self) -> None:
+        pass
+
+    def disconnect(self) -> None:
+        pass
+
+
+class _NoList:
+    """A list whose appends go nowhere (a remote member's entry in a room)."""
+
+    __slots__ = ()
+
+    def append(self, data: bytes) -> None:
+        pass
+
+    def pop(self) -> bytes:
+        return b""
+
+
+REMOTE_OUTBOX = _Discard()
+REMOTE_OUTBOX.out = _NoList()
+
+
+class _Remote:
+    """The renderer of users on other nodes: nothing to render for them here."""
+
+    per_room = True
+    echo = True  # say() then leaves its sender's copy alone: there is none
+
+    def __getattr__(self, name: str) -> Callable[..., bytes]:
+        return _nothing
+
+
+def _nothing(*args: Any) -> bytes:
+    return b""
+
+
+REMOTE: Renderer = _Remote()  # type: ignore[assignment]
+
+
+class _Registration(NamedTuple):
+    outbox: Any
+    renderer: Renderer
+    address: str
+    account: str | None
+
+
+def unavailable() -> ChatError:
+    return ChatError("cluster unavailable: try again in a moment", CLUSTER_UNAVAILABLE)
+
+
+class ReplicatedHall(Hall):
+    """A Hall that changes only through the cluster's stream (see the module's text)."""
+
+    def __init__(self, *args: Any, node: str, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.node = node
+        self.bus: ClusterBus | None = None
+        # Set by the shell: try a connection's held request again now.
+        self.resume: Callable[[Any], None] = lambda outbox: None
+        self.accounts.clear()  # accounts are not shared across nodes yet: none is used
+        self._applying = False
+        self._tokens = 0
+        self._registrations: dict[str, _Registration] = {}
+        # Per local connection: what it waits for, and what came back.
+        self._expected: dict[Any, set[tuple[str, str]]] = {}
+        self._settled: dict[Any, dict[tuple[str, str], Any]] = {}
+        self._to_resume: list[Any] = []
+
+    # -- waiting for the stream -------------------------------------------------
+
+    def _bus(self) -> ClusterBus:
+        bus = self.bus
+        if bus is None or not bus.available:
+            raise unavailable()
+        return bus
+
+    def _outcome(self, outbox: Any, op: str, key: str) -> Any:
+        """What came back for OP on KEY (a value, raised if a refusal), or _NONE;
+        Pending if it is still on its way."""
+        settled = self._settled.get(outbox)
+        if settled is not None:
+            result = settled.pop((op, key), _NONE)
+            if not settled:
+                del self._settled[outbox]
+            if result is not _NONE:
+                if isinstance(result, ChatError):
+                    raise result
+                return result
+        expected = self._expected.get(outbox)
+        if expected is not None and (op, key) in expected:
+            if self.bus is None or not self.bus.available:
+                expected.discard((op, key))
+                raise unavailable()
+            raise Pending()
+        return _NONE
+
+    def _expect(self, outbox: Any, op: str, key: str) -> Pending:
+        self._expected.setdefault(outbox, set()).add((op, key))
+        return Pending()
+
+    def _settle(self, outbox: Any, op: str, key: str, result: Any) -> None:
+        """OP on KEY came back for a local connection: keep its outcome and wake it."""
+        expected = self._expected.get(outbox)
+        if expected is None or (op, key) not in expected:
+            return  # nobody waits for it (the connection is gone)
+        expected.discard((op, key))
+        if not expected:
+            del self._expected[outbox]
+        self._settled.setdefault(outbox, {})[(op, key)] = result
+        if self._applying:
+            self._to_resume.append(outbox)  # once the event is carried out
+        else:
+            self.resume(outbox)
+
+    def forget_connection(self, outbox: Any) -> None:
+        """A connection closed: nothing is kept for it."""
+        self._expected.pop(outbox, None)
+        self._settled.pop(outbox, None)
+
+    def awaits(self, outbox: Any, op: str, key: str) -> bool:
+        """Whether OP on KEY came back for OUTBOX and waits to be taken."""
+        return (op, key) in self._settled.get(outbox, ())
+
+    # -- requests from local users ---------------------------------------------
+
+    def register(self, name: str, outbox: Any, renderer: Renderer, address: str = "",
+                 ident: str = "", account: str | None = None) -> User:
+        if self._applying:
+            return super().register(name, outbox, renderer, address, ident, account)
+        done = self._outcome(outbox, "hello", "")
+        if done is not _NONE:
+            return done  # type: ignore[no-any-return]
+        name = self.check_name(name, account=account)
+        bus = self._bus()
+        self._tokens += 1
+        token = str(self._tokens)
+        self._registrations[token] = _Registration(outbox, renderer, address, account)
+        event = ["hello", name, ident or "pychat", self.cloak(address), token]
+
+        def refused(why: str) -> None:
+            self._registrations.pop(token, None)
+            error = (unavailable() if why == "unavailable"
+                     else ChatError(f"the name {name} is taken; choose another", NAME_TAKEN))
+            self._settle(outbox, "hello", "", error)
+
+        pending = self._expect(outbox, "hello", "")
+        bus.claim(name_key(name), event, refused)
+        raise pending
+
+    def rename(self, user: User, new_name: str, now: float) -> str:
+        if self._applying:
+            return super().rename(user, new_name, now)
+        done = self._outcome(user.outbox, "nick", "")
+        if done is not _NONE:
+            return done  # type: ignore[no-any-return]
+        new_name = self.check_name(new_name, current=user)
+        if new_name == user.name:
+            return super().rename(user, new_name, now)  # the base Hall's refusal
+        bus = self._bus()
+        outbox = user.outbox
+
+        def refused(why: str) -> None:
+            error = (unavailable() if why == "unavailable"
+                     else ChatError(f"the name {new_name} is taken; choose another", NAME_TAKEN))
+            self._settle(outbox, "nick", "", error)
+
+        pending = self._expect(outbox, "nick", "")
+        bus.move(user.key, user.fence, name_key(new_name), ["nick", user.key, new_name, now], refused)
+        raise pending
+
+    def quit(self, user: User, reason: str, now: float) -> None:
+        if self._applying:
+            super().quit(user, reason, now)
+            return
+        self.forget_connection(user.outbox)
+        if self.users.get(user.key) is not user:
+            return
+        user.outbox = REMOTE_OUTBOX  # nothing more reaches the closed connection
+        user.send = REMOTE_OUTBOX.queue
+        user.renderer = _regroup(self, user, REMOTE)
+        if self.bus is not None:
+            self.bus.release(user.key, user.fence, ["quit", user.key, user.fence, reason, now])
+
+    def join(self, user: User, raw_room: str, key: str | None, now: float, *, limited: bool = True,
+             leave: Room | None = None) -> Room:
+        if self._applying:
+            return super().join(user, raw_room, key, now, limited=limited, leave=leave)
+        return self._join(user, raw_room, key, now, limited=limited, leave=leave, create=False)
+
+    def create(self, user: User, raw_room: str, key: str | None, now: float, *,
+               leave: Room | None = None) -> Room:
+        if self._applying:
+            return super().create(user, raw_room, key, now, leave=leave)
+        return self._join(user, raw_room, key, now, limited=True, leave=leave, create=True)
+
+    def _join(self, user: User, raw_room: str, key: str | None, now: float, *, limited: bool,
+              leave: Room | None, create: bool) -> Room:
+        room = self.find_room(raw_room)
+        wanted = room.key if room is not None else room_key(room_name(raw_room)) if len(raw_room) <= 64 else raw_room
+        done = self._outcome(user.outbox, "join", wanted)
+        if done is not _NONE:
+            return done  # type: ignore[no-any-return]
+        if room is None:
+            name = self._check_new_room(user, raw_room, key, now, limited=limited)
+            if key:
+                self._spend_slow_check(user.address, now)
+            bus = self._bus()
+            if limited:
+                self._spend_room_budgets(user, now)
+            key_hash, checked = (hash_key(key) if key else ""), ""
+        else:
+            if create:
+                raise ChatError(f"#{room.name} already exists: /join {room.name}", ROOM_EXISTS)
+            if user in room.members:
+                raise ChatError(f"you are already in #{room.name}", ALREADY_IN_ROOM)
+            bus = self._bus()
+            self._may_enter(user, room, key, now)  # the key's slow check is made here, once
+            name, key_hash, checked = room.name, "", room.key_hash or ""
+        pending = self._expect(user.outbox, "join", room_key(name))
+        bus.publish(["join", user.key, user.fence, name, key_hash, checked, int(create),
+                     leave.key if leave is not None else "", now])
+        raise pending
+
+    def part(self, user: User, room: Room, reason: str, now: float) -> None:
+        if self._applying:
+            super().part(user, room, reason, now)
+            return
+        done = self._outcome(user.outbox, "part", room.key)
+        if done is not _NONE:
+            return
+        if user not in room.members:
+            raise ChatError(f"you are not in #{room.name}", NOT_IN_ROOM)
+        bus = self._bus()
+        pending = self._expect(user.outbox, "part", room.key)
+        bus.publish(["part", user.key, user.fence, room.key, reason, now])
+        raise pending
+
+    def say(self, user: User, room: Room, text: str, now: float, kind: int = MESSAGE, tags: str = "") -> None:
+        if self._applying:
+            super().say(user, room, text, now, kind, tags)
+            return
+        if room.gated or user not in room.members:
+            self._check_may_speak(user, room, now)
+        self._bus().publish(["say", user.key, user.fence, room.key, text, kind, now, tags])
+
+    def direct(self, user: User, target_name: str, text: str, now: float, kind: int = MESSAGE,
+               tags: str = "") -> User:
+        if self._applying:
+            return super().direct(user, target_name, text, now, kind, tags)
+        target = self.user_named(target_name)
+        self._bus().publish(["dm", user.key, user.fence, target.key, text, kind, now, tags])
+        return target
+
+    def broadcast(self, user: User, text: str, now: float) -> None:
+        if self._applying:
+            super().broadcast(user, text, now)
+            return
+        self._bus().publish(["bc", user.key, user.fence, text, now])
+
+    # -- what is not shared yet -------------------------------------------------
+
+    def _not_shared(self, what: str) -> ChatError:
+        return ChatError(f"{what} is not available on a cluster yet", "")
+
+    # Accounts: none is loaded, and none can be made or used.
+    def register_account(self, user: User, password: str, now: float) -> Any:
+        raise self._not_shared("registering a name")
+
+    def authenticate(self, name: str, password: str, address: str, now: float) -> Any:
+        raise self._not_shared("logging in")
+
+    def login(self, user: User, name: str, password: str, now: float) -> Any:
+        raise self._not_shared("logging in")
+
+    # Changes to rooms and users that are not carried by the stream yet are
+    # refused: made on one node only, they would fork the world.
+    def set_topic(self, *args: Any, **kwargs: Any) -> Any:
+        raise self._not_shared("setting a topic")
+
+    def set_modes(self, *args: Any, **kwargs: Any) -> Any:
+        raise self._not_shared("changing a room's modes")
+
+    def kick(self, *args: Any, **kwargs: Any) -> Any:
+        raise self._not_shared("kicking")
+
+    def ban(self, *args: Any, **kwargs: Any) -> Any:
+        raise self._not_shared("banning or muting")
+
+    def unban(self, *args: Any, **kwargs: Any) -> Any:
+        raise self._not_shared("lifting a ban")
+
+    def allow_in(self, *args: Any, **kwargs: Any) -> Any:
+        raise self._not_shared("inviting")
+
+    def say_to_operators(self, *args: Any, **kwargs: Any) -> Any:
+        raise self._not_shared("a message to a room's operators")
+
+    def kill(self, *args: Any, **kwargs: Any) -> Any:
+        raise self._not_shared("KILL")
+
+    def kline(self, *args: Any, **kwargs: Any) -> Any:
+        raise self._not_shared("KLINE")
+
+    def wall(self, *args: Any, **kwargs: Any) -> Any:
+        raise self._not_shared("WALLOPS")
+
+    def tag_room(self, user: User, room: Room, tags: str, now: float) -> None:
+        """Tags with no text (typing notices) are not carried across nodes: dropped."""
+
+    def tag_user(self, user: User, target_name: str, tags: str, now: float) -> User:
+        return self.user_named(target_name)
+
+    # -- what comes back from the stream ---------------------------------------
+
+    def apply(self, node: str, fence: int, data: bytes) -> None:
+        """Carry out one event of the stream (from NODE; FENCE: the claim's, for claims)."""
+        try:
+            event = json.loads(data)
+            handler = _APPLY.get(event[0])
+        except (ValueError, TypeError, IndexError, KeyError):
+            log.warning("cluster: an event that cannot be read was skipped: %r", clip(repr(data), 80))
+            return
+        if handler is None:
+            log.warning("cluster: unknown event %r skipped", event[0])
+            return
+        self._applying = True
+        try:
+            handler(self, node, fence, event)
+        finally:
+            self._applying = False
+        while self._to_resume:
+            outbox = self._to_resume.pop(0)
+            self.resume(outbox)
+            # What the retry did not take is stale: no later request may take it for its own.
+            self._settled.pop(outbox, None)
+
+    def publish_failed(self, event: list[Any]) -> None:
+        """An event may not have reached the stream (the link to Redis failed): its sender is told."""
+        user = self.users.get(event[1]) if len(event) > 1 and isinstance(event[1], str) else None
+        if user is not None and self._local(user):
+            self._tell(user, ChatError("cluster unavailable: your last request may not have been carried out",
+                                       CLUSTER_UNAVAILABLE))
+        for outbox, expected in list(self._expected.items()):
+            for op, key in list(expected):
+                self._settle(outbox, op, key, unavailable())
+
+    def lose_local_users(self, text: str) -> None:
+        """This node's place in the cluster is lost (its lease expired, or Redis lost
+        its data): its users are told TEXT and disconnected, and its world is emptied
+        (it is rebuilt from the stream)."""
+        for user in list(self.users.values()):
+            if self._local(user):
+                self._tell(user, ChatError(text, CLUSTER_UNAVAILABLE))
+                user.outbox.disconnect()
+        self._applying = True
+        try:
+            for user in list(self.users.values()):
+                for room in list(user.rooms):
+                    self._remove_member(room, user)
+                del self.users[user.key]
+                self._ranked_users.remove(user)
+                self._stop_ignoring(user)
+            for room in list(self.rooms.values()):
+                self._forget_if_idle(room)
+        finally:
+            self._applying = False
+        self._registrations.clear()
+        self._expected.clear()
+        self._settled.clear()
+
+    def start_fresh(self) -> None:
+        """The node reads the stream from its end: its world is what it holds now."""
+
+    def _tell(self, user: User, exc: ChatError) -> None:
+        user.send(user.renderer.error(str(exc)))
+
+    def _sender(self, key: str, fence: int) -> User | None:
+        user = self.users.get(key)
+        if user is None or user.fence != fence:
+            return None  # an event of a claim that ended (its node was declared lost)
+        return user
+
+    def _local(self, user: User) -> bool:
+        return user.outbox is not REMOTE_OUTBOX
+
+    def _apply_hello(self, node: str, fence: int, event: list[Any]) -> None:
+        _, name, ident, host, token = event
+        key = name_key(name)
+        if key in self.users:
+            log.warning("cluster: %s claimed %r, which %s holds here; skipped", node, name, self.users[key].node)
+            return
+        registration = self._registrations.pop(token, None) if node == self.node else None
+        if registration is not None and not getattr(registration.outbox, "closed", False):
+            user = User(name, registration.outbox, registration.renderer, registration.address, ident, host)
+        else:
+            user = User(name, REMOTE_OUTBOX, REMOTE, "", ident, host)
+        user.node, user.fence = node, fence
+        self._add_user(user, None)
+        if registration is not None:
+            if user.outbox is REMOTE_OUTBOX:  # its connection closed on the way: it leaves at once
+                if self.bus is not None:
+                    self.bus.release(key, fence, ["quit", key, fence, "", 0.0])
+            else:
+                self._settle(registration.outbox, "hello", "", user)
+
+    def _apply_quit(self, node: str, fence: int, event: list[Any]) -> None:
+        _, key, user_fence, reason, now = event
+        user = self._sender(key, user_fence)
+        if user is None:
+            return
+        local = self._local(user)
+        super().quit(user, reason, now)
+        if local:  # its node was declared lost while it was still here
+            self.forget_connection(user.outbox)
+            user.outbox.queue(user.renderer.error("you were disconnected from the cluster"))
+            user.outbox.disconnect()
+
+    def _apply_nick(self, node: str, fence: int, event: list[Any]) -> None:
+        _, key, new_name, now = event
+        user = self.users.get(key)
+        if user is None or user.node != node:
+            return
+        try:
+            old = super().rename(user, new_name, now)
+        except ChatError as exc:
+            if self._local(user):
+                self._settle(user.outbox, "nick", "", exc)
+            return
+        user.fence = fence
+        if self._local(user):
+            self._settle(user.outbox, "nick", "", old)
+
+    def _apply_join(self, node: str, fence: int, event: list[Any]) -> None:
+        _, key, user_fence, name, key_hash, checked, create, leave_key, now = event
+        user = self._sender(key, user_fence)
+        if user is None:
+            return
+        wanted = room_key(name)
+        room = self.rooms.get(wanted)
+        try:
+            created = room is None
+            if room is None:
+                room = self._make_room(user, name, key_hash or None, now)
+            elif create:
+                raise ChatError(f"#{room.name} already exists: /join {room.name}", ROOM_EXISTS)
+            elif user in room.members:
+                raise ChatError(f"you are already in #{room.name}", ALREADY_IN_ROOM)
+            else:
+                if room.locked and checked != room.key_hash:
+                    raise ChatError(f"#{room.name} is locked: /join {room.name} KEY", NEEDS_KEY)
+                self._may_enter(user, room, None, now, key_checked=True)
+            leave = self.rooms.get(leave_key) if leave_key else None
+            if leave is not None and user in leave.members:
+                super().part(user, leave, "", now)
+            self._enter(user, room, now, creator=created)
+        except ChatError as exc:
+            if self._local(user):
+                self._settle(user.outbox, "join", wanted, exc)
+            return
+        if self._local(user):
+            self._settle(user.outbox, "join", wanted, room)
+
+    def _apply_part(self, node: str, fence: int, event: list[Any]) -> None:
+        _, key, user_fence, room_id, reason, now = event
+        user = self._sender(key, user_fence)
+        room = self.rooms.get(room_id)
+        if user is None or room is None:
+            return
+        try:
+            super().part(user, room, reason, now)
+        except ChatError as exc:
+            if self._local(user):
+                self._settle(user.outbox, "part", room_id, exc)
+            return
+        if self._local(user):
+            self._settle(user.outbox, "part", room_id, None)
+
+    def _apply_say(self, node: str, fence: int, event: list[Any]) -> None:
+        _, key, user_fence, room_id, text, kind, now, tags = event
+        user = self._sender(key, user_fence)
+        room = self.rooms.get(room_id)
+        if user is None or room is None:
+            return
+        try:
+            super().say(user, room, text, now, kind, tags)
+        except ChatError as exc:
+            if self._local(user):
+                self._tell(user, exc)
+
+    def _apply_dm(self, node: str, fence: int, event: list[Any]) -> None:
+        _, key, user_fence, target_key, text, kind, now, tags = event
+        user = self._sender(key, user_fence)
+        if user is None:
+            return
+        target = self.users.get(target_key)
+        if target is None:
+            if self._local(user):
+                self._tell(user, ChatError("that user has left", "no-such-user"))
+            return
+        if not (self._local(user) or self._local(target)):
+            return  # nothing to do here, not even a message id
+        super().direct(user, target.name, text, now, kind, tags)
+
+    def _apply_bc(self, node: str, fence: int, event: list[Any]) -> None:
+        _, key, user_fence, text, now = event
+        user = self._sender(key, user_fence)
+        if user is not None:
+            super().broadcast(user, text, now)
+
+    def check_invariants(self) -> None:
+        super().check_invariants()
+        for user in self.users.values():
+            assert user.node, user
+            assert (user.outbox is REMOTE_OUTBOX) == (user.renderer is REMOTE) or user.node == self.node, user
+
+
+def _regroup(hall: Hall, user: User, renderer: Renderer) -> Renderer:
+    """Move USER to RENDERER's group in each of its rooms; returns RENDERER."""
+    hall.set_renderer(user, renderer)
+    for room in user.rooms:
+        room.members[user] = REMOTE_OUTBOX.out.append
+        room.groups[renderer][user] = REMOTE_OUTBOX.out.append
+    return renderer
+
+
+_APPLY: dict[str, Callable[[ReplicatedHall, str, int, list[Any]], None]] = {
+    "hello": ReplicatedHall._apply_hello,
+    "quit": ReplicatedHall._apply_quit,
+    "nick": ReplicatedHall._apply_nick,
+    "join": ReplicatedHall._apply_join,
+    "part": ReplicatedHall._apply_part,
+    "say": ReplicatedHall._apply_say,
+    "dm": ReplicatedHall._apply_dm,
+    "bc": ReplicatedHall._apply_bc,
+}

@@ -1,0 +1,381 @@
+"""A node of a cluster: several pychat processes sharing one world through Redis.
+
+One Redis Stream (``pychat:events``) carries every event that changes the
+world. A node publishes its users' requests to the stream and carries out
+every event, its own included, only when it reads it back: every node sees
+one order, and nothing is shown to anyone before it is in Redis.
+
+Names are claimed by Lua scripts that check the name, give the claim a
+fence token (a counter) and append the event in one step. Each node holds a
+lease key that it renews; any node sweeps the nodes whose lease expired:
+their names are freed and their users' quits appended to the stream.
+
+Two links to Redis, both non-blocking sockets in the server's loop: ``cmd``
+for scripts and appends (written once per loop pass), ``feed`` for the
+blocking read of the stream (XREAD BLOCK), so a read that waits never
+delays a publish. If either fails, the node is unavailable (requests are
+refused with "cluster unavailable") until both are back and it has taken
+its lease again; the feed then reads on from the last id it carried out.
+
+Keys (all under ``pychat:``): ``events`` the stream; ``names`` name key ->
+"node fence"; ``fence`` the fence counter; ``nodes`` the nodes with a
+lease; ``lease:NODE`` NODE's lease (a token, with a TTL); ``held:NODE``
+the names NODE holds (key -> fence); ``epoch`` a random value set once:
+if it changes, Redis lost its data.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import selectors
+import time
+from typing import Any, Callable
+
+from pychat.core.replicated import ReplicatedHall
+from pychat.core.timers import Timers
+from pychat.server.redis import LinkDown, RedisAddress, RedisLink, Reply
+
+log = logging.getLogger("pychat.cluster")
+
+PREFIX = "pychat:"
+STREAM = PREFIX + "events"
+NAMES = PREFIX + "names"
+FENCE = PREFIX + "fence"
+NODES = PREFIX + "nodes"
+EPOCH = PREFIX + "epoch"
+STREAM_KEPT = 1_000_000     # entries kept in the stream (MAXLEN ~): at least this many
+LEASE_MS = 10_000           # a node not heard from for this long is declared lost
+RENEW_EVERY = 2.0           # seconds between lease renewals (and sweeps)
+TIMEOUT = 5.0               # seconds without an expected reply before a link is closed
+READ_BLOCK_MS = 1000        # the longest one XREAD waits
+READ_COUNT = 1000           # entries per XREAD
+BACKOFF_FIRST, BACKOFF_MAX = 0.2, 5.0
+
+# Claim a name: refused if this node has no lease (-1) or the name is held (0).
+CLAIM = """
+if redis.call('GET', KEYS[5]) ~= ARGV[5] then return -1 end
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return 0 end
+local f = redis.call('INCR', KEYS[2])
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. ' ' .. f)
+redis.call('HSET', KEYS[4], ARGV[1], f)
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], '*', 'n', ARGV[2], 'f', f, 'e', ARGV[3])
+return f
+"""
+
+# Give up a name for another: -1 no lease, -2 the old claim is no longer ours, 0 the new name is held.
+MOVE = """
+if redis.call('GET', KEYS[5]) ~= ARGV[7] then return -1 end
+if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[4] .. ' ' .. ARGV[2] then return -2 end
+if ARGV[3] ~= ARGV[1] and redis.call('HEXISTS', KEYS[1], ARGV[3]) == 1 then return 0 end
+local f = redis.call('INCR', KEYS[2])
+redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('HDEL', KEYS[4], ARGV[1])
+redis.call('HSET', KEYS[1], ARGV[3], ARGV[4] .. ' ' .. f)
+redis.call('HSET', KEYS[4], ARGV[3], f)
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[6], '*', 'n', ARGV[4], 'f', f, 'e', ARGV[5])
+return f
+"""
+
+# Give up a name, if the claim is still ours, and append the quit.
+RELEASE = """
+if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[3] .. ' ' .. ARGV[2] then return 0 end
+redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('HDEL', KEYS[2], ARGV[1])
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[5], '*', 'n', ARGV[3], 'e', ARGV[4])
+return 1
+"""
+
+# Free the names of every node whose lease is gone (ARGV[3]: also this node's, at its start),
+# appending a quit for each; returns how many nodes were swept.
+SWEEP = """
+local swept = 0
+local nodes = redis.call('SMEMBERS', KEYS[1])
+if ARGV[3] ~= '' then table.insert(nodes, ARGV[3]) end
+for _, node in ipairs(nodes) do
+  if node == ARGV[3] or redis.call('EXISTS', ARGV[1] .. 'lease:' .. node) == 0 then
+    local held = redis.call('HGETALL', ARGV[1] .. 'held:' .. node)
+    for i = 1, #held, 2 do
+      if redis.call('HGET', KEYS[2], held[i]) == node .. ' ' .. held[i + 1] then
+        redis.call('HDEL', KEYS[2], held[i])
+        local quit = cjson.encode({'quit', held[i], tonumber(held[i + 1]), ARGV[4], tonumber(ARGV[5])})
+        redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[2], '*', 'n', node, 'e', quit)
+      end
+    end
+    redis.call('DEL', ARGV[1] .. 'held:' .. node)
+    if node ~= ARGV[3] then
+      redis.call('SREM', KEYS[1], node)
+      swept = swept + 1
+    end
+  end
+end
+return swept
+"""
+
+# Take this node's lease (1), unless another process holds it (0); then the stream's last id.
+TAKE_LEASE = """
+local holder = redis.call('GET', KEYS[1])
+if holder and holder ~= ARGV[1] then return {0, ''} end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+redis.call('SADD', KEYS[2], ARGV[3])
+local last = redis.call('XREVRANGE', KEYS[3], '+', '-', 'COUNT', 1)
+if #last == 0 then return {1, '0-0'} end
+return {1, last[1][1]}
+"""
+
+# Renew the lease if it is still this node's (1), else 0: the node was declared lost.
+RENEW = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1
+"""
+
+
+def _id_tuple(stream_id: str) -> tuple[int, int]:
+    ms, _, seq = stream_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+class Cluster:
+    """This node's side of the cluster: the links, the lease, the stream."""
+
+    def __init__(self, address: RedisAddress, node: str, hall: ReplicatedHall,
+                 sel: selectors.BaseSelector, timers: Timers, mono: Callable[[], float]) -> None:
+        self.address = address
+        self.node = node
+        self.hall = hall
+        self.timers = timers
+        self._mono = mono
+        self.lease_key = f"{PREFIX}lease:{node}"
+        self.held_key = f"{PREFIX}held:{node}"
+        self.token = os.urandom(8).hex()  # this process's lease: a restarted node gets a new one
+        self.cmd = RedisLink("cmd", address, sel, self._link_up, self._link_down, TIMEOUT)
+        self.feed = RedisLink("feed", address, sel, self._link_up, self._link_down, TIMEOUT + READ_BLOCK_MS / 1000)
+        self.ready = False            # both links up, lease held, reading the stream
+        self.started = False          # this process took its lease once (its old claims were swept)
+        self.last_id: str | None = None   # the last stream id carried out
+        self.epoch: str | None = None
+        self.backoff = BACKOFF_FIRST
+        self._reconnect_due = False
+        self._releases: list[tuple[str, int, list[Any]]] = []  # quits to publish once back
+        # Events published and neither confirmed by Redis nor read back, by sequence number.
+        self._sent = 0
+        self._in_flight: dict[int, list[Any]] = {}
+        self._stopped = False
+        hall.bus = self
+
+    # -- the bus the Hall publishes to ----------------------------------------------
+
+    @property
+    def available(self) -> bool:
+        return self.ready
+
+    def publish(self, event: list[Any]) -> None:
+        payload = json.dumps(event, ensure_ascii=False, separators=(",", ":"))
+        self._sent += 1
+        seq = self._sent
+        self._in_flight[seq] = event
+        self.cmd.call(lambda reply: self._published(reply, seq), "XADD", STREAM, "MAXLEN", "~", STREAM_KEPT,
+                      "*", "n", self.node, "s", seq, "e", payload)
+
+    def _published(self, reply: Reply, seq: int) -> None:
+        event = self._in_flight.pop(seq, None)
+        if event is not None and isinstance(reply, Exception):
+            # Not read back from the stream either: it may be lost.
+            log.warning("cluster: an event may not have been published: %s", reply)
+            self.hall.publish_failed(event)
+
+    def claim(self, key: str, event: list[Any], refused: Callable[[str], None]) -> None:
+        payload = json.dumps(event, ensure_ascii=False, separators=(",", ":"))
+
+        def answer(reply: Reply) -> None:
+            if isinstance(reply, Exception) or reply == -1:
+                refused("unavailable")
+            elif reply == 0:
+                refused("taken")
+        self.cmd.call(answer, "EVAL", CLAIM, 5, NAMES, FENCE, STREAM, self.held_key, self.lease_key,
+                      key, self.node, payload, STREAM_KEPT, self.token)
+
+    def move(self, old_key: str, fence: int, key: str, event: list[Any], refused: Callable[[str], None]) -> None:
+        payload = json.dumps(event, ensure_ascii=False, separators=(",", ":"))
+
+        def answer(reply: Reply) -> None:
+            if isinstance(reply, Exception) or reply in (-1, -2):
+                refused("unavailable")
+            elif reply == 0:
+                refused("taken")
+        self.cmd.call(answer, "EVAL", MOVE, 5, NAMES, FENCE, STREAM, self.held_key, self.lease_key,
+                      old_key, fence, key, self.node, payload, STREAM_KEPT, self.token)
+
+    def release(self, key: str, fence: int, event: list[Any]) -> None:
+        if not self.cmd.up:
+            self._releases.append((key, fence, event))
+            return
+        payload = json.dumps(event, ensure_ascii=False, separators=(",", ":"))
+
+        def answer(reply: Reply) -> None:
+            if isinstance(reply, LinkDown):
+                self._releases.append((key, fence, event))  # sent again once back
+        self.cmd.call(answer, "EVAL", RELEASE, 3, NAMES, self.held_key, STREAM, key, fence, self.node, payload,
+                      STREAM_KEPT)
+
+    # -- links --------------------------------------------------------------------
+
+    def start(self) -> None:
+        mono = self._mono()
+        self.cmd.connect(mono)
+        self.feed.connect(mono)
+        self.timers.call_at(mono + RENEW_EVERY, self._tick)
+
+    def stop(self) -> None:
+        """The server is stopping: give up the lease so that the sweep frees our names at once."""
+        self._stopped = True
+        if self.cmd.up:
+            self.cmd.call(lambda reply: None, "DEL", self.lease_key)
+
+    def on_event(self, link: RedisLink, mask: int) -> None:
+        link.on_event(mask, self._mono())
+
+    def flush(self) -> None:
+        mono = self._mono()
+        if self.cmd.out:
+            self.cmd.flush(mono)
+        if self.feed.out:
+            self.feed.flush(mono)
+
+    def _link_up(self) -> None:
+        if self.cmd.up and self.feed.up:
+            self._take_lease()
+
+    def _link_down(self, reason: str) -> None:
+        was_ready, self.ready = self.ready, False
+        if was_ready:
+            log.warning("cluster: Redis at %s unreachable (%s); requests are refused until it is back",
+                        self.address, reason)
+        for link in (self.cmd, self.feed):
+            link.close(reason)  # both, so that they come back together
+        if not self._reconnect_due and not self._stopped:
+            self._reconnect_due = True
+            self.timers.call_at(self._mono() + self.backoff, self._reconnect)
+            self.backoff = min(BACKOFF_MAX, self.backoff * 2)
+
+    def _reconnect(self) -> None:
+        self._reconnect_due = False
+        if self._stopped:
+            return
+        mono = self._mono()
+        if not self.cmd.up and self.cmd.state == "down":
+            self.cmd.connect(mono)
+        if not self.feed.up and self.feed.state == "down":
+            self.feed.connect(mono)
+
+    def _tick(self) -> None:
+        """Every RENEW_EVERY seconds: timeouts, the lease, the sweep."""
+        mono = self._mono()
+        self.timers.call_at(mono + RENEW_EVERY, self._tick)
+        self.cmd.check_timeout(mono)
+        self.feed.check_timeout(mono)
+        if not self.ready:
+            return
+        self.cmd.call(self._renewed, "EVAL", RENEW, 1, self.lease_key, self.token, LEASE_MS)
+        self.cmd.call(self._swept, "EVAL", SWEEP, 3, NODES, NAMES, STREAM, PREFIX, STREAM_KEPT, "",
+                      "node lost", time.time())
+
+    def _renewed(self, reply: Reply) -> None:
+        if reply == 0 and self.ready:
+            log.error("cluster: this node's lease expired and it was declared lost; its users are disconnected")
+            self.ready = False
+            self.hall.lose_local_users("this server lost its place in the cluster; please reconnect")
+            self._take_lease()
+
+    def _swept(self, reply: Reply) -> None:
+        if isinstance(reply, int) and reply > 0:
+            log.info("cluster: %d lost node(s) swept: their names are free", reply)
+
+    # -- joining the stream --------------------------------------------------------------
+
+    def _take_lease(self) -> None:
+        """Both links are up: check the epoch, sweep our old claims (at our start), take our lease."""
+        epoch = os.urandom(8).hex()
+        self.cmd.call(lambda reply: None, "SET", EPOCH, epoch, "NX")
+        self.cmd.call(self._got_epoch, "GET", EPOCH)
+
+    def _got_epoch(self, reply: Reply) -> None:
+        if isinstance(reply, Exception):
+            return  # the link's close handles it
+        epoch = reply.decode()
+        if self.epoch is not None and epoch != self.epoch:
+            log.error("cluster: Redis lost its data (new epoch); this node starts over")
+            self.hall.lose_local_users("the cluster lost recent events (its Redis lost its data); "
+                                       "please reconnect")
+            self.last_id = None
+            self.started = False
+        self.epoch = epoch
+        self.cmd.call(self._leased, "EVAL", TAKE_LEASE, 3, self.lease_key, NODES, STREAM, self.token, LEASE_MS,
+                      self.node)
+
+    def _leased(self, reply: Reply) -> None:
+        if isinstance(reply, Exception):
+            return
+        taken, last = reply[0], reply[1].decode()
+        if not taken:
+            log.warning("cluster: node name %s is held by another process (or one just killed); "
+                        "trying again in %g s", self.node, RENEW_EVERY)
+            self.timers.call_at(self._mono() + RENEW_EVERY, self._take_lease_again)
+            return
+        if not self.started:  # the claims of an earlier process of this node are freed
+            self.cmd.call(lambda reply: None, "EVAL", SWEEP, 3, NODES, NAMES, STREAM, PREFIX, STREAM_KEPT,
+                          self.node, "node restarted", time.time())
+        if self.last_id is not None and _id_tuple(last) < _id_tuple(self.last_id):
+            log.error("cluster: the stream lost events this node had read; this node starts over")
+            self.hall.lose_local_users("the cluster lost recent events; please reconnect")
+            self.last_id = None
+        if self.last_id is None:
+            self.last_id = last
+            self.hall.start_fresh()
+        self.started = True
+        self.backoff = BACKOFF_FIRST
+        self.ready = True
+        log.info("cluster: node %s connected to %s, reading from %s", self.node, self.address, self.last_id)
+        for key, fence, event in self._releases:
+            self.release(key, fence, event)
+        self._releases.clear()
+        self._read()
+
+    def _take_lease_again(self) -> None:
+        if self.cmd.up and self.feed.up and not self.ready:
+            self._take_lease()
+
+    # -- reading the stream ---------------------------------------------------------------
+
+    def _read(self) -> None:
+        assert self.last_id is not None
+        self.feed.call(self._entries, "XREAD", "COUNT", READ_COUNT, "BLOCK", READ_BLOCK_MS, "STREAMS", STREAM,
+                       self.last_id)
+        self.feed.flush(self._mono())
+
+    def _entries(self, reply: Reply) -> None:
+        if isinstance(reply, Exception):
+            return
+        if reply:
+            apply = self.hall.apply
+            for entry_id, fields in reply[0][1]:
+                node, fence, data = "", 0, b""
+                for i in range(0, len(fields), 2):
+                    name = fields[i]
+                    if name == b"e":
+                        data = fields[i + 1]
+                    elif name == b"n":
+                        node = fields[i + 1].decode()
+                    elif name == b"f":
+                        fence = int(fields[i + 1])
+                    elif name == b"s" and node == self.node:
+                        self._in_flight.pop(int(fields[i + 1]), None)
+                self.last_id = entry_id.decode()
+                try:
+                    apply(node, fence, data)
+                except Exception:
+                    log.exception("cluster: internal error carrying out event %s; skipped", self.last_id)
+        if self.ready:
+            self._read()

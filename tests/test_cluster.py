@@ -1,0 +1,330 @@
+"""Several pychat nodes sharing one world through a real Redis (README: Several nodes, one Redis).
+
+Each test starts its own redis-server (a free port, a temporary directory,
+AOF on) and two or three nodes, and talks to them as users do: raw line
+clients and raw IRC clients on each node.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from helpers import IrcClient, ServerProcess, parse_irc, wait_for
+
+pytest.importorskip("hiredis", reason="the cluster extra (hiredis) is installed by tests/run")
+REDIS = shutil.which("redis-server")
+if REDIS is None:  # tests/run installs it; never counted as coverage when missing
+    pytest.skip("redis-server is not installed (tests/run installs it)", allow_module_level=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class RedisServer:
+    """redis-server on 127.0.0.1, its data (AOF, fsync always) in DIR."""
+
+    def __init__(self, directory: Path) -> None:
+        self.dir = directory
+        self.dir.mkdir(exist_ok=True)
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.start()
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [REDIS, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
+             "--appendonly", "yes", "--appendfsync", "always", "--save", "", "--logfile", str(self.dir / "log")],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for(self._answers, what="redis-server to answer")
+
+    def _answers(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
+                s.sendall(b"PING\r\n")
+                return s.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(10)
+        self.proc = None
+
+
+@pytest.fixture
+def redis(tmp_path):
+    server = RedisServer(tmp_path / "redis")
+    yield server
+    server.stop(signal.SIGKILL)
+
+
+@pytest.fixture
+def nodes(tmp_path, redis):
+    """make(name): a node of the cluster on REDIS; all stopped at the end."""
+    started: list[ServerProcess] = []
+
+    def make(name: str, *args: str) -> ServerProcess:
+        node = ServerProcess(tmp_path, "--cluster", redis.url, "--node-name", name, *args,
+                             db=str(tmp_path / f"{name}.db"))
+        wait_for(lambda: "cluster: node " in node.log(), what=f"node {name} to join the cluster")
+        started.append(node)
+        return node
+
+    yield make
+    for node in started:
+        node.stop(signal.SIGKILL)
+
+
+def irc(node: ServerProcess, nick: str) -> IrcClient:
+    client = IrcClient(node.irc_port)
+    client.register(nick)
+    return client
+
+
+def said(lines: list[str], text: str) -> int:
+    return sum(1 for line in lines if line.endswith(text))
+
+
+def test_line_and_irc_users_talk_across_nodes(nodes):
+    one, two = nodes("one"), nodes("two")
+    alice = one.client("alice")
+    bob = two.client("bob")
+    alice.expect(r"#general --> bob has joined")
+    carol = irc(two, "carol")
+    dave = irc(one, "dave")
+    for client in (carol, dave):
+        client.send("JOIN #general")
+        names = client.expect_msg("353")
+        assert set(names.params[-1].split()) == {"alice", "bob", "carol", "dave"} - (
+            {"dave"} if client is carol else set()) | {client.name}
+    alice.expect(r"#general --> dave has joined")
+
+    alice.send("hello from one")
+    assert bob.expect(r"#general alice: hello from one")
+    msg = carol.expect_msg("PRIVMSG")
+    assert msg.source.startswith("alice!") and msg.params == ["#general", "hello from one"]
+    carol.send("PRIVMSG #general :hello from two")
+    assert alice.expect(r"#general carol: hello from two")
+    assert parse_irc(dave.expect(r"PRIVMSG #general :hello from two")).source.startswith("carol!")
+    bob.send("/me waves")
+    assert carol.expect(r"PRIVMSG #general :\x01ACTION waves\x01")
+
+    # Direct messages both ways, between protocols and nodes.
+    alice.send("/dm carol psst")
+    msg = parse_irc(carol.expect(r"PRIVMSG carol :psst"))
+    assert msg.source.startswith("alice!")
+    carol.send("PRIVMSG alice :back at you")
+    assert alice.expect(r"\(dm\) carol: back at you")
+    dave.send("PRIVMSG bob :hi bob")
+    assert bob.expect(r"\(dm\) dave: hi bob")
+
+    # A broadcast reaches everyone on every node, once.
+    bob.send("/bc all hands")
+    assert alice.expect(r"\(all\) bob: all hands")
+    assert carol.expect(r"all hands")
+    assert dave.expect(r"all hands")
+
+    # /users lists everyone, whichever node is asked.
+    for client in (alice, bob):
+        client.send("/users")
+        lines = client.lines_until(r"^\*   dave")
+        assert any("4 users online" in line for line in lines), lines
+
+    # Each message arrived once: nothing more is waiting.
+    assert said(bob.sync(), "hello from one") == 0
+    assert all("hello from" not in line for line in carol.sync())
+
+
+def test_a_name_is_taken_on_every_node(nodes):
+    one, two = nodes("one"), nodes("two")
+    alice = one.client("alice")
+    late = two.client()
+    late.give_name("ALICE")
+    assert late.expect(r"^! ").startswith("! the name ALICE is taken")
+    carol = IrcClient(two.irc_port)
+    carol.send("NICK alice")
+    carol.send("USER u 0 * :x")
+    assert carol.expect_msg("433").params[1] == "alice"
+    assert all("has quit" not in line for line in alice.sync())
+
+
+@pytest.fixture(scope="module")
+def trio(tmp_path_factory):
+    base = tmp_path_factory.mktemp("trio")
+    redis = RedisServer(base / "redis")
+    started = [ServerProcess(base, "--cluster", redis.url, "--node-name", f"n{i}", "--max-per-ip", "0",
+                             "--flood-rate", "0", db=str(base / f"n{i}.db")) for i in range(3)]
+    for node in started:
+        wait_for(lambda: "cluster: node " in node.log(), what="nodes to join")
+    yield started
+    for node in started:
+        node.stop(signal.SIGKILL)
+    redis.stop(signal.SIGKILL)
+
+
+_rounds = itertools.count()
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(claims=st.lists(st.tuples(st.integers(0, 2), st.sampled_from(["ann", "Ann", "bo", "cy"])),
+                       min_size=2, max_size=8))
+def test_concurrent_claims_give_each_name_to_one_user(trio, claims):
+    """Claims sent at once on three nodes: each name ends with exactly one holder,
+    every other claimant is told it is taken, and every node lists the same users."""
+    suffix = f"x{next(_rounds)}z"
+    clients = []
+    for node_index, name in claims:
+        client = trio[node_index].client()
+        client.expect(r"^\* what is your name")
+        clients.append((client, name + suffix))
+    for client, name in clients:
+        client.send(name)  # all claims in flight before any answer is read
+    winners: dict[str, int] = {}
+    for client, name in clients:
+        line = client.expect(r"^(\* hello|! the name)")
+        if line.startswith("* hello"):
+            winners[name.lower()] = winners.get(name.lower(), 0) + 1
+        else:
+            assert "is taken" in line
+    assert set(winners) == {name.lower() for _, name in clients}
+    assert all(count == 1 for count in winners.values()), winners
+    listings = []
+    for i, node in enumerate(trio):
+        observer = node.client()
+        observer.give_name(f"w{suffix}o{i}")  # not matched by the listing's pattern
+        observer.expect(r"^\* hello")
+        observer.send(f"/users *{suffix}")
+        lines = observer.sync()
+        listings.append(sorted(line.split()[1].lower() for line in lines if re.match(r"^\*   [^#\s]", line)))
+        observer.close()
+    assert listings[0] == listings[1] == listings[2] == sorted(winners)
+    for client, _ in clients:
+        client.close()
+
+
+def test_a_killed_node_frees_its_names_and_its_users_quit(nodes):
+    one, two = nodes("one"), nodes("two")
+    alice = one.client("alice")
+    two.client("bob")
+    alice.expect(r"#general --> bob has joined")
+    killed = time.monotonic()
+    two.kill()
+    alice.expect(r"#general <-- bob has quit \(node lost\)", timeout=25)
+    assert time.monotonic() - killed <= 20
+    again = one.client()
+    again.give_name("bob")
+    assert again.expect(r"^(\* hello|! )").startswith("* hello bob")
+
+
+def test_redis_restart_loses_and_repeats_nothing(nodes, redis):
+    one, two = nodes("one"), nodes("two")
+    alice = one.client("alice")
+    bob = two.client("bob")
+    alice.expect(r"#general --> bob has joined")
+    for i in range(5):
+        alice.send(f"before {i}")
+    bob.expect(r"before 4")
+    redis.stop()
+    alice.send("while down")
+    assert alice.expect(r"^! ").startswith("! cluster unavailable")
+    redis.start()
+    accepted = wait_for(lambda: _accepted(alice, "after 0"), timeout=20, what="the cluster to be back")
+    assert accepted
+    for i in range(1, 5):
+        alice.send(f"after {i}")
+    lines = bob.lines_until(r"after 4")
+    lines += bob.sync()
+    texts = [line.split(": ", 1)[1] for line in lines if "#general alice:" in line]
+    assert texts == [f"after {i}" for i in range(5)], lines
+    assert all("while down" not in line for line in lines)
+
+
+def _accepted(client, text: str) -> bool:
+    """Send TEXT; True once it is not refused."""
+    client.send(text)
+    lines = client.sync()
+    return not any(line.startswith("! cluster unavailable") for line in lines)
+
+
+def test_chat_is_refused_while_redis_is_down_and_nothing_forks(nodes, redis):
+    one, two = nodes("one"), nodes("two")
+    alice = one.client("alice")
+    bob = two.client("bob")
+    alice.expect(r"#general --> bob has joined")
+    redis.stop()
+    alice.send("only on one")
+    assert alice.expect(r"^! ").startswith("! cluster unavailable")
+    bob.send("only on two")
+    assert bob.expect(r"^! ").startswith("! cluster unavailable")
+    newcomer = one.client()
+    newcomer.give_name("carol")
+    assert newcomer.expect(r"^! ").startswith("! cluster unavailable")
+    redis.start()
+    wait_for(lambda: _accepted(bob, "back"), timeout=20, what="the cluster to be back")
+    lines = alice.lines_until(r"bob: back")
+    assert all("only on" not in line for line in lines), lines
+    alice.send("/history 10")
+    history = alice.lines_until(r"end of history")
+    assert all("only on" not in line for line in history), history
+
+
+def test_a_lost_redis_gives_a_gap_notice(nodes, redis):
+    one = nodes("one")
+    alice = one.client("alice")
+    redis.stop(signal.SIGKILL)
+    shutil.rmtree(redis.dir)
+    redis.dir.mkdir()
+    redis.start()
+    line = alice.expect(r"^! ", timeout=20)
+    assert "lost recent events" in line, one.log()[-3000:]
+    alice.wait_closed()
+    wait_for(lambda: _named(one.client(), "alice"), timeout=20, what="the node to start over")
+
+
+def _named(client, name: str) -> bool:
+    client.give_name(name)
+    line = client.expect(r"^(\* hello|! )")
+    client.close()
+    return line.startswith(f"* hello {name}")
+
+
+def test_a_private_room_stays_private_across_nodes(nodes):
+    one, two = nodes("one"), nodes("two")
+    alice = one.client("alice")
+    bob = two.client("bob")
+    bob.send("/create secret hunter2")
+    bob.expect(r"you joined #secret \(locked\)")
+    alice.send("/join secret")
+    assert alice.expect(r"^! ") == "! #secret is locked: /join secret KEY"
+    alice.send("/join secret wrong")
+    assert alice.expect(r"^! ") == "! wrong key for #secret"
+    bob.send("for members only")
+    carol = irc(one, "carol")
+    carol.send("JOIN #secret")
+    assert carol.expect_msg("475").params[1] == "#secret"
+    carol.send("NAMES #secret")
+    assert "bob" not in carol.expect_msg("366").params[-1]
+    assert all("members only" not in line for line in alice.sync())
+    alice.send("/join secret hunter2")
+    alice.expect(r"you joined #secret \(locked\): 2 users here")
+    history = alice.lines_until(r"end of history")
+    assert any("for members only" in line for line in history)
+    assert bob.expect(r"#secret --> alice has joined")
