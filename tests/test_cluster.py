@@ -223,12 +223,13 @@ def test_concurrent_claims_give_each_name_to_one_user(trio, claims):
 def test_a_killed_node_frees_its_names_and_its_users_quit(nodes):
     one, two = nodes("one"), nodes("two")
     alice = one.client("alice")
-    two.client("bob")
+    bob = two.client("bob")
     alice.expect(r"#general --> bob has joined")
     killed = time.monotonic()
     two.kill()
     alice.expect(r"#general <-- bob has quit \(node lost\)", timeout=25)
     assert time.monotonic() - killed <= 20
+    bob.close()
     again = one.client()
     again.give_name("bob")
     assert again.expect(r"^(\* hello|! )").startswith("* hello bob")
@@ -328,3 +329,25 @@ def test_a_private_room_stays_private_across_nodes(nodes):
     history = alice.lines_until(r"end of history")
     assert any("for members only" in line for line in history)
     assert bob.expect(r"#secret --> alice has joined")
+
+
+def test_a_node_that_joins_later_takes_the_world_from_the_others(nodes):
+    one = nodes("one")
+    alice = one.client("alice")
+    alice.send("/create den")
+    alice.expect(r"you joined #den")
+    alice.send("kept in the den")  # a room with messages is kept when its last member leaves
+    alice.send("/join general")
+    alice.expect(r"you joined #general")
+    two = nodes("two")
+    assert "took the world from another node" in two.log()
+    bob = two.client("bob")
+    bob.send("/users")
+    assert any("alice in #general" in line for line in bob.sync())
+    bob.send("/list")
+    assert any("#den" in line for line in bob.sync())
+    alice.expect(r"#general --> bob has joined")
+    alice.send("seen from two")
+    assert bob.expect(r"#general alice: seen from two")
+    bob.send("seen from one")
+    assert alice.expect(r"#general bob: seen from one")

@@ -142,6 +142,8 @@ class ReplicatedHall(Hall):
         self.bus: ClusterBus | None = None
         # Set by the shell: try a connection's held request again now.
         self.resume: Callable[[Any], None] = lambda outbox: None
+        # Set by the cluster: another node asks for the world as of now (its token, the snapshot maker).
+        self.on_snapshot_request: Callable[[str, Callable[[], bytes]], None] = lambda token, make: None
         self.accounts.clear()  # accounts are not shared across nodes yet: none is used
         self._applying = False
         self._tokens = 0
@@ -456,6 +458,59 @@ class ReplicatedHall(Hall):
     def start_fresh(self) -> None:
         """The node reads the stream from its end: its world is what it holds now."""
 
+    # -- a node that joins a running cluster --------------------------------------
+
+    def snapshot(self) -> bytes:
+        """The world as of the event being carried out: users (with their rooms
+        and roles) and rooms, for a node that joins (see load_snapshot)."""
+        rooms = [[room.name, room.key_hash or "", room.created, "".join(sorted(room.modes)), room.limit]
+                 for room in self.rooms.values()]
+        users = [[user.name, user.node, user.fence, user.ident, user.host, user.realname,
+                  [[room.key, user in room.ops, user in room.voiced] for room in user.rooms]]
+                 for user in self.users.values()]
+        return json.dumps({"rooms": rooms, "users": users}, ensure_ascii=False, separators=(",", ":")).encode()
+
+    def load_snapshot(self, data: bytes) -> None:
+        """Take the world of another node's snapshot (this node's own world is empty of users)."""
+        world = json.loads(data)
+        for name, key_hash, created, modes, limit in world["rooms"]:
+            room = self.rooms.get(room_key(name))
+            if room is None:
+                room = Room(name, self.history.add_room(room_key(name), name, key_hash or None, created),
+                            key_hash or None, created)
+                self._add_room(room)
+            room.key_hash = key_hash or None
+            room.modes = set(modes)
+            room.limit = limit
+            if "s" in room.modes:
+                self.secret_rooms.add(room)
+            else:
+                self.secret_rooms.discard(room)
+        for name, node, fence, ident, host, realname, seats in world["users"]:
+            if name_key(name) in self.users:
+                continue
+            user = User(name, REMOTE_OUTBOX, REMOTE, "", ident, host)
+            user.node, user.fence, user.realname = node, fence, realname
+            self._add_user(user, None)
+            for key, op, voiced in seats:
+                room = self.rooms.get(key)
+                if room is None:
+                    continue
+                rank = self._ranked_rooms.before_change(room)
+                push = REMOTE_OUTBOX.out.append
+                room.members[user] = push
+                room.groups.setdefault(REMOTE, {})[user] = push
+                self._ranked_rooms.after_change(room, rank)
+                user.rooms[room] = None
+                if op:
+                    room.ops.add(user)
+                if voiced:
+                    room.voiced.add(user)
+
+    def _apply_snapreq(self, node: str, fence: int, event: list[Any]) -> None:
+        if node != self.node:
+            self.on_snapshot_request(event[1], self.snapshot)
+
     def _tell(self, user: User, exc: ChatError) -> None:
         user.send(user.renderer.error(str(exc)))
 
@@ -617,4 +672,5 @@ _APPLY: dict[str, Callable[[ReplicatedHall, str, int, list[Any]], None]] = {
     "say": ReplicatedHall._apply_say,
     "dm": ReplicatedHall._apply_dm,
     "bc": ReplicatedHall._apply_bc,
+    "snapreq": ReplicatedHall._apply_snapreq,
 }

@@ -52,6 +52,7 @@ TIMEOUT = 5.0               # seconds without an expected reply before a link is
 READ_BLOCK_MS = 1000        # the longest one XREAD waits
 READ_COUNT = 1000           # entries per XREAD
 BACKOFF_FIRST, BACKOFF_MAX = 0.2, 5.0
+SNAPSHOT_WAIT = 5.0         # seconds a joining node waits for another node's world
 
 # Claim a name: refused if this node has no lease (-1) or the name is held (0).
 CLAIM = """
@@ -113,15 +114,20 @@ end
 return swept
 """
 
-# Take this node's lease (1), unless another process holds it (0); then the stream's last id.
+# Take this node's lease (1), unless another process holds it (0); then the stream's last id,
+# and how many other nodes hold a lease.
 TAKE_LEASE = """
 local holder = redis.call('GET', KEYS[1])
 if holder and holder ~= ARGV[1] then return {0, ''} end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 redis.call('SADD', KEYS[2], ARGV[3])
+local others = 0
+for _, node in ipairs(redis.call('SMEMBERS', KEYS[2])) do
+  if node ~= ARGV[3] and redis.call('EXISTS', ARGV[4] .. 'lease:' .. node) == 1 then others = others + 1 end
+end
 local last = redis.call('XREVRANGE', KEYS[3], '+', '-', 'COUNT', 1)
-if #last == 0 then return {1, '0-0'} end
-return {1, last[1][1]}
+if #last == 0 then return {1, '0-0', others} end
+return {1, last[1][1], others}
 """
 
 # Renew the lease if it is still this node's (1), else 0: the node was declared lost.
@@ -162,6 +168,8 @@ class Cluster:
         # Events published and neither confirmed by Redis nor read back, by sequence number.
         self._sent = 0
         self._in_flight: dict[int, list[Any]] = {}
+        self._started_asking = 0.0
+        hall.on_snapshot_request = self._snapshot_requested
         self._stopped = False
         hall.bus = self
 
@@ -313,7 +321,7 @@ class Cluster:
             self.started = False
         self.epoch = epoch
         self.cmd.call(self._leased, "EVAL", TAKE_LEASE, 3, self.lease_key, NODES, STREAM, self.token, LEASE_MS,
-                      self.node)
+                      self.node, PREFIX)
 
     def _leased(self, reply: Reply) -> None:
         if isinstance(reply, Exception):
@@ -331,9 +339,15 @@ class Cluster:
             log.error("cluster: the stream lost events this node had read; this node starts over")
             self.hall.lose_local_users("the cluster lost recent events; please reconnect")
             self.last_id = None
+        if self.last_id is None and reply[2]:
+            self._ask_snapshot()  # other nodes are running: the world is theirs
+            return
         if self.last_id is None:
             self.last_id = last
             self.hall.start_fresh()
+        self._now_ready()
+
+    def _now_ready(self) -> None:
         self.started = True
         self.backoff = BACKOFF_FIRST
         self.ready = True
@@ -342,6 +356,48 @@ class Cluster:
             self.release(key, fence, event)
         self._releases.clear()
         self._read()
+
+    # -- joining a running cluster: the world as of a request in the stream -------------------
+
+    def _ask_snapshot(self) -> None:
+        """Append a request for the world; any other node answers with its world as of
+        that request (a key of its own); this node reads on from the request."""
+        token = os.urandom(8).hex()
+        payload = json.dumps(["snapreq", token])
+
+        def appended(reply: Reply) -> None:
+            if isinstance(reply, Exception):
+                return  # the link's close starts over
+            self.last_id = reply.decode()
+            self._started_asking = self._mono()
+            self._poll_snapshot(token)
+        self.cmd.call(appended, "XADD", STREAM, "MAXLEN", "~", STREAM_KEPT, "*", "n", self.node, "e", payload)
+
+    def _poll_snapshot(self, token: str) -> None:
+        if not self.cmd.up or self.ready:
+            return
+
+        def got(reply: Reply) -> None:
+            if isinstance(reply, Exception):
+                return
+            if reply is None:
+                if self._mono() - self._started_asking > SNAPSHOT_WAIT:
+                    log.warning("cluster: no node answered with the world in %g s; starting from what this "
+                                "node holds", SNAPSHOT_WAIT)
+                    self.hall.start_fresh()
+                    self._now_ready()
+                    return
+                self.timers.call_at(self._mono() + 0.05, lambda: self._poll_snapshot(token))
+                return
+            self.hall.load_snapshot(reply)
+            log.info("cluster: took the world from another node (%d bytes)", len(reply))
+            self._now_ready()
+        self.cmd.call(got, "GET", f"{PREFIX}snap:{token}")
+        self.cmd.flush(self._mono())
+
+    def _snapshot_requested(self, token: str, make: Callable[[], bytes]) -> None:
+        """Another node joins: the world as of its request (the first node to answer wins)."""
+        self.cmd.call(lambda reply: None, "SET", f"{PREFIX}snap:{token}", make(), "NX", "EX", 60)
 
     def _take_lease_again(self) -> None:
         if self.cmd.up and self.feed.up and not self.ready:
