@@ -690,7 +690,8 @@ class Server:
         session = conn.session
         assert session is not None
         wait, session.held = session.held, 0.0
-        log.debug("%s: a request held (for at most %.2f s)", conn.peer, wait, extra={"addr": conn.addr})
+        log.debug("%s waits (at most %.2f s) for a request it made: a slow check's turn, or the cluster",
+                  conn.peer, wait, extra={"addr": conn.addr})
         conn.framer.unread(later)
         conn.held = True
         was_paused, conn.paused = conn.paused, True
