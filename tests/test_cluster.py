@@ -351,3 +351,15 @@ def test_a_node_that_joins_later_takes_the_world_from_the_others(nodes):
     assert bob.expect(r"#general alice: seen from two")
     bob.send("seen from one")
     assert alice.expect(r"#general bob: seen from one")
+
+
+def test_changes_not_carried_by_the_stream_yet_are_refused_not_forked(nodes):
+    one, two = nodes("one"), nodes("two")
+    alice = one.client("alice")
+    bob = two.client("bob")
+    alice.send("/topic a topic on one node only")
+    assert alice.expect(r"^! ") == "! setting a topic is not available on a cluster yet"
+    bob.send("/roominfo")
+    assert all("a topic on one node only" not in line for line in bob.sync())
+    alice.send("/register hunter2hunter2")
+    assert alice.expect(r"^! ") == "! registering a name is not available on a cluster yet"
