@@ -18,13 +18,13 @@ setup(
         # trustme: certificates for the TLS tests.
         # The tests install the web extra too, and drive the page in a real browser with selenium.
         "test": ["pytest>=7", "hypothesis>=6", "numpy>=1.22", "trustme>=1.0", "h11>=0.14", "wsproto>=1.2",
-                 "selenium>=4.10", "hiredis>=2.0"],
+                 "selenium>=4.10", "hiredis>=2.1"],
         # A cluster of nodes sharing one Redis: hiredis parses RESP, sans-I/O, in the server's loop.
-        "cluster": ["hiredis>=2.0"],
+        "cluster": ["hiredis>=2.1"],
         # The web front end: HTTP and WebSocket parsers, both sans-I/O like the server's own.
         "web": ["h11>=0.14", "wsproto>=1.2"],
         # The benchmark runs the web front end too (pychat-ws).
-        "bench": ["numpy>=1.22", "matplotlib>=3.5", "miniircd", "h11>=0.14", "wsproto>=1.2", "hiredis>=2.0"],
+        "bench": ["numpy>=1.22", "matplotlib>=3.5", "miniircd", "h11>=0.14", "wsproto>=1.2", "hiredis>=2.1"],
     },
     entry_points={
         "console_scripts": [

@@ -428,15 +428,13 @@ class Hall(AccountsMixin, ModerationMixin):
 
     def _new_room(self, user: User, raw: str, key: str | None, now: float, *, limited: bool = True) -> Room:
         """Create a room for USER, within the room cap and creation budgets."""
-        name = self._check_new_room(user, raw, key, now, limited=limited)
-        if key:
-            self._spend_slow_check(user.address, now)  # hashing a new key costs what checking one does
-        if limited:
-            self._spend_room_budgets(user, now)
-        return self._make_room(user, name, hash_key(key) if key else None, now, key)
+        name, key_hash = self._admit_new_room(user, raw, key, now, limited=limited)
+        return self._make_room(user, name, key_hash, now, key)
 
-    def _check_new_room(self, user: User, raw: str, key: str | None, now: float, *, limited: bool = True) -> str:
-        """The name of the room USER may create as RAW; ChatError if it may not."""
+    def _admit_new_room(self, user: User, raw: str, key: str | None, now: float, *,
+                        limited: bool = True) -> tuple[str, str | None]:
+        """Check that USER may create the room RAW (locked with KEY) and spend its
+        budgets for it: the room's name and its key's hash. ChatError if it may not."""
         name = room_name(raw) if len(raw) <= MAX_TYPED else raw
         problem = room_problem(name)
         if problem:
@@ -449,7 +447,11 @@ class Hall(AccountsMixin, ModerationMixin):
             raise ChatError(f"#{name} is where everyone lands; it cannot be locked", BAD_ROOM_NAME)
         if limited:
             self._check_room_budgets(user, now)
-        return name
+        if key:
+            self._spend_slow_check(user.address, now)  # hashing a new key costs what checking one does
+        if limited:
+            self._spend_room_budgets(user, now)
+        return name, hash_key(key) if key else None
 
     def _make_room(self, user: User, name: str, key_hash: str | None, now: float, key: str | None = None) -> Room:
         """Create the room NAME (checked) for USER, locked with KEY_HASH if given."""
@@ -598,13 +600,17 @@ class Hall(AccountsMixin, ModerationMixin):
         self._notice(room, user, text, now, lambda r: r.parted(event))
         self._forget_if_idle(room)
 
-    def _enter(self, user: User, room: Room, now: float, creator: bool = False) -> None:
+    def _seat(self, user: User, room: Room) -> None:
+        """Make USER a member of ROOM (nobody is told)."""
         rank = self._ranked_rooms.before_change(room)
         push = user.outbox.out.append
         room.members[user] = push
         room.groups.setdefault(user.renderer, {})[user] = push
         self._ranked_rooms.after_change(room, rank)
         user.rooms[room] = None
+
+    def _enter(self, user: User, room: Room, now: float, creator: bool = False) -> None:
+        self._seat(user, room)
         room.invited.pop(user.key, None)
         if creator and room.key != self.default_room:
             # Whoever makes a room runs it (for as long as they stay, if not its

@@ -16,8 +16,7 @@ request; when the request comes back from the stream, its outcome is kept
 for the connection and the shell is asked (``resume``) to try the held
 request again at once, which then returns the outcome (or raises the
 refusal). A request that needs no answer (a message) is simply published;
-a refusal found only when it comes back goes to the user through
-``refused``.
+a refusal found only when it comes back is written to the user as an error.
 
 What crosses the stream is a short JSON list per event (see ``apply``);
 the bus (:class:`ClusterBus`) is the server's, which owns the sockets.
@@ -29,12 +28,11 @@ import json
 import logging
 from typing import Any, Callable, NamedTuple, Protocol
 
-from pychat.core.errors import (ALREADY_IN_ROOM, NAME_TAKEN, NEEDS_KEY, NOT_IN_ROOM, ROOM_EXISTS, Busy,
-                                ChatError)
+from pychat.core.errors import (ALREADY_IN_ROOM, NAME_TAKEN, NEEDS_KEY, NO_SUCH_USER, NOT_IN_ROOM, ROOM_EXISTS,
+                                Busy, ChatError)
 from pychat.core.events import MESSAGE, Renderer
 from pychat.core.model import Hall, Room, User
-from pychat.core.roomkeys import hash_key
-from pychat.core.text import clip, name_key, room_key, room_name
+from pychat.core.text import MAX_TYPED, clip, name_key, room_key, room_name
 
 log = logging.getLogger("pychat.cluster")
 
@@ -126,7 +124,6 @@ class _Registration(NamedTuple):
     outbox: Any
     renderer: Renderer
     address: str
-    account: str | None
 
 
 def unavailable() -> ChatError:
@@ -221,7 +218,7 @@ class ReplicatedHall(Hall):
         bus = self._bus()
         self._tokens += 1
         token = str(self._tokens)
-        self._registrations[token] = _Registration(outbox, renderer, address, account)
+        self._registrations[token] = _Registration(outbox, renderer, address)
         event = ["hello", name, ident or "pychat", self.cloak(address), token]
 
         def refused(why: str) -> None:
@@ -262,9 +259,7 @@ class ReplicatedHall(Hall):
         self.forget_connection(user.outbox)
         if self.users.get(user.key) is not user:
             return
-        user.outbox = REMOTE_OUTBOX  # nothing more reaches the closed connection
-        user.send = REMOTE_OUTBOX.queue
-        user.renderer = _regroup(self, user, REMOTE)
+        self._make_remote(user)  # nothing more reaches the closed connection
         if self.bus is not None:
             self.bus.release(user.key, user.fence, ["quit", user.key, user.fence, reason, now])
 
@@ -283,18 +278,15 @@ class ReplicatedHall(Hall):
     def _join(self, user: User, raw_room: str, key: str | None, now: float, *, limited: bool,
               leave: Room | None, create: bool) -> Room:
         room = self.find_room(raw_room)
-        wanted = room.key if room is not None else room_key(room_name(raw_room)) if len(raw_room) <= 64 else raw_room
+        wanted = room.key if room is not None else room_key(room_name(raw_room) if len(raw_room) <= MAX_TYPED
+                                                            else raw_room)
         done = self._outcome(user.outbox, "join", wanted)
         if done is not _NONE:
             return done  # type: ignore[no-any-return]
         if room is None:
-            name = self._check_new_room(user, raw_room, key, now, limited=limited)
-            if key:
-                self._spend_slow_check(user.address, now)
-            bus = self._bus()
-            if limited:
-                self._spend_room_budgets(user, now)
-            key_hash, checked = (hash_key(key) if key else ""), ""
+            bus = self._bus()  # before any budget is spent
+            name, new_hash = self._admit_new_room(user, raw_room, key, now, limited=limited)
+            key_hash, checked = new_hash or "", ""
         else:
             if create:
                 raise ChatError(f"#{room.name} already exists: /join {room.name}", ROOM_EXISTS)
@@ -359,38 +351,6 @@ class ReplicatedHall(Hall):
     def login(self, user: User, name: str, password: str, now: float) -> Any:
         raise self._not_shared("logging in")
 
-    # Changes to rooms and users that are not carried by the stream yet are
-    # refused: made on one node only, they would fork the world.
-    def set_topic(self, *args: Any, **kwargs: Any) -> Any:
-        raise self._not_shared("setting a topic")
-
-    def set_modes(self, *args: Any, **kwargs: Any) -> Any:
-        raise self._not_shared("changing a room's modes")
-
-    def kick(self, *args: Any, **kwargs: Any) -> Any:
-        raise self._not_shared("kicking")
-
-    def ban(self, *args: Any, **kwargs: Any) -> Any:
-        raise self._not_shared("banning or muting")
-
-    def unban(self, *args: Any, **kwargs: Any) -> Any:
-        raise self._not_shared("lifting a ban")
-
-    def allow_in(self, *args: Any, **kwargs: Any) -> Any:
-        raise self._not_shared("inviting")
-
-    def say_to_operators(self, *args: Any, **kwargs: Any) -> Any:
-        raise self._not_shared("a message to a room's operators")
-
-    def kill(self, *args: Any, **kwargs: Any) -> Any:
-        raise self._not_shared("KILL")
-
-    def kline(self, *args: Any, **kwargs: Any) -> Any:
-        raise self._not_shared("KLINE")
-
-    def wall(self, *args: Any, **kwargs: Any) -> Any:
-        raise self._not_shared("WALLOPS")
-
     def tag_room(self, user: User, room: Room, tags: str, now: float) -> None:
         """Tags with no text (typing notices) are not carried across nodes: dropped."""
 
@@ -439,24 +399,17 @@ class ReplicatedHall(Hall):
             if self._local(user):
                 self._tell(user, ChatError(text, CLUSTER_UNAVAILABLE))
                 user.outbox.disconnect()
-        self._applying = True
-        try:
-            for user in list(self.users.values()):
-                for room in list(user.rooms):
-                    self._remove_member(room, user)
-                del self.users[user.key]
-                self._ranked_users.remove(user)
-                self._stop_ignoring(user)
-            for room in list(self.rooms.values()):
-                self._forget_if_idle(room)
-        finally:
-            self._applying = False
+        for user in list(self.users.values()):
+            for room in list(user.rooms):
+                self._remove_member(room, user)
+            del self.users[user.key]
+            self._ranked_users.remove(user)
+            self._stop_ignoring(user)
+        for room in list(self.rooms.values()):
+            self._forget_if_idle(room)
         self._registrations.clear()
         self._expected.clear()
         self._settled.clear()
-
-    def start_fresh(self) -> None:
-        """The node reads the stream from its end: its world is what it holds now."""
 
     # -- a node that joins a running cluster --------------------------------------
 
@@ -468,7 +421,7 @@ class ReplicatedHall(Hall):
         users = [[user.name, user.node, user.fence, user.ident, user.host, user.realname,
                   [[room.key, user in room.ops, user in room.voiced] for room in user.rooms]]
                  for user in self.users.values()]
-        return json.dumps({"rooms": rooms, "users": users}, ensure_ascii=False, separators=(",", ":")).encode()
+        return encode({"rooms": rooms, "users": users})
 
     def load_snapshot(self, data: bytes) -> None:
         """Take the world of another node's snapshot (this node's own world is empty of users)."""
@@ -496,12 +449,7 @@ class ReplicatedHall(Hall):
                 room = self.rooms.get(key)
                 if room is None:
                     continue
-                rank = self._ranked_rooms.before_change(room)
-                push = REMOTE_OUTBOX.out.append
-                room.members[user] = push
-                room.groups.setdefault(REMOTE, {})[user] = push
-                self._ranked_rooms.after_change(room, rank)
-                user.rooms[room] = None
+                self._seat(user, room)
                 if op:
                     room.ops.add(user)
                 if voiced:
@@ -522,6 +470,15 @@ class ReplicatedHall(Hall):
 
     def _local(self, user: User) -> bool:
         return user.outbox is not REMOTE_OUTBOX
+
+    def _make_remote(self, user: User) -> None:
+        """Nothing more is sent to USER's connection from here on (it closed)."""
+        user.outbox = REMOTE_OUTBOX
+        user.send = REMOTE_OUTBOX.queue
+        self.set_renderer(user, REMOTE)
+        discard = REMOTE_OUTBOX.out.append
+        for room in user.rooms:
+            room.members[user] = room.groups[REMOTE][user] = discard
 
     def _apply_hello(self, node: str, fence: int, event: list[Any]) -> None:
         _, name, ident, host, token = event
@@ -552,7 +509,7 @@ class ReplicatedHall(Hall):
         super().quit(user, reason, now)
         if local:  # its node was declared lost while it was still here
             self.forget_connection(user.outbox)
-            user.outbox.queue(user.renderer.error("you were disconnected from the cluster"))
+            self._tell(user, ChatError("you were disconnected from the cluster", CLUSTER_UNAVAILABLE))
             user.outbox.disconnect()
 
     def _apply_nick(self, node: str, fence: int, event: list[Any]) -> None:
@@ -635,7 +592,7 @@ class ReplicatedHall(Hall):
         target = self.users.get(target_key)
         if target is None:
             if self._local(user):
-                self._tell(user, ChatError("that user has left", "no-such-user"))
+                self._tell(user, ChatError("that user has left", NO_SUCH_USER))
             return
         if not (self._local(user) or self._local(target)):
             return  # nothing to do here, not even a message id
@@ -654,14 +611,37 @@ class ReplicatedHall(Hall):
             assert (user.outbox is REMOTE_OUTBOX) == (user.renderer is REMOTE) or user.node == self.node, user
 
 
-def _regroup(hall: Hall, user: User, renderer: Renderer) -> Renderer:
-    """Move USER to RENDERER's group in each of its rooms; returns RENDERER."""
-    hall.set_renderer(user, renderer)
-    for room in user.rooms:
-        room.members[user] = REMOTE_OUTBOX.out.append
-        room.groups[renderer][user] = REMOTE_OUTBOX.out.append
-    return renderer
+def encode(value: Any) -> bytes:
+    """An event (or a snapshot) as it crosses Redis: compact JSON, UTF-8."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
 
+
+# Changes to rooms and users that the stream does not carry yet are refused:
+# made on one node only, they would fork the world.
+_NOT_SHARED = {
+    "set_topic": "setting a topic",
+    "set_modes": "changing a room's modes",
+    "kick": "kicking",
+    "ban": "banning or muting",
+    "unban": "lifting a ban",
+    "allow_in": "inviting",
+    "say_to_operators": "a message to a room's operators",
+    "kill": "KILL",
+    "kline": "KLINE",
+    "wall": "WALLOPS",
+}
+
+
+def _refusal(what: str) -> Callable[..., Any]:
+    def refuse(self: ReplicatedHall, *args: Any, **kwargs: Any) -> Any:
+        raise self._not_shared(what)
+    refuse.__doc__ = f"Refused on a cluster: {what} is not carried by the stream yet."
+    return refuse
+
+
+for _method, _what in _NOT_SHARED.items():
+    setattr(ReplicatedHall, _method, _refusal(_what))
+del _method, _what
 
 _APPLY: dict[str, Callable[[ReplicatedHall, str, int, list[Any]], None]] = {
     "hello": ReplicatedHall._apply_hello,

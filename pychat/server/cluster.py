@@ -26,14 +26,13 @@ if it changes, Redis lost its data.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import selectors
 import time
 from typing import Any, Callable
 
-from pychat.core.replicated import ReplicatedHall
+from pychat.core.replicated import ReplicatedHall, encode
 from pychat.core.timers import Timers
 from pychat.server.redis import LinkDown, RedisAddress, RedisLink, Reply
 
@@ -138,6 +137,17 @@ return 1
 """
 
 
+def _claim_answer(refused: Callable[[str], None]) -> Callable[[Reply], None]:
+    """The callback of CLAIM or MOVE: 0 is a name held by someone else; an error,
+    or a negative answer (no lease, the old claim lost), is the cluster being unavailable."""
+    def answer(reply: Reply) -> None:
+        if isinstance(reply, Exception) or (isinstance(reply, int) and reply < 0):
+            refused("unavailable")
+        elif reply == 0:
+            refused("taken")
+    return answer
+
+
 def _id_tuple(stream_id: str) -> tuple[int, int]:
     ms, _, seq = stream_id.partition("-")
     return int(ms), int(seq or 0)
@@ -180,7 +190,7 @@ class Cluster:
         return self.ready
 
     def publish(self, event: list[Any]) -> None:
-        payload = json.dumps(event, ensure_ascii=False, separators=(",", ":"))
+        payload = encode(event)
         self._sent += 1
         seq = self._sent
         self._in_flight[seq] = event
@@ -195,32 +205,18 @@ class Cluster:
             self.hall.publish_failed(event)
 
     def claim(self, key: str, event: list[Any], refused: Callable[[str], None]) -> None:
-        payload = json.dumps(event, ensure_ascii=False, separators=(",", ":"))
-
-        def answer(reply: Reply) -> None:
-            if isinstance(reply, Exception) or reply == -1:
-                refused("unavailable")
-            elif reply == 0:
-                refused("taken")
-        self.cmd.call(answer, "EVAL", CLAIM, 5, NAMES, FENCE, STREAM, self.held_key, self.lease_key,
-                      key, self.node, payload, STREAM_KEPT, self.token)
+        self.cmd.call(_claim_answer(refused), "EVAL", CLAIM, 5, NAMES, FENCE, STREAM, self.held_key,
+                      self.lease_key, key, self.node, encode(event), STREAM_KEPT, self.token)
 
     def move(self, old_key: str, fence: int, key: str, event: list[Any], refused: Callable[[str], None]) -> None:
-        payload = json.dumps(event, ensure_ascii=False, separators=(",", ":"))
-
-        def answer(reply: Reply) -> None:
-            if isinstance(reply, Exception) or reply in (-1, -2):
-                refused("unavailable")
-            elif reply == 0:
-                refused("taken")
-        self.cmd.call(answer, "EVAL", MOVE, 5, NAMES, FENCE, STREAM, self.held_key, self.lease_key,
-                      old_key, fence, key, self.node, payload, STREAM_KEPT, self.token)
+        self.cmd.call(_claim_answer(refused), "EVAL", MOVE, 5, NAMES, FENCE, STREAM, self.held_key,
+                      self.lease_key, old_key, fence, key, self.node, encode(event), STREAM_KEPT, self.token)
 
     def release(self, key: str, fence: int, event: list[Any]) -> None:
         if not self.cmd.up:
             self._releases.append((key, fence, event))
             return
-        payload = json.dumps(event, ensure_ascii=False, separators=(",", ":"))
+        payload = encode(event)
 
         def answer(reply: Reply) -> None:
             if isinstance(reply, LinkDown):
@@ -241,9 +237,6 @@ class Cluster:
         self._stopped = True
         if self.cmd.up:
             self.cmd.call(lambda reply: None, "DEL", self.lease_key)
-
-    def on_event(self, link: RedisLink, mask: int) -> None:
-        link.on_event(mask, self._mono())
 
     def flush(self) -> None:
         mono = self._mono()
@@ -343,8 +336,7 @@ class Cluster:
             self._ask_snapshot()  # other nodes are running: the world is theirs
             return
         if self.last_id is None:
-            self.last_id = last
-            self.hall.start_fresh()
+            self.last_id = last  # the first node: the world is what this node holds
         self._now_ready()
 
     def _now_ready(self) -> None:
@@ -363,7 +355,7 @@ class Cluster:
         """Append a request for the world; any other node answers with its world as of
         that request (a key of its own); this node reads on from the request."""
         token = os.urandom(8).hex()
-        payload = json.dumps(["snapreq", token])
+        payload = encode(["snapreq", token])
 
         def appended(reply: Reply) -> None:
             if isinstance(reply, Exception):
@@ -384,7 +376,6 @@ class Cluster:
                 if self._mono() - self._started_asking > SNAPSHOT_WAIT:
                     log.warning("cluster: no node answered with the world in %g s; starting from what this "
                                 "node holds", SNAPSHOT_WAIT)
-                    self.hall.start_fresh()
                     self._now_ready()
                     return
                 self.timers.call_at(self._mono() + 0.05, lambda: self._poll_snapshot(token))

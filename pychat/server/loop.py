@@ -168,8 +168,8 @@ class Server:
                 bound += self._listen_for(line_frontend(settings), settings.tls_port, tls=True)
             if settings.ircs_port is not None:
                 bound += self._listen_for(irc_frontend(settings), settings.ircs_port, tls=True)
-        if self.cluster is not None and not self.cluster.started and self.cluster.cmd.state == "down":
-            self.cluster.start()
+        if self.cluster is not None:
+            self.cluster.start()  # once listening: a node is not announced before it can serve
         return bound
 
     def _listen_for(self, frontend: Frontend, port: int, tls: bool = False, web: bool = False) -> list[tuple[str, int]]:

@@ -52,15 +52,6 @@ class RedisAddress:
         return f"redis://{self.host}:{self.port}/{self.db}"
 
 
-def pack(args: tuple[bytes | str | int | float, ...]) -> bytes:
-    """A command in RESP: an array of bulk strings."""
-    out = [b"*%d\r\n" % len(args)]
-    for arg in args:
-        data = arg if isinstance(arg, bytes) else str(arg).encode()
-        out.append(b"$%d\r\n%s\r\n" % (len(data), data))
-    return b"".join(out)
-
-
 class RedisLink:
     """A connection to Redis that never blocks the loop.
 
@@ -73,6 +64,7 @@ class RedisLink:
                  on_up: Callable[[], None], on_down: Callable[[str], None], timeout: float) -> None:
         import hiredis  # the cluster extra; the caller checked it is there
         self._reader_class = hiredis.Reader
+        self._pack: Callable[[tuple[Any, ...]], bytes] = hiredis.pack_command  # a command as RESP, in C
         self.name = name
         self.address = address
         self.sel = sel
@@ -208,7 +200,7 @@ class RedisLink:
         if self.state != "up":
             callback(LinkDown(f"redis link {self.name} is down"))
             return
-        self.out.append(pack(args))
+        self.out.append(self._pack(args))
         self.waiting.append(callback)
         if len(self.wbuf) > MAX_UNSENT:
             self.close("Redis does not read what is sent")
