@@ -37,6 +37,7 @@ class Once:
     """A renderer like IRC's: quits and renames told once per recipient."""
 
     per_room = False
+    delivers = True
 
     def __init__(self, echo: bool) -> None:
         self.echo = echo

@@ -189,11 +189,14 @@ class Renderer(Protocol):
     PER_ROOM: a quit or rename is announced in each room the recipient shares
     with its subject (the line protocol names the room), or once per
     recipient (IRC's QUIT and NICK name no room). ECHO: senders receive their
-    own room messages (IRC's echo-message).
+    own room messages (IRC's echo-message). DELIVERS: false for users this
+    process sends nothing to (a cluster's users on other nodes): they are
+    members of their rooms but left out of the rooms' fan-out groups.
     """
 
     per_room: bool
     echo: bool
+    delivers: bool
 
     def said(self, e: SaidFields) -> bytes: ...
 

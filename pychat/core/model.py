@@ -374,11 +374,14 @@ class Hall(AccountsMixin, ModerationMixin):
             return
         user.renderer = renderer
         for room in user.rooms:
-            group = room.groups[old]
-            push = group.pop(user)
-            if not group:
-                del room.groups[old]
-            room.groups.setdefault(renderer, {})[user] = push
+            push = room.members[user]
+            if old.delivers:
+                group = room.groups[old]
+                del group[user]
+                if not group:
+                    del room.groups[old]
+            if renderer.delivers:
+                room.groups.setdefault(renderer, {})[user] = push
 
     def quit(self, user: User, reason: str, now: float) -> None:
         """Remove USER from the hall; the rooms it was in see that it quit."""
@@ -605,7 +608,8 @@ class Hall(AccountsMixin, ModerationMixin):
         rank = self._ranked_rooms.before_change(room)
         push = user.outbox.out.append
         room.members[user] = push
-        room.groups.setdefault(user.renderer, {})[user] = push
+        if user.renderer.delivers:
+            room.groups.setdefault(user.renderer, {})[user] = push
         self._ranked_rooms.after_change(room, rank)
         user.rooms[room] = None
 
@@ -624,10 +628,11 @@ class Hall(AccountsMixin, ModerationMixin):
     def _remove_member(self, room: Room, user: User) -> None:
         rank = self._ranked_rooms.before_change(room)
         del room.members[user]
-        group = room.groups[user.renderer]
-        del group[user]
-        if not group:
-            del room.groups[user.renderer]
+        if user.renderer.delivers:
+            group = room.groups[user.renderer]
+            del group[user]
+            if not group:
+                del room.groups[user.renderer]
         self._ranked_rooms.after_change(room, rank)
         del user.rooms[room]
         room.ops.discard(user)
@@ -873,7 +878,7 @@ class Hall(AccountsMixin, ModerationMixin):
             assert (room.members or self.history.has_chat(room.id) or key == self.default_room
                     or self._has_settings(room)), f"{room} is idle and was not forgotten"
             grouped = {user: push for group in room.groups.values() for user, push in group.items()}
-            assert grouped == room.members, room
+            assert grouped == {m: push for m, push in room.members.items() if m.renderer.delivers}, room
             for renderer, group in room.groups.items():
                 assert group, (room, renderer)
                 assert all(member.renderer is renderer for member in group), (room, renderer)

@@ -108,6 +108,7 @@ class _Remote:
 
     per_room = True
     echo = True  # say() then leaves its sender's copy alone: there is none
+    delivers = False  # in no room's fan-out group: a room message costs nothing per remote member
 
     def __getattr__(self, name: str) -> Callable[..., bytes]:
         return _nothing
@@ -359,13 +360,31 @@ class ReplicatedHall(Hall):
 
     # -- what comes back from the stream ---------------------------------------
 
-    def apply(self, node: str, fence: int, data: bytes) -> None:
-        """Carry out one event of the stream (from NODE; FENCE: the claim's, for claims)."""
+    def apply(self, node: str, fence: int, data: bytes, batch: bool = False) -> None:
+        """Carry out one entry of the stream from NODE: one event (FENCE: the claim's,
+        for claims) or, BATCH, a list of events, one by one."""
         try:
-            event = json.loads(data)
+            value = decode(data)
+        except ValueError:
+            log.warning("cluster: an entry that cannot be read was skipped: %r", clip(repr(data), 80))
+            return
+        if not batch:
+            self._carry_out(node, fence, value)
+            return
+        for event in value if isinstance(value, list) else ():
+            try:
+                if event[0] == "say":
+                    self._apply_say(node, fence, event)  # the common event: straight to the base Hall
+                else:
+                    self._carry_out(node, fence, event)
+            except Exception:
+                log.exception("cluster: internal error carrying out an event from %s; skipped", node)
+
+    def _carry_out(self, node: str, fence: int, event: Any) -> None:
+        try:
             handler = _APPLY.get(event[0])
-        except (ValueError, TypeError, IndexError, KeyError):
-            log.warning("cluster: an event that cannot be read was skipped: %r", clip(repr(data), 80))
+        except (TypeError, IndexError, KeyError):
+            log.warning("cluster: an event that cannot be read was skipped: %r", clip(repr(event), 80))
             return
         if handler is None:
             log.warning("cluster: unknown event %r skipped", event[0])
@@ -381,12 +400,13 @@ class ReplicatedHall(Hall):
             # What the retry did not take is stale: no later request may take it for its own.
             self._settled.pop(outbox, None)
 
-    def publish_failed(self, event: list[Any]) -> None:
-        """An event may not have reached the stream (the link to Redis failed): its sender is told."""
-        user = self.users.get(event[1]) if len(event) > 1 and isinstance(event[1], str) else None
-        if user is not None and self._local(user):
-            self._tell(user, ChatError("cluster unavailable: your last request may not have been carried out",
-                                       CLUSTER_UNAVAILABLE))
+    def publish_failed(self, events: list[list[Any]]) -> None:
+        """EVENTS may not have reached the stream (the link to Redis failed): their senders are told."""
+        senders = {self.users.get(event[1]) for event in events if len(event) > 1 and isinstance(event[1], str)}
+        for user in senders:
+            if user is not None and self._local(user):
+                self._tell(user, ChatError("cluster unavailable: your last request may not have been carried out",
+                                           CLUSTER_UNAVAILABLE))
         for outbox, expected in list(self._expected.items()):
             for op, key in list(expected):
                 self._settle(outbox, op, key, unavailable())
@@ -425,7 +445,7 @@ class ReplicatedHall(Hall):
 
     def load_snapshot(self, data: bytes) -> None:
         """Take the world of another node's snapshot (this node's own world is empty of users)."""
-        world = json.loads(data)
+        world = decode(data)
         for name, key_hash, created, modes, limit in world["rooms"]:
             room = self.rooms.get(room_key(name))
             if room is None:
@@ -478,7 +498,7 @@ class ReplicatedHall(Hall):
         self.set_renderer(user, REMOTE)
         discard = REMOTE_OUTBOX.out.append
         for room in user.rooms:
-            room.members[user] = room.groups[REMOTE][user] = discard
+            room.members[user] = discard
 
     def _apply_hello(self, node: str, fence: int, event: list[Any]) -> None:
         _, name, ident, host, token = event
@@ -573,13 +593,14 @@ class ReplicatedHall(Hall):
             self._settle(user.outbox, "part", room_id, None)
 
     def _apply_say(self, node: str, fence: int, event: list[Any]) -> None:
+        """A room message (it calls only the base Hall: it needs no ``_applying``)."""
         _, key, user_fence, room_id, text, kind, now, tags = event
-        user = self._sender(key, user_fence)
+        user = self.users.get(key)
         room = self.rooms.get(room_id)
-        if user is None or room is None:
-            return
+        if user is None or room is None or user.fence != user_fence:
+            return  # gone, or an event of a claim that ended
         try:
-            super().say(user, room, text, now, kind, tags)
+            Hall.say(self, user, room, text, now, kind, tags)
         except ChatError as exc:
             if self._local(user):
                 self._tell(user, exc)
@@ -611,9 +632,18 @@ class ReplicatedHall(Hall):
             assert (user.outbox is REMOTE_OUTBOX) == (user.renderer is REMOTE) or user.node == self.node, user
 
 
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))  # made once: json.dumps makes one per call
+_DECODE = json.JSONDecoder().decode
+
+
 def encode(value: Any) -> bytes:
     """An event (or a snapshot) as it crosses Redis: compact JSON, UTF-8."""
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
+    return _ENCODER.encode(value).encode()
+
+
+def decode(data: bytes) -> Any:
+    """What encode() made (ValueError if it is not that)."""
+    return _DECODE(data.decode())
 
 
 # Changes to rooms and users that the stream does not carry yet are refused:

@@ -17,6 +17,12 @@ delays a publish. If either fails, the node is unavailable (requests are
 refused with "cluster unavailable") until both are back and it has taken
 its lease again; the feed then reads on from the last id it carried out.
 
+An entry of the stream has the publishing node (``n``) and either one
+event (``e``, JSON; with the claim's fence ``f`` for a claim) or the
+events its users asked for in one pass of its loop (``b``, a JSON list,
+with a sequence number ``s`` by which the node sees its own entries come
+back): one append and one decode per pass, not per message.
+
 Keys (all under ``pychat:``): ``events`` the stream; ``names`` name key ->
 "node fence"; ``fence`` the fence counter; ``nodes`` the nodes with a
 lease; ``lease:NODE`` NODE's lease (a token, with a TTL); ``held:NODE``
@@ -175,9 +181,12 @@ class Cluster:
         self.backoff = BACKOFF_FIRST
         self._reconnect_due = False
         self._releases: list[tuple[str, int, list[Any]]] = []  # quits to publish once back
-        # Events published and neither confirmed by Redis nor read back, by sequence number.
+        # This loop pass's events, appended to the stream together as one entry
+        # (one XADD, one decode per node), before any script and when the pass ends.
+        self._batch: list[list[Any]] = []
+        # Batches appended and neither confirmed by Redis nor read back, by sequence number.
         self._sent = 0
-        self._in_flight: dict[int, list[Any]] = {}
+        self._in_flight: dict[int, list[list[Any]]] = {}
         self._started_asking = 0.0
         hall.on_snapshot_request = self._snapshot_requested
         self._stopped = False
@@ -190,25 +199,33 @@ class Cluster:
         return self.ready
 
     def publish(self, event: list[Any]) -> None:
-        payload = encode(event)
+        self._batch.append(event)
+
+    def _append_batch(self) -> None:
+        """This pass's events so far, as one entry of the stream (field ``b``: a list of events)."""
+        batch, self._batch = self._batch, []
         self._sent += 1
         seq = self._sent
-        self._in_flight[seq] = event
+        self._in_flight[seq] = batch
         self.cmd.call(lambda reply: self._published(reply, seq), "XADD", STREAM, "MAXLEN", "~", STREAM_KEPT,
-                      "*", "n", self.node, "s", seq, "e", payload)
+                      "*", "n", self.node, "s", seq, "b", encode(batch))
 
     def _published(self, reply: Reply, seq: int) -> None:
-        event = self._in_flight.pop(seq, None)
-        if event is not None and isinstance(reply, Exception):
+        batch = self._in_flight.pop(seq, None)
+        if batch is not None and isinstance(reply, Exception):
             # Not read back from the stream either: it may be lost.
-            log.warning("cluster: an event may not have been published: %s", reply)
-            self.hall.publish_failed(event)
+            log.warning("cluster: %d event(s) may not have been published: %s", len(batch), reply)
+            self.hall.publish_failed(batch)
 
     def claim(self, key: str, event: list[Any], refused: Callable[[str], None]) -> None:
+        if self._batch:
+            self._append_batch()  # what was asked before stays before, in the stream too
         self.cmd.call(_claim_answer(refused), "EVAL", CLAIM, 5, NAMES, FENCE, STREAM, self.held_key,
                       self.lease_key, key, self.node, encode(event), STREAM_KEPT, self.token)
 
     def move(self, old_key: str, fence: int, key: str, event: list[Any], refused: Callable[[str], None]) -> None:
+        if self._batch:
+            self._append_batch()
         self.cmd.call(_claim_answer(refused), "EVAL", MOVE, 5, NAMES, FENCE, STREAM, self.held_key,
                       self.lease_key, old_key, fence, key, self.node, encode(event), STREAM_KEPT, self.token)
 
@@ -216,6 +233,8 @@ class Cluster:
         if not self.cmd.up:
             self._releases.append((key, fence, event))
             return
+        if self._batch:
+            self._append_batch()
         payload = encode(event)
 
         def answer(reply: Reply) -> None:
@@ -235,10 +254,15 @@ class Cluster:
     def stop(self) -> None:
         """The server is stopping: give up the lease so that the sweep frees our names at once."""
         self._stopped = True
+        if self._batch:
+            self._append_batch()
         if self.cmd.up:
             self.cmd.call(lambda reply: None, "DEL", self.lease_key)
 
     def flush(self) -> None:
+        """The end of a loop pass: this pass's events and commands leave for Redis."""
+        if self._batch:
+            self._append_batch()
         mono = self._mono()
         if self.cmd.out:
             self.cmd.flush(mono)
@@ -256,6 +280,8 @@ class Cluster:
                         self.address, reason)
         for link in (self.cmd, self.feed):
             link.close(reason)  # both, so that they come back together
+        if self._batch:
+            self._append_batch()  # refused at once: their senders are told
         if not self._reconnect_due and not self._stopped:
             self._reconnect_due = True
             self.timers.call_at(self._mono() + self.backoff, self._reconnect)
@@ -408,10 +434,12 @@ class Cluster:
         if reply:
             apply = self.hall.apply
             for entry_id, fields in reply[0][1]:
-                node, fence, data = "", 0, b""
+                node, fence, data, batch = "", 0, b"", False
                 for i in range(0, len(fields), 2):
                     name = fields[i]
-                    if name == b"e":
+                    if name == b"b":
+                        data, batch = fields[i + 1], True
+                    elif name == b"e":
                         data = fields[i + 1]
                     elif name == b"n":
                         node = fields[i + 1].decode()
@@ -421,7 +449,7 @@ class Cluster:
                         self._in_flight.pop(int(fields[i + 1]), None)
                 self.last_id = entry_id.decode()
                 try:
-                    apply(node, fence, data)
+                    apply(node, fence, data, batch)
                 except Exception:
                     log.exception("cluster: internal error carrying out event %s; skipped", self.last_id)
         if self.ready:

@@ -61,6 +61,7 @@ class IrcRenderer:
     """IRC lines for one set of capabilities."""
 
     per_room = False  # QUIT and NICK name no room: each recipient is told once
+    delivers = True
 
     def __init__(self, server_name: str, server_time: bool, message_tags: bool, echo: bool) -> None:
         self.server_name = server_name

@@ -82,6 +82,7 @@ class LineRenderer:
 
     per_room = True
     echo = False
+    delivers = True
 
     def said(self, e: SaidFields) -> bytes:
         # The hot path: one f-string, fields by position (ts, room, sender, _, text, kind),
