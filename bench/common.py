@@ -43,6 +43,14 @@ def pin(pid: int, cpu: int) -> None:
             pass
 
 
+def unpin(pid: int) -> None:
+    """Let PID run on every CPU we may use (children inherit their parent's pinning)."""
+    try:
+        os.sched_setaffinity(pid, set(_CPUS))
+    except OSError:
+        pass
+
+
 def raise_nofile() -> int:
     """Raise this process's open-files limit to its hard limit (many sockets
     in one process); the limit now in force."""
@@ -61,6 +69,44 @@ def server_cpu(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def socket_owners(port: int, pids: list[int], listening: bool = False) -> dict[int, int]:
+    """Which of PIDS holds each TCP socket whose local port is PORT: the
+    sockets' remote ports (or, LISTENING, their inodes) mapped to the
+    position of their owner in PIDS. Read from /proc (the processes'
+    descriptors and the kernel's socket tables); for nodes that share one
+    port with SO_REUSEPORT, which node took which client."""
+    inodes: dict[str, int] = {}
+    for i, pid in enumerate(pids):
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                link = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if link.startswith("socket:["):
+                inodes[link[8:-1]] = i
+    owners: dict[int, int] = {}
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                next(f)
+                for line in f:
+                    fields = line.split()
+                    local, remote, state, inode = fields[1], fields[2], fields[3], fields[9]
+                    if int(local.rsplit(":", 1)[1], 16) != port or inode not in inodes:
+                        continue
+                    if listening and state == "0A":
+                        owners[int(inode)] = inodes[inode]
+                    elif not listening and state != "0A":
+                        owners[int(remote.rsplit(":", 1)[1], 16)] = inodes[inode]
+        except OSError:
+            continue
+    return owners
 
 
 def server_rss(pid: int) -> int:

@@ -1,7 +1,8 @@
-"""The IRC daemons pychat is measured against: how to start each, with what config.
+"""The IRC daemons pychat is measured against, and the Redis of its cluster runs:
+how to start each, with what config.
 
 miniircd comes from PyPI (the ``bench`` extra). ngIRCd and InspIRCd come
-from Debian packages: when one is missing and we are root, ``install``
+from Debian packages, as does Redis (``redis-server``): when one is missing and we are root, ``install``
 installs it with apt-get and stops the system service the package may
 have started (so nothing of ours listens on the machine's addresses);
 otherwise it says how and the runner leaves that daemon out.
@@ -54,7 +55,9 @@ class Daemon:
 
 NGIRCD = Daemon("ngircd", "ngircd", "ngircd", "ngircd", "/run/ngircd/ngircd.pid")
 INSPIRCD = Daemon("inspircd", "inspircd", "inspircd", "inspircd", "/run/inspircd/inspircd.pid")
-DEBIAN = {d.name: d for d in (NGIRCD, INSPIRCD)}
+# Not an IRC daemon: the Redis that pychat's cluster nodes share.
+REDIS = Daemon("redis", "redis-server", "redis-server", "redis-server", "/run/redis/redis-server.pid")
+DEBIAN = {d.name: d for d in (NGIRCD, INSPIRCD, REDIS)}
 
 # ngIRCd 26. MaxPenaltyTime = 0 turns its penalty times off (it still takes at
 # most 3 commands per client per pass of its loop, by design, with no delay).
@@ -119,6 +122,14 @@ def inspircd_command(port: int, workdir: Path) -> list[str]:
     if os.geteuid() == 0:
         cmd.append("--runasroot")  # it refuses to run as root otherwise
     return cmd
+
+
+def redis_command(port: int, workdir: Path, fsync: str) -> list[str]:
+    """Redis for a cluster run: 127.0.0.1 only, its append-only file in WORKDIR
+    (``appendfsync`` FSYNC), no snapshots, in the foreground."""
+    return [shutil.which(REDIS.binary) or REDIS.binary, "--port", str(port), "--bind", "127.0.0.1",
+            "--dir", str(workdir), "--appendonly", "yes", "--appendfsync", fsync, "--save", "",
+            "--daemonize", "no", "--logfile", str(workdir / "redis.log")]
 
 
 def miniircd_command(port: int) -> list[str]:

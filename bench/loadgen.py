@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from bench import seqcheck
-from bench.common import raise_nofile, server_cpu, server_rss
+from bench.common import raise_nofile, server_cpu, server_rss, socket_owners
 
 SCRATCH_SIZE = 1 << 18   # setup reads: one buffer, reused (a fresh 256 KiB bytes per read is costly)
 CHECK_MEMORY = 256 << 20  # bytes of check buffers for all receivers together
@@ -56,7 +56,8 @@ class Room:
 
 
 class Client:
-    __slots__ = ("sock", "index", "member", "name", "room", "steps", "probe", "buf", "seq", "out", "wsin", "wsframe")
+    __slots__ = ("sock", "index", "member", "name", "room", "steps", "probe", "buf", "seq", "out", "wsin", "wsframe",
+                 "node")
 
     def __init__(self, sock: socket.socket, index: int, prefix: str, room: Room) -> None:
         self.sock = sock
@@ -71,6 +72,7 @@ class Client:
         self.out = b""
         self.wsin = b""      # WebSocket: the start of a frame not yet whole
         self.wsframe = b""   # WebSocket, measuring: the header every message frame of its room starts with
+        self.node = 0        # of several server processes sharing the port: the one that took it
 
     @property
     def ready(self) -> bool:
@@ -219,6 +221,9 @@ class LoadGen:
         self.clients: list[Client] = []
         self.measuring = False
         self.latencies: list[int] = []
+        self.cross_latencies: list[int] = []  # several nodes: of messages from a sender on another node
+        self.nodes = len(args.server_pid)
+        self.node_of: dict[int, int] = {}     # client index -> its node, while measuring
         self.pending_out: set[Client] = set()
         self.scratch = bytearray(SCRATCH_SIZE)
         self.ws = args.transport == "ws"
@@ -228,6 +233,7 @@ class LoadGen:
             self.tls.check_hostname = False
             self.tls.verify_mode = ssl.CERT_NONE  # the server's certificate is the run's own
         self.time_at = seqcheck.time_field(args.size, 1)  # lines end in CR once split on LF
+        self.sender_at = seqcheck.sender_field(args.size, 1)
 
     # -- setup ------------------------------------------------------------
 
@@ -281,7 +287,22 @@ class LoadGen:
             self._poll(0.05)
         ready_time = time.monotonic() - start
         self._quiet(args.quiet)
+        if self.nodes > 1:
+            self._find_nodes()
         return ready_time
+
+    def _find_nodes(self) -> None:
+        """Which server process took each client (several nodes share the port)."""
+        owners = socket_owners(self.args.port, self.args.server_pid)
+        for c in self.clients:
+            c.node = owners.get(c.sock.getsockname()[1], -1)
+        unknown = sum(c.node < 0 for c in self.clients)
+        if unknown:
+            raise SystemExit(f"loadgen: {unknown} clients on none of the server processes given")
+
+    def per_node(self) -> list[int]:
+        """How many clients each server process took."""
+        return [sum(c.node == n for c in self.clients) for n in range(self.nodes)]
 
     def _quiet(self, seconds: float) -> None:
         """Read until nothing has arrived for SECONDS."""
@@ -393,11 +414,29 @@ class LoadGen:
         client.buf = lines.pop()
         at = self.time_at
         append = self.latencies.append
+        if self.nodes > 1:
+            self._probe_nodes(client, lines, now)
+            return
         for line in lines:
             try:
                 append(now - int(line[at]))
             except ValueError:
                 pass  # not a message (the checker counts those)
+
+    def _probe_nodes(self, client: Client, lines: list[bytes], now: int) -> None:
+        """_probe() with several nodes: also set apart the messages whose
+        sender is on another node than CLIENT."""
+        at, sender_at = self.time_at, self.sender_at
+        node_of = self.node_of
+        for line in lines:
+            try:
+                latency = now - int(line[at])
+                sender = int(line[sender_at])
+            except ValueError:
+                continue  # not a message (the checker counts those)
+            self.latencies.append(latency)
+            if node_of.get(sender, client.node) != client.node:
+                self.cross_latencies.append(latency)
 
     def _start_checking(self) -> None:
         """From now on every read goes to its room's sequence checker."""
@@ -405,6 +444,7 @@ class LoadGen:
         # mappings, so a receiver that gets one line (CONNS) touches one page.
         receivers = sum(len(r.members) for r in self.rooms)
         size = self.args.check_buffer or max(64 << 10, min(1 << 20, CHECK_MEMORY // max(1, receivers)))
+        self.node_of = {c.index: c.node for c in self.clients}
         for room in self.rooms:
             room.checker = seqcheck.RoomChecker([c.index for c in room.members],
                                                 [c.index for c in room.senders], self.args.size, size)
@@ -432,8 +472,9 @@ class LoadGen:
 
     def run_load(self) -> dict:
         args = self.args
-        pid = args.server_pid
-        cpu0 = server_cpu(pid) if pid else 0.0
+        pids = args.server_pid
+        cpu0 = [server_cpu(pid) for pid in pids]
+        redis0 = server_cpu(args.redis_pid) if args.redis_pid else 0.0
         own0 = time.process_time()
         self._start_checking()
         self._set_lowat(args.rcvlowat)
@@ -451,7 +492,8 @@ class LoadGen:
                 break
             self._poll(0.05)
         end = time.monotonic()
-        cpu1 = server_cpu(pid) if pid else 0.0
+        cpu1 = [server_cpu(pid) for pid in pids]
+        redis1 = server_cpu(args.redis_pid) if args.redis_pid else 0.0
         own1 = time.process_time()
         elapsed = end - start
         # After the clock stopped: take any stragglers (the byte count that
@@ -459,25 +501,31 @@ class LoadGen:
         self._quiet(0.05)
         check = self._finish_checking()
         delivered = check["deliveries"]
-        lat = sorted(self.latencies)
-
-        def pct(p: float) -> float | None:
-            return lat[min(len(lat) - 1, int(p * len(lat)))] / 1e6 if lat else None
-
-        return {
+        node_cpu = [b - a for a, b in zip(cpu0, cpu1)]
+        server_cpu_s = sum(node_cpu)
+        result = {
             "messages": sent_messages,
             **check,
             "seconds": elapsed,
             "deliveries_per_s": delivered / elapsed if elapsed else 0.0,
             "messages_per_s": sent_messages / elapsed if elapsed else 0.0,
-            "server_cpu_s": cpu1 - cpu0,
-            "server_busy_pct": (cpu1 - cpu0) / elapsed * 100 if elapsed else None,
+            "server_cpu_s": server_cpu_s,
+            "server_busy_pct": server_cpu_s / elapsed * 100 if elapsed else None,
             "loadgen_cpu_s": own1 - own0,
             "loadgen_busy_pct": (own1 - own0) / elapsed * 100 if elapsed else None,
-            "cpu_us_per_delivery": (cpu1 - cpu0) / delivered * 1e6 if delivered else None,
-            "latency_ms": {"p50": pct(0.50), "p90": pct(0.90), "p99": pct(0.99),
-                           "max": lat[-1] / 1e6 if lat else None, "samples": len(lat)},
+            "cpu_us_per_delivery": server_cpu_s / delivered * 1e6 if delivered else None,
+            "latency_ms": percentiles(self.latencies),
         }
+        if self.nodes > 1:
+            result.update(node_cpu_s=node_cpu, node_busy_pct=[c / elapsed * 100 for c in node_cpu],
+                          clients_per_node=self.per_node(), cross_latency_ms=percentiles(self.cross_latencies))
+        if args.redis_pid:
+            redis_cpu = redis1 - redis0
+            result.update(redis_cpu_s=redis_cpu, redis_busy_pct=redis_cpu / elapsed * 100 if elapsed else None,
+                          redis_cpu_us_per_delivery=redis_cpu / delivered * 1e6 if delivered else None,
+                          total_cpu_us_per_delivery=(server_cpu_s + redis_cpu) / delivered * 1e6
+                          if delivered else None)
+        return result
 
     def _set_lowat(self, size: int) -> None:
         """Report a socket readable only once SIZE bytes wait: fewer, larger reads."""
@@ -534,6 +582,17 @@ class LoadGen:
         return {"fanout_s": fanout, **self._finish_checking()}
 
 
+def percentiles(samples: list[int]) -> dict:
+    """p50, p90, p99 and max of SAMPLES (nanoseconds) in milliseconds, and their count."""
+    lat = sorted(samples)
+
+    def pct(p: float) -> float | None:
+        return lat[min(len(lat) - 1, int(p * len(lat)))] / 1e6 if lat else None
+
+    return {"p50": pct(0.50), "p90": pct(0.90), "p99": pct(0.99), "max": lat[-1] / 1e6 if lat else None,
+            "samples": len(lat)}
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--protocol", choices=sorted(PROTOCOLS), default="pychat")
@@ -541,7 +600,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--transport", choices=["tcp", "tls", "ws"], default="tcp",
                    help="plain TCP, TLS (the certificate is not checked) or a WebSocket at /ws (IRC only)")
     p.add_argument("--port", type=int, required=True)
-    p.add_argument("--server-pid", type=int, default=0, help="read the server's CPU time and RSS from /proc")
+    p.add_argument("--server-pid", type=int, action="append", default=[],
+                   help="read the server's CPU time and RSS from /proc; given more than once (nodes sharing "
+                        "the port), their CPU is summed and latency is also reported across nodes")
+    p.add_argument("--redis-pid", type=int, default=0, help="a Redis the server uses: its CPU time is reported apart")
     p.add_argument("--rooms", type=int, default=1)
     p.add_argument("--members", type=int, default=50, help="members per room")
     p.add_argument("--senders", type=int, default=10, help="senders per room")
@@ -566,11 +628,11 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     raise_nofile()
     gen = LoadGen(args)
-    rss0 = server_rss(args.server_pid) if args.server_pid else 0
+    rss0 = sum(server_rss(pid) for pid in args.server_pid)
     setup = gen.connect_all()
     result: dict = {"setup_s": setup, "clients": len(gen.clients)}
     if args.server_pid:
-        rss1 = server_rss(args.server_pid)
+        rss1 = sum(server_rss(pid) for pid in args.server_pid)
         result.update(rss_before=rss0, rss_after=rss1,
                       rss_per_client=(rss1 - rss0) / len(gen.clients))
     if args.mode == "conns":

@@ -18,6 +18,8 @@ bench/results/ (not committed) for --quick and --tiny.
 from __future__ import annotations
 
 import argparse
+import functools
+import importlib.util
 import json
 import os
 import shlex
@@ -32,7 +34,7 @@ from pathlib import Path
 
 from bench import attack, daemons
 from bench.common import (ROOT, checkout, default_out, free_port, irc_off, machine, pin, raise_nofile, speaks_irc,
-                          stop, wait_listening)
+                          stop, unpin, wait_listening)
 
 # Logins under way at once, for every server. miniircd listens with a
 # backlog of 5 and a login under way holds at most one connection not yet
@@ -60,6 +62,16 @@ class ServerKind:
     connect_window: int = CONNECT_WINDOW
     transport: str = "tcp"        # how the load generator connects: tcp, tls or ws (pychat's web port)
     only: tuple[str, ...] = ()    # the scenarios it runs, if not all
+    nodes: int = 0                # a cluster: this many nodes sharing the port and one Redis (0: no cluster)
+
+    def needs(self) -> list[str]:
+        """The Debian-packaged programs it runs (bench/daemons.py)."""
+        return ([self.daemon] if self.daemon in daemons.DEBIAN else []) + (["redis"] if self.nodes else [])
+
+    def node_command(self, port: int, workdir: Path, node: int, redis_port: int) -> list[str]:
+        """The command of cluster node NODE (from 0): the port shared, its own history file."""
+        return [*self.command(port, workdir), "--cluster", f"redis://127.0.0.1:{redis_port}",
+                "--node-name", f"n{node + 1}", "--db", str(workdir / f"n{node + 1}.db")]
 
     def command(self, port: int, workdir: Path) -> list[str]:
         if self.daemon == "miniircd":
@@ -85,6 +97,8 @@ class ServerKind:
         """Why this server cannot run here, or None."""
         if self.daemon == "pychat" and self.protocol == "irc" and not speaks_irc(self.root):
             return f"pychat at {checkout(self.root)} has no --irc-port (no IRC front end)"
+        if self.nodes and importlib.util.find_spec("hiredis") is None:
+            return "hiredis is not installed (python3 -m pip install -e '.[bench]')"
         return None
 
 
@@ -100,12 +114,21 @@ PYCHAT_IRC = ServerKind("pychat-irc", "irc")
 # a WebSocket (pychat's web port), in A and LAT beside plain TCP.
 PYCHAT_TLS = ServerKind("pychat-tls", "pychat", conns=False, transport="tls", only=("A", "LAT"))
 PYCHAT_WS = ServerKind("pychat-ws", "irc", conns=False, transport="ws", only=("A", "LAT"))
+# Several nodes, one Redis (--cluster): one node, and two sharing the port
+# with SO_REUSEPORT, the kernel spreading the clients over them.
+PYCHAT_CLUSTER1 = ServerKind("pychat-cluster1", "pychat", conns=False, only=("A", "B", "LAT"), nodes=1)
+PYCHAT_CLUSTER2 = ServerKind("pychat-cluster2", "pychat", conns=False, only=("A", "B", "LAT"), nodes=2)
 MINIIRCD = ServerKind("miniircd", "irc", "miniircd")
 NGIRCD = ServerKind("ngircd", "irc", "ngircd")
 INSPIRCD = ServerKind("inspircd", "irc", "inspircd", connect_window=INSPIRCD_CONNECT_WINDOW)
 KINDS = {k.name: k for k in (PYCHAT_FILE, PYCHAT_MEMORY, PYCHAT_FLOODCHECK, PYCHAT_LIMITS_OFF, PYCHAT_IRC,
-                             PYCHAT_TLS, PYCHAT_WS, MINIIRCD, NGIRCD, INSPIRCD)}
-DEFAULT_SERVERS = "pychat,pychat-mem,pychat-irc,pychat-tls,pychat-ws,miniircd,ngircd,inspircd"
+                             PYCHAT_TLS, PYCHAT_WS, PYCHAT_CLUSTER1, PYCHAT_CLUSTER2, MINIIRCD, NGIRCD, INSPIRCD)}
+DEFAULT_SERVERS = ("pychat,pychat-mem,pychat-irc,pychat-tls,pychat-ws,pychat-cluster1,pychat-cluster2,"
+                   "miniircd,ngircd,inspircd")
+
+# The cluster's Redis: its append-only file fsynced before every reply, the
+# setting under which nothing anyone saw is lost if Redis itself crashes.
+REDIS_FSYNC = "always"
 
 
 def self_signed(workdir: Path) -> tuple[Path, Path]:
@@ -176,22 +199,24 @@ def run_once(kind: ServerKind, scenario: Scenario, workdir: Path) -> dict:
     if problem:
         return {"error": problem}
     port = free_port()
-    env = dict(os.environ, XDG_DATA_HOME=str(workdir / "xdg"))
-    log_path = workdir / "server.log"
-    with open(log_path, "wb") as log:
-        # Pinned and with every file descriptor allowed from the start, before
-        # the server makes any thread or sizes anything by its limit.
-        server = subprocess.Popen(kind.command(port, workdir), cwd=workdir, env=env, stdout=log, stderr=log,
-                                  stdin=subprocess.DEVNULL, preexec_fn=server_setup)
+    started: list[tuple[subprocess.Popen, Path]] = []  # every process, with its log, to stop at the end
     try:
-        if not wait_listening(port, server):
-            return {"error": "server did not start" + last_words(log_path)}
+        problem = start_cluster(kind, port, workdir, started) if kind.nodes else start_server(kind, port, workdir,
+                                                                                              started)
+        if problem:
+            return {"error": problem}
+        servers = [proc for proc, log in started if log.name != "redis.log"]
+        redis = [proc for proc, log in started if log.name == "redis.log"]
         cmd = [sys.executable, "-m", "bench.loadgen", "--protocol", kind.protocol, "--transport", kind.transport,
-               "--port", str(port),
-               "--server-pid", str(server.pid), "--connect-window", str(kind.connect_window),
-               *scenario.loadgen]
+               "--port", str(port), *(f"--server-pid={proc.pid}" for proc in servers),
+               *(["--redis-pid", str(redis[0].pid)] if redis else []),
+               "--connect-window", str(kind.connect_window), *scenario.loadgen]
         gen = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        pin(gen.pid, 1)
+        # A cluster's nodes take a core each; the generator (and Redis) go where there is room.
+        if kind.nodes:
+            unpin(gen.pid)
+        else:
+            pin(gen.pid, 1)
         try:
             out, err = gen.communicate(timeout=scenario.timeout)
         except subprocess.TimeoutExpired:
@@ -199,17 +224,70 @@ def run_once(kind: ServerKind, scenario: Scenario, workdir: Path) -> dict:
             gen.communicate()
             return {"error": "timed out"}
         if gen.returncode != 0:
-            alive = server.poll() is None
+            dead = [(proc, log) for proc, log in started if proc.poll() is not None]
             return {"error": (err.strip().splitlines() or ["failed"])[-1]
-                    + ("" if alive else " (server died" + last_words(log_path) + ")")}
+                    + "".join(f" ({log.stem} died{last_words(log)})" for proc, log in dead)}
         return json.loads(out)
     finally:
-        stop(server)
+        for proc, _ in reversed(started):
+            stop(proc)
 
 
-def server_setup() -> None:
-    """In the server's process, before it starts: core 0, all the files it may open."""
-    pin(0, 0)
+def server_env(workdir: Path) -> dict[str, str]:
+    return dict(os.environ, XDG_DATA_HOME=str(workdir / "xdg"))
+
+
+def start_server(kind: ServerKind, port: int, workdir: Path, started: list[tuple[subprocess.Popen, Path]]) -> str:
+    """One server on PORT, pinned to core 0; why it did not start, or ''."""
+    log_path = workdir / "server.log"
+    with open(log_path, "wb") as log:
+        # Pinned and with every file descriptor allowed from the start, before
+        # the server makes any thread or sizes anything by its limit.
+        server = subprocess.Popen(kind.command(port, workdir), cwd=workdir, env=server_env(workdir), stdout=log,
+                                  stderr=log, stdin=subprocess.DEVNULL, preexec_fn=server_setup)
+    started.append((server, log_path))
+    if not wait_listening(port, server):
+        return "server did not start" + last_words(log_path)
+    return ""
+
+
+def start_cluster(kind: ServerKind, port: int, workdir: Path, started: list[tuple[subprocess.Popen, Path]]) -> str:
+    """Redis (on any core), then KIND.nodes nodes sharing PORT, node i pinned
+    to core i, each started once the one before is serving; why not, or ''."""
+    redis_port = free_port()
+    redis_log = workdir / "redis.log"
+    redis = subprocess.Popen(daemons.redis_command(redis_port, workdir, REDIS_FSYNC), cwd=workdir,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
+                             preexec_fn=raise_nofile)
+    started.append((redis, redis_log))
+    unpin(redis.pid)
+    if not wait_listening(redis_port, redis):
+        return "redis-server did not start" + last_words(redis_log)
+    for node in range(kind.nodes):
+        log_path = workdir / f"node{node + 1}.log"
+        with open(log_path, "wb") as log:
+            proc = subprocess.Popen(kind.node_command(port, workdir, node, redis_port), cwd=workdir,
+                                    env=server_env(workdir), stdout=log, stderr=log, stdin=subprocess.DEVNULL,
+                                    preexec_fn=functools.partial(server_setup, node))
+        started.append((proc, log_path))
+        if not wait_for_line(log_path, f"cluster: node n{node + 1} connected", proc):
+            return f"node {node + 1} did not join the cluster" + last_words(log_path)
+    return ""
+
+
+def wait_for_line(path: Path, text: str, proc: subprocess.Popen, timeout: float = 20.0) -> bool:
+    """Wait until the log at PATH has TEXT (False if PROC exited or time ran out)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        if text in path.read_text(errors="replace"):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def server_setup(core: int = 0) -> None:
+    """In the server's process, before it starts: its core, all the files it may open."""
+    pin(0, core)
     raise_nofile()
 
 
@@ -256,12 +334,21 @@ def check_totals(runs: list[dict]) -> str:
     return " / ".join(str(sum(r.get(k, 0) for r in ok)) for k in CHECKS)
 
 
+CLUSTERS = {k.name for k in KINDS.values() if k.nodes}
+
+
+def single(results: dict) -> dict:
+    """RESULTS without the cluster runs (they have a section of their own)."""
+    return {scen: {srv: runs for srv, runs in per_server.items() if srv not in CLUSTERS}
+            for scen, per_server in results.items()}
+
+
 def table(results: dict) -> list[str]:
     rows = ["| scenario | server | thousand deliveries/s | server CPU per delivery (us) | server busy % | "
             "generator busy % | lost / dup / reordered / bad | latency p50 / p90 / p99 / max (ms) | setup (s) | "
             "RSS per client (KiB) | fan-out to all (ms) |",
             "|---|---|---|---|---|---|---|---|---|---|---|"]
-    for scen, per_server in results.items():
+    for scen, per_server in single(results).items():
         for server, runs in per_server.items():
             errors = [r["error"] for r in runs if "error" in r]
             if errors and len(errors) == len(runs):
@@ -294,6 +381,82 @@ TRANSPORTS = (("pychat-tls", "pychat", "TLS adds to the line protocol"),
 TARGETS = (("B", "pychat-irc", "ngircd", 1.0, True),
            ("A", "pychat-irc", "inspircd", 1.5, False),
            ("B", "pychat-irc", "inspircd", 1.5, False))
+
+
+# The cluster's targets: its total CPU per delivery (nodes and Redis) in B at
+# most twice the single process's, and p99 of the latency across nodes in LAT.
+CLUSTER_PAIRS = (("pychat-cluster1", "pychat"), ("pychat-cluster2", "pychat"), ("pychat-cluster2", "pychat-cluster1"))
+CLUSTER_CPU_LIMIT = 2.0
+CLUSTER_P99_LIMIT_MS = 10.0
+
+
+def _total_cpu(runs: list[dict]) -> dict | None:
+    """CPU per delivery of the nodes and Redis together (of the server alone, for a single process)."""
+    return summarize(runs, "total_cpu_us_per_delivery") or summarize(runs, "cpu_us_per_delivery")
+
+
+def _each_node(runs: list[dict], key: str, digits: int = 0) -> str:
+    """Medians of a per-node list figure, node by node (``71/73``)."""
+    lists = [r[key] for r in runs if "error" not in r and r.get(key)]
+    if not lists:
+        return "-"
+    return "/".join(f"{statistics.median(values):.{digits}f}" for values in zip(*lists))
+
+
+def cluster_table(results: dict) -> list[str]:
+    """The single process against the cluster runs, Redis's CPU apart."""
+    rows = ["| scenario | server | thousand deliveries/s | nodes' CPU per delivery (us) | Redis's (us) | "
+            "total (us) | busy %: nodes / Redis / generator | clients per node | lost / dup / reordered / bad | "
+            "latency p50 / p99 (ms) | across nodes p50 / p99 (ms) |",
+            "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for scen, per_server in results.items():
+        if not CLUSTERS & set(per_server):
+            continue
+        for server in ["pychat", *sorted(CLUSTERS)]:
+            runs = per_server.get(server)
+            if not runs:
+                continue
+            errors = [r["error"] for r in runs if "error" in r]
+            if len(errors) == len(runs):
+                rows.append(f"| {scen} | {server} | failed: {errors[0]} |" + " |" * 8)
+                continue
+
+            def ms(key: str) -> str:
+                return " / ".join(fmt(summarize(runs, key, p), digits=2).split(" ")[0] for p in ("p50", "p99"))
+            nodes_busy = _each_node(runs, "node_busy_pct")  # two or more nodes; else the one process's
+            if nodes_busy == "-":
+                nodes_busy = fmt(summarize(runs, "server_busy_pct"), digits=0).split(" ")[0]
+            redis_busy = fmt(summarize(runs, "redis_busy_pct"), digits=0).split(" ")[0]
+            generator_busy = fmt(summarize(runs, "loadgen_busy_pct"), digits=0).split(" ")[0]
+            rows.append(
+                f"| {scen} | {server} | {fmt(summarize(runs, 'deliveries_per_s'), 1e-3, 0)} | "
+                f"{fmt(summarize(runs, 'cpu_us_per_delivery'))} | {fmt(summarize(runs, 'redis_cpu_us_per_delivery'))} | "
+                f"{fmt(_total_cpu(runs))} | {nodes_busy} / {redis_busy} / {generator_busy} | "
+                f"{_each_node(runs, 'clients_per_node')} | {check_totals(runs)} | {ms('latency_ms')} | "
+                f"{ms('cross_latency_ms') if server in CLUSTERS and server != 'pychat-cluster1' else '-'} |")
+    return rows if len(rows) > 2 else []
+
+
+def cluster_lines(results: dict) -> list[str]:
+    """Total CPU per delivery of each cluster run against the single process (and each other), and the targets."""
+    lines = []
+    for scen, per_server in results.items():
+        for base, other in CLUSTER_PAIRS:
+            a, b = _total_cpu(per_server.get(base, [])), _total_cpu(per_server.get(other, []))
+            if not (a and b and b["median"] > 0):
+                continue
+            ratio = a["median"] / b["median"]
+            target = (f"; target at most {CLUSTER_CPU_LIMIT:.1f} against the single process: "
+                      f"{'met' if ratio <= CLUSTER_CPU_LIMIT else 'missed'}"
+                      if (scen, base, other) == ("B", "pychat-cluster2", "pychat") else "")
+            lines.append(f"{scen}: {base}/{other} total CPU per delivery = {ratio:.2f}{target}")
+    lat = results.get("LAT", {}).get("pychat-cluster2")
+    p99 = summarize(lat or [], "cross_latency_ms", "p99")
+    if p99:
+        lines.append(f"LAT: pychat-cluster2 latency across nodes p99 = {p99['median']:.2f} ms (max of the runs "
+                     f"{p99['max']:.2f}); target at most {CLUSTER_P99_LIMIT_MS:g} ms: "
+                     f"{'met' if p99['median'] <= CLUSTER_P99_LIMIT_MS else 'missed'}")
+    return lines
 
 
 def transport_costs(results: dict) -> list[str]:
@@ -413,6 +576,37 @@ def charts(results: dict, outdir: Path) -> list[Path]:
     return made
 
 
+def cluster_section(results: dict) -> list[str]:
+    """BENCHMARKS.md's part on several nodes, if the run had cluster servers."""
+    rows = cluster_table(results)
+    if not rows:
+        return []
+    return [
+        "## Several nodes, one Redis",
+        "",
+        "`pychat-cluster1` is one node with `--cluster` (every event goes through Redis and back); "
+        "`pychat-cluster2` is two nodes sharing the port with `SO_REUSEPORT`, the kernel spreading the "
+        "clients over them (clients per node below), each with its own history file; `pychat` is the "
+        "single process without Redis. Each node has `pychat`'s flags. Redis is Debian's "
+        f"`redis-server` with `appendonly yes`, `appendfsync {REDIS_FSYNC}` and no snapshots, its "
+        "files in the run's directory.",
+        "",
+        "How the 2 cores were shared: node 1 is pinned to core 0 and node 2 to core 1; Redis and the "
+        "load generator are not pinned, so with two nodes four busy processes share the two cores "
+        "(the single process runs alone on core 0, its generator on core 1). CPU per delivery counts "
+        "CPU time, so sharing a core changes it little; throughput and latency it does change.",
+        "",
+        "Latency across nodes: of the messages a probe received, those whose sender is on the other "
+        "node (which node took each client is read from /proc once every client is in). Every "
+        "message goes through Redis, so the same path serves both nodes' members.",
+        "",
+        *rows,
+        "",
+        *(f"- {line}" for line in cluster_lines(results)),
+        "",
+    ]
+
+
 def write_markdown(path: Path, rows: list[str], ratio_lines: list[str], target_lines: list[str],
                    pngs: list[Path], data: dict) -> None:
     servers = ", ".join(f"`{name}` at {commit}" for name, commit in data.get("checkouts", {}).items())
@@ -475,6 +669,7 @@ def write_markdown(path: Path, rows: list[str], ratio_lines: list[str], target_l
            *(f"- {line}" for line in target_lines), ""] if target_lines else []),
         *(f"![{p.stem}]({p.name})" for p in pngs),
         "",
+        *cluster_section(data["results"]),
     ]
     attack_json = path.parent / "attack.json"
     if attack_json.exists():
@@ -508,8 +703,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.runs is None:
         args.runs = 1 if (args.quick or args.tiny) else 3
     kinds = choose_kinds(args)
-    left_out = set(daemons.install([k.daemon for k in kinds if k.daemon in daemons.DEBIAN]))
-    kinds = [k for k in kinds if k.daemon not in left_out]
+    left_out = set(daemons.install(sorted({name for k in kinds for name in k.needs()})))
+    kinds = [k for k in kinds if not set(k.needs()) & left_out]
     if not kinds:
         raise SystemExit("bench: no server left to run")
     chosen = scenarios(args.quick, args.tiny)
@@ -595,7 +790,10 @@ def report(data: dict, outdir: Path) -> None:
     print("\n".join(ratio_lines))
     if target_lines:
         print("targets:\n" + "\n".join(target_lines))
-    pngs = charts(results, outdir)
+    cluster = cluster_table(results)
+    if cluster:
+        print("\n".join(cluster + cluster_lines(results)))
+    pngs = charts(single(results), outdir)
     write_markdown(outdir / "BENCHMARKS.md", rows, ratio_lines, target_lines, pngs, data)
     print(f"wrote {outdir / 'BENCHMARKS.md'} and {len(pngs)} chart(s) in {outdir}", file=sys.stderr)
 

@@ -84,6 +84,12 @@ def time_field(size: int, line_end: int) -> slice:
     return slice(start, start + TIME_DIGITS)
 
 
+def sender_field(size: int, line_end: int) -> slice:
+    """Where the sender's index is in a delivered line, as ``time_field``."""
+    start = -(line_end + size)
+    return slice(start, start + SENDER_DIGITS)
+
+
 class RoomChecker:
     """Checks what the members of one room receive from its senders.
 

@@ -4,6 +4,7 @@ runs against pychat (timing is not tested, only that nothing was lost)."""
 import dataclasses
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -151,7 +152,7 @@ def assert_tiny_scenarios_lose_nothing(data: dict, servers: set[str], cheap: boo
                 assert 0 < one["loadgen_busy_pct"]
 
 
-IRC_DAEMONS = [d.name for d in daemons.DEBIAN.values()]
+IRC_DAEMONS = [daemons.NGIRCD.name, daemons.INSPIRCD.name]
 
 
 @pytest.mark.skipif(not all(daemons.DEBIAN[n].installed() for n in IRC_DAEMONS),
@@ -478,3 +479,60 @@ def test_websocket_frames_become_lines_for_the_checker():
     third = loadgen.ws_measured_lines(client, frames[-5:])
     assert first + second + third == b"".join(line + b"\r\n" for line in lines)
     assert client.wsin == b""
+
+
+@pytest.mark.skipif(not daemons.REDIS.installed(), reason="redis-server is not installed (tests/run installs it)")
+def test_tiny_cluster_benchmark_spreads_clients_over_two_nodes_and_loses_nothing(tmp_path):
+    # Two nodes share one port (SO_REUSEPORT) and one Redis: every delivery is
+    # checked, each client is found on one of the nodes, and the probes tell
+    # the messages from the other node apart.
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    result = subprocess.run([sys.executable, "-m", "bench.run", "--tiny", "--servers", "pychat,pychat-cluster2",
+                             "--scenarios", "A,B,LAT", "--out", str(tmp_path)],
+                            cwd=ROOT, capture_output=True, text=True, timeout=300,
+                            env=dict(os.environ, TMPDIR=str(scratch)))
+    assert result.returncode == 0, result.stderr
+    data = json.loads((tmp_path / "benchmarks.json").read_text())
+    for name in ("A", "B", "LAT"):
+        (one,) = data["results"][name]["pychat-cluster2"]
+        assert_nothing_lost(f"{name} pychat-cluster2", one)
+        assert sum(one["clients_per_node"]) == one["clients"]
+        assert len(one["node_cpu_s"]) == 2 and one["redis_cpu_s"] >= 0
+        assert one["cross_latency_ms"]["samples"] <= one["latency_ms"]["samples"]
+    (b,) = data["results"]["B"]["pychat-cluster2"]
+    assert min(b["clients_per_node"]) > 0, "the kernel gave one node every client of B"
+    markdown = (tmp_path / "BENCHMARKS.md").read_text()
+    assert "## Several nodes, one Redis" in markdown
+    assert "| B | pychat-cluster2 |" in markdown
+    assert "B: pychat-cluster2/pychat total CPU per delivery = " in markdown
+    assert "| B | pychat-cluster2 |" not in markdown.split("## Several nodes")[0]
+    # Redis and both nodes are gone with the run's directory.
+    assert list(scratch.iterdir()) == []
+    assert running_with(str(scratch)) == [], "a node or Redis outlived the run"
+
+
+def test_socket_owners_tells_which_process_holds_each_connection():
+    # Two listeners of this process on one port: the connections are all this
+    # process's, found by their remote ports; a pid that holds none finds none.
+    with socket.create_server(("127.0.0.1", 0), reuse_port=True) as first:
+        port = first.getsockname()[1]
+        with socket.create_server(("127.0.0.1", port), reuse_port=True) as second:
+            clients = [socket.create_connection(("127.0.0.1", port)) for _ in range(6)]
+            accepted = []
+            for listener in (first, second):
+                listener.setblocking(False)
+                while True:
+                    try:
+                        accepted.append(listener.accept()[0])
+                    except BlockingIOError:
+                        break
+            try:
+                assert len(accepted) == 6
+                owners = common.socket_owners(port, [os.getppid(), os.getpid()])
+                assert {c.getsockname()[1]: 1 for c in clients} == owners
+                listening = common.socket_owners(port, [os.getpid()], listening=True)
+                assert len(listening) == 2 and set(listening.values()) == {0}
+            finally:
+                for s in clients + accepted:
+                    s.close()
