@@ -8,6 +8,7 @@ clients and raw IRC clients on each node.
 from __future__ import annotations
 
 import itertools
+import os
 import re
 import shutil
 import signal
@@ -231,6 +232,46 @@ def test_a_killed_node_frees_its_names_and_its_users_quit(nodes):
     assert time.monotonic() - killed <= 20
     bob.close()
     assert _named(one.client(), "bob")
+
+
+def test_a_node_cut_off_for_a_while_keeps_its_users_and_renames_a_taken_name(nodes):
+    # Node one stops (SIGSTOP) past its lease: node two sweeps it, its users quit
+    # there, and carol takes dave's name. When one runs again, its users keep
+    # their connections: alice gets her name back, dave (IRC) a guest name with
+    # a notice and a NICK line, and both are in #general again.
+    one, two = nodes("one"), nodes("two")
+    alice = one.client("alice")
+    dave = irc(one, "dave")
+    dave.send("JOIN #general")
+    dave.expect_msg("366")
+    carol = two.client("carol")
+    alice.expect(r"#general --> carol has joined")
+    os.kill(one.proc.pid, signal.SIGSTOP)
+    try:
+        carol.expect(r"#general <-- alice has quit \(node lost\)", timeout=25)
+        carol.expect(r"#general <-- dave has quit \(node lost\)")
+        carol.send("/nick dave")
+        carol.expect(r"you are now known as dave")
+    finally:
+        os.kill(one.proc.pid, signal.SIGCONT)
+    assert alice.expect(r"^! ", timeout=20).startswith("! this server was cut off from the cluster")
+    alice.expect(r"^\* you are back in the cluster as alice", timeout=20)
+    notice = dave.expect(r"your name dave was taken", timeout=20)
+    guest = re.search(r"you are now (guest\d+)", notice).group(1)
+    nick = dave.expect_msg("NICK")
+    assert nick.source.startswith("dave!") and nick.params == [guest]
+    lines = carol.lines_until(rf"#general --> ({guest}|alice) has joined")
+    lines += carol.lines_until(rf"#general --> ({guest}|alice) has joined")
+    assert any("alice has joined" in line for line in lines) and any(guest in line for line in lines), lines
+    alice.send("hello again")
+    carol.expect(r"#general alice: hello again")
+    dave.send("PRIVMSG #general :still here")
+    carol.expect(rf"#general {guest}: still here")
+    assert parse_irc(dave.expect(r"PRIVMSG #general :hello again")).source.startswith("alice!")
+    carol.send("/users")
+    listing = carol.lines_until(r"3 users online")
+    listing += carol.sync()
+    assert sum(1 for line in listing if re.search(rf"^\*   ({guest}|alice|dave)\b", line)) == 3, listing
 
 
 def test_redis_restart_loses_and_repeats_nothing(nodes, redis):

@@ -232,3 +232,6 @@ class Renderer(Protocol):
 
     def error(self, text: str) -> bytes:
         """A refusal the server tells this user of on its own (not as a reply)."""
+
+    def notice(self, text: str) -> bytes:
+        """News the server tells this user of on its own that is not a refusal."""

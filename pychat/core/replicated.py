@@ -30,7 +30,7 @@ from typing import Any, Callable, NamedTuple, Protocol
 
 from pychat.core.errors import (ALREADY_IN_ROOM, NAME_TAKEN, NEEDS_KEY, NO_SUCH_USER, NOT_IN_ROOM, ROOM_EXISTS,
                                 Busy, ChatError)
-from pychat.core.events import MESSAGE, Renderer
+from pychat.core.events import MESSAGE, Renamed, Renderer
 from pychat.core.model import Hall, Room, User
 from pychat.core.text import MAX_TYPED, clip, name_key, room_key, room_name
 
@@ -38,6 +38,7 @@ log = logging.getLogger("pychat.cluster")
 
 CLUSTER_UNAVAILABLE = "cluster-unavailable"
 PENDING_WAIT = 10.0  # seconds a request waits for the stream before it is looked at again
+RECLAIM_TRIES = 10   # names a user cut off from the cluster tries (its own, then guest names) before it is let go
 
 _NONE = object()
 
@@ -121,10 +122,26 @@ def _nothing(*args: Any) -> bytes:
 REMOTE: Renderer = _Remote()  # type: ignore[assignment]
 
 
+class _Orphan:
+    """A local user whose claim the cluster ended while this node lived (its
+    lease expired): its connection stays, and it takes a name again (its own
+    if still free, else a guest name) and its rooms once the node is back."""
+
+    __slots__ = ("user", "rooms", "since", "claiming", "tries")
+
+    def __init__(self, user: User, rooms: list[tuple[str, str]], since: float) -> None:
+        self.user = user
+        self.rooms = rooms      # (name, key hash) of the rooms it was in
+        self.since = since
+        self.claiming = False   # a claim of a name is on its way
+        self.tries = 0
+
+
 class _Registration(NamedTuple):
     outbox: Any
     renderer: Renderer
     address: str
+    orphan: _Orphan | None = None
 
 
 def unavailable() -> ChatError:
@@ -150,6 +167,7 @@ class ReplicatedHall(Hall):
         self._expected: dict[Any, set[tuple[str, str]]] = {}
         self._settled: dict[Any, dict[tuple[str, str], Any]] = {}
         self._to_resume: list[Any] = []
+        self._orphans: dict[Any, _Orphan] = {}  # by outbox
 
     # -- waiting for the stream -------------------------------------------------
 
@@ -201,6 +219,7 @@ class ReplicatedHall(Hall):
         """A connection closed: nothing is kept for it."""
         self._expected.pop(outbox, None)
         self._settled.pop(outbox, None)
+        self._orphans.pop(outbox, None)
 
     def awaits(self, outbox: Any, op: str, key: str) -> bool:
         """Whether OP on KEY came back for OUTBOX and waits to be taken."""
@@ -430,6 +449,75 @@ class ReplicatedHall(Hall):
         self._registrations.clear()
         self._expected.clear()
         self._settled.clear()
+        for orphan in self._orphans.values():
+            self._tell(orphan.user, ChatError(text, CLUSTER_UNAVAILABLE))
+            orphan.user.outbox.disconnect()
+        self._orphans.clear()
+
+    # -- users cut off from the cluster while this node lived -----------------------
+
+    def reclaim_orphans(self) -> None:
+        """This node is back in the cluster: each of its users that the cluster let
+        go meanwhile claims a name again (see _Orphan)."""
+        for orphan in list(self._orphans.values()):
+            if not orphan.claiming:
+                self._reclaim(orphan, orphan.user.name)
+
+    def _reclaim(self, orphan: _Orphan, name: str) -> None:
+        bus = self.bus
+        if bus is None or not bus.available:
+            return  # at the next reclaim_orphans()
+        user = orphan.user
+        orphan.tries += 1
+        if orphan.tries > RECLAIM_TRIES:
+            del self._orphans[user.outbox]
+            self._tell(user, ChatError("no name could be taken back for you; please reconnect", NAME_TAKEN))
+            user.outbox.disconnect()
+            return
+        orphan.claiming = True
+        self._tokens += 1
+        token = str(self._tokens)
+        self._registrations[token] = _Registration(user.outbox, user.renderer, user.address, orphan)
+
+        def refused(why: str) -> None:
+            self._registrations.pop(token, None)
+            orphan.claiming = False
+            if why == "taken" and self._orphans.get(user.outbox) is orphan:
+                self._reclaim(orphan, self.guest_name())
+            # unavailable: tried again when the node is back (reclaim_orphans)
+        bus.claim(name_key(name), ["hello", name, user.ident, user.host, token], refused)
+
+    def _orphaned(self, user: User, now: float) -> None:
+        """The cluster let USER (local) go: keep its connection, take a name back (see _Orphan)."""
+        rooms = [(room.name, room.key_hash or "") for room in user.rooms]
+        Hall.quit(self, user, "node lost", now)
+        self.forget_connection(user.outbox)
+        self._tell(user, ChatError("this server was cut off from the cluster for a while; "
+                                   "taking your name back", CLUSTER_UNAVAILABLE))
+        orphan = self._orphans[user.outbox] = _Orphan(user, rooms, now)
+        self._reclaim(orphan, user.name)
+
+    def _adopted(self, orphan: _Orphan, name: str, node: str, fence: int) -> None:
+        """ORPHAN's claim of NAME came back: the same user (and session) goes on
+        under NAME, told so if its name changed, and joins its rooms again."""
+        user = orphan.user
+        del self._orphans[user.outbox]
+        old, old_prefix = user.name, user.prefix
+        user.name, user.key = name, name_key(name)
+        user.prefix = f"{name}!{user.ident}@{user.host}"
+        user.node, user.fence = node, fence
+        self._add_user(user, None)
+        if name != old:
+            self._tell(user, ChatError(f"your name {old} was taken while this server was cut off from the "
+                                       f"cluster; you are now {name}", NAME_TAKEN))
+            if not user.renderer.per_room:  # IRC: a client learns its new nick from a NICK line
+                user.send(user.renderer.renamed(Renamed(orphan.since, old, name, old_prefix), ""))
+        else:
+            user.send(user.renderer.notice(f"you are back in the cluster as {name}"))
+        bus = self.bus
+        if bus is not None:
+            for name_of_room, key_hash in orphan.rooms:
+                bus.publish(["join", user.key, fence, name_of_room, key_hash, key_hash, 0, "", orphan.since])
 
     # -- a node that joins a running cluster --------------------------------------
 
@@ -507,14 +595,19 @@ class ReplicatedHall(Hall):
             log.warning("cluster: %s claimed %r, which %s holds here; skipped", node, name, self.users[key].node)
             return
         registration = self._registrations.pop(token, None) if node == self.node else None
-        if registration is not None and not getattr(registration.outbox, "closed", False):
+        orphan = registration.orphan if registration is not None else None
+        if registration is not None and orphan is not None and self._orphans.get(registration.outbox) is orphan:
+            self._adopted(orphan, name, node, fence)
+            return
+        gone = orphan is not None or (registration is not None and getattr(registration.outbox, "closed", False))
+        if registration is not None and not gone:
             user = User(name, registration.outbox, registration.renderer, registration.address, ident, host)
         else:
             user = User(name, REMOTE_OUTBOX, REMOTE, "", ident, host)
         user.node, user.fence = node, fence
         self._add_user(user, None)
         if registration is not None:
-            if user.outbox is REMOTE_OUTBOX:  # its connection closed on the way: it leaves at once
+            if gone:  # its connection closed on the way: it leaves at once
                 if self.bus is not None:
                     self.bus.release(key, fence, ["quit", key, fence, "", 0.0])
             else:
@@ -525,12 +618,10 @@ class ReplicatedHall(Hall):
         user = self._sender(key, user_fence)
         if user is None:
             return
-        local = self._local(user)
+        if self._local(user):  # its node was declared lost while it was still here
+            self._orphaned(user, now)
+            return
         super().quit(user, reason, now)
-        if local:  # its node was declared lost while it was still here
-            self.forget_connection(user.outbox)
-            self._tell(user, ChatError("you were disconnected from the cluster", CLUSTER_UNAVAILABLE))
-            user.outbox.disconnect()
 
     def _apply_nick(self, node: str, fence: int, event: list[Any]) -> None:
         _, key, new_name, now = event

@@ -188,6 +188,7 @@ class Cluster:
         self._sent = 0
         self._in_flight: dict[int, list[list[Any]]] = {}
         self._started_asking = 0.0
+        self._reading = False         # an XREAD is on its way (never two: they would read the same entries)
         hall.on_snapshot_request = self._snapshot_requested
         self._stopped = False
         hall.bus = self
@@ -311,9 +312,10 @@ class Cluster:
 
     def _renewed(self, reply: Reply) -> None:
         if reply == 0 and self.ready:
-            log.error("cluster: this node's lease expired and it was declared lost; its users are disconnected")
+            # Its users' quits are in the stream (the sweep's): as they come back, each
+            # user keeps its connection and claims its name again once this node is back.
+            log.error("cluster: this node's lease expired and it was declared lost; taking it again")
             self.ready = False
-            self.hall.lose_local_users("this server lost its place in the cluster; please reconnect")
             self._take_lease()
 
     def _swept(self, reply: Reply) -> None:
@@ -373,7 +375,9 @@ class Cluster:
         for key, fence, event in self._releases:
             self.release(key, fence, event)
         self._releases.clear()
-        self._read()
+        if not self._reading:
+            self._read()
+        self.hall.reclaim_orphans()
 
     # -- joining a running cluster: the world as of a request in the stream -------------------
 
@@ -424,11 +428,13 @@ class Cluster:
 
     def _read(self) -> None:
         assert self.last_id is not None
+        self._reading = True
         self.feed.call(self._entries, "XREAD", "COUNT", READ_COUNT, "BLOCK", READ_BLOCK_MS, "STREAMS", STREAM,
                        self.last_id)
         self.feed.flush(self._mono())
 
     def _entries(self, reply: Reply) -> None:
+        self._reading = False
         if isinstance(reply, Exception):
             return
         if reply:

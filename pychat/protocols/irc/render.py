@@ -162,6 +162,9 @@ class IrcRenderer:
     def error(self, text: str) -> bytes:
         return f":{self.server_name} NOTICE * :{text}\r\n".encode()
 
+    def notice(self, text: str) -> bytes:
+        return self.error(text)  # IRC has one kind of server notice
+
 
 def other_msgid(number: int) -> str:
     """The msgid of anything but a room message: a room message's is its id in

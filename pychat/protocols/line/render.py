@@ -146,5 +146,8 @@ class LineRenderer:
     def error(self, text: str) -> bytes:
         return error(text)
 
+    def notice(self, text: str) -> bytes:
+        return info(text)
+
 
 LINE = LineRenderer()
