@@ -148,7 +148,8 @@ def assert_tiny_scenarios_lose_nothing(data: dict, servers: set[str], cheap: boo
                 assert one["clients"] == 20 and one["fanout_s"] > 0 and one["deliveries"] == 19
             else:
                 assert one["latency_ms"]["samples"] > 0
-                assert (0 <= one["server_busy_pct"] if cheap else 0 < one["server_busy_pct"])
+                # CPU time counts in 10 ms ticks: a tiny LAT (200 messages/s for 0.5 s) may use less.
+                assert (0 <= one["server_busy_pct"] if cheap or name == "LAT" else 0 < one["server_busy_pct"])
                 assert 0 < one["loadgen_busy_pct"]
 
 
