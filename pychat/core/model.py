@@ -126,15 +126,13 @@ class User:
 
     def __init__(self, name: str, outbox: Outbox, renderer: Renderer, address: str = "",
                  ident: str = "", host: str = "pychat") -> None:
-        self.name = name
-        self.key = name_key(name)  # look-alike names share a key: one of them at a time
         self.rooms: dict[Room, None] = {}  # an ordered set
         self.outbox = outbox
         self.send: Sink = outbox.queue
         self.renderer = renderer
         self.ident = ident or "pychat"
         self.host = host
-        self.prefix = f"{name}!{self.ident}@{host}"
+        self.take_name(name)
         self.address = address
         self.room_budget: TokenBucket | None = None
         self.realname = ""            # what the user says of itself (IRC's "real name")
@@ -154,6 +152,12 @@ class User:
 
     def __repr__(self) -> str:
         return f"User({self.name!r})"
+
+    def take_name(self, name: str) -> None:
+        """Go by NAME (the Hall's map of names is the caller's to keep)."""
+        self.name = name
+        self.key = name_key(name)  # look-alike names share a key: one of them at a time
+        self.prefix = f"{name}!{self.ident}@{self.host}"
 
 
 class Room:
@@ -357,8 +361,7 @@ class Hall(AccountsMixin, ModerationMixin):
         del self.users[user.key]
         self._ranked_users.remove(user)
         self.departed.append(Departed(old, user.ident, user.host, user.realname, now))
-        user.name, user.key = new_name, name_key(new_name)
-        user.prefix = f"{new_name}!{user.ident}@{user.host}"
+        user.take_name(new_name)
         self.users[user.key] = user
         self._ranked_users.add(user)
         self._watch_ignorers(user)

@@ -503,8 +503,7 @@ class ReplicatedHall(Hall):
         user = orphan.user
         del self._orphans[user.outbox]
         old, old_prefix = user.name, user.prefix
-        user.name, user.key = name, name_key(name)
-        user.prefix = f"{name}!{user.ident}@{user.host}"
+        user.take_name(name)
         user.node, user.fence = node, fence
         self._add_user(user, None)
         if name != old:
@@ -686,10 +685,10 @@ class ReplicatedHall(Hall):
     def _apply_say(self, node: str, fence: int, event: list[Any]) -> None:
         """A room message (it calls only the base Hall: it needs no ``_applying``)."""
         _, key, user_fence, room_id, text, kind, now, tags = event
-        user = self.users.get(key)
+        user = self._sender(key, user_fence)
         room = self.rooms.get(room_id)
-        if user is None or room is None or user.fence != user_fence:
-            return  # gone, or an event of a claim that ended
+        if user is None or room is None:
+            return
         try:
             Hall.say(self, user, room, text, now, kind, tags)
         except ChatError as exc:

@@ -188,7 +188,6 @@ class Cluster:
         self._sent = 0
         self._in_flight: dict[int, list[list[Any]]] = {}
         self._started_asking = 0.0
-        self._reading = False         # an XREAD is on its way (never two: they would read the same entries)
         hall.on_snapshot_request = self._snapshot_requested
         self._stopped = False
         hall.bus = self
@@ -202,8 +201,10 @@ class Cluster:
     def publish(self, event: list[Any]) -> None:
         self._batch.append(event)
 
-    def _append_batch(self) -> None:
-        """This pass's events so far, as one entry of the stream (field ``b``: a list of events)."""
+    def _append_pending(self) -> None:
+        """This pass's events so far, if any, as one entry of the stream (field ``b``: a list of events)."""
+        if not self._batch:
+            return
         batch, self._batch = self._batch, []
         self._sent += 1
         seq = self._sent
@@ -219,14 +220,12 @@ class Cluster:
             self.hall.publish_failed(batch)
 
     def claim(self, key: str, event: list[Any], refused: Callable[[str], None]) -> None:
-        if self._batch:
-            self._append_batch()  # what was asked before stays before, in the stream too
+        self._append_pending()  # what was asked before stays before, in the stream too
         self.cmd.call(_claim_answer(refused), "EVAL", CLAIM, 5, NAMES, FENCE, STREAM, self.held_key,
                       self.lease_key, key, self.node, encode(event), STREAM_KEPT, self.token)
 
     def move(self, old_key: str, fence: int, key: str, event: list[Any], refused: Callable[[str], None]) -> None:
-        if self._batch:
-            self._append_batch()
+        self._append_pending()
         self.cmd.call(_claim_answer(refused), "EVAL", MOVE, 5, NAMES, FENCE, STREAM, self.held_key,
                       self.lease_key, old_key, fence, key, self.node, encode(event), STREAM_KEPT, self.token)
 
@@ -234,8 +233,7 @@ class Cluster:
         if not self.cmd.up:
             self._releases.append((key, fence, event))
             return
-        if self._batch:
-            self._append_batch()
+        self._append_pending()
         payload = encode(event)
 
         def answer(reply: Reply) -> None:
@@ -255,15 +253,13 @@ class Cluster:
     def stop(self) -> None:
         """The server is stopping: give up the lease so that the sweep frees our names at once."""
         self._stopped = True
-        if self._batch:
-            self._append_batch()
+        self._append_pending()
         if self.cmd.up:
             self.cmd.call(lambda reply: None, "DEL", self.lease_key)
 
     def flush(self) -> None:
         """The end of a loop pass: this pass's events and commands leave for Redis."""
-        if self._batch:
-            self._append_batch()
+        self._append_pending()
         mono = self._mono()
         if self.cmd.out:
             self.cmd.flush(mono)
@@ -281,8 +277,7 @@ class Cluster:
                         self.address, reason)
         for link in (self.cmd, self.feed):
             link.close(reason)  # both, so that they come back together
-        if self._batch:
-            self._append_batch()  # refused at once: their senders are told
+        self._append_pending()  # refused at once: their senders are told
         if not self._reconnect_due and not self._stopped:
             self._reconnect_due = True
             self.timers.call_at(self._mono() + self.backoff, self._reconnect)
@@ -375,7 +370,7 @@ class Cluster:
         for key, fence, event in self._releases:
             self.release(key, fence, event)
         self._releases.clear()
-        if not self._reading:
+        if not self.feed.waiting:  # the feed carries only XREADs: never two, they would read the same entries
             self._read()
         self.hall.reclaim_orphans()
 
@@ -428,13 +423,11 @@ class Cluster:
 
     def _read(self) -> None:
         assert self.last_id is not None
-        self._reading = True
         self.feed.call(self._entries, "XREAD", "COUNT", READ_COUNT, "BLOCK", READ_BLOCK_MS, "STREAMS", STREAM,
                        self.last_id)
         self.feed.flush(self._mono())
 
     def _entries(self, reply: Reply) -> None:
-        self._reading = False
         if isinstance(reply, Exception):
             return
         if reply:
