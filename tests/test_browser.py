@@ -227,7 +227,10 @@ def test_a_dropped_page_catches_up_on_what_it_missed(tmp_path, pages, make_serve
 def test_a_registered_name_needs_its_password_and_other_rooms_count_unread(tmp_path, pages, make_server):
     web = free_port()
     server = make_server("--web-port", str(web))
-    owner = server.client("vera")
+    # The owner registers from another address: a password check costs two of
+    # an address's five units (one back every 2 s), so register, a wrong and a
+    # right password from one address within 2 s would be refused.
+    owner = server.client("vera", source="127.0.0.2")
     owner.password_command("/register vera-pass-1")
     owner.send("/quit")
     owner.wait_closed()
@@ -235,6 +238,7 @@ def test_a_registered_name_needs_its_password_and_other_rooms_count_unread(tmp_p
     wrong = Page(web, "vera", password="not-it", refused=True)
     pages.append(wrong)
     assert not wrong.driver.find_element(By.ID, "chat").is_displayed()
+    assert "wrong password for vera" in wrong.driver.find_element(By.ID, "login-error").text
     page = Page(web, "vera", password="vera-pass-1")
     pages.append(page)
 
