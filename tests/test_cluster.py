@@ -392,13 +392,85 @@ def test_a_node_that_joins_later_takes_the_world_from_the_others(nodes):
     assert alice.expect(r"#general bob: seen from one")
 
 
-def test_changes_not_carried_by_the_stream_yet_are_refused_not_forked(nodes):
+def test_rooms_are_moderated_across_nodes(nodes):
     one, two = nodes("one"), nodes("two")
+    leo = one.client("leo")
+    leo.send("/create den")  # its creator is its operator
+    leo.expect(r"you joined #den")
+    ivy = irc(two, "ivy")
+    ivy.send("JOIN #den")
+    ivy.expect_msg("366")
+    leo.expect(r"#den --> ivy has joined")
+
+    # A topic and modes set on one node hold on the other.
+    leo.send("/topic what the den is for")
+    topic = ivy.expect_msg("TOPIC")
+    assert topic.source.startswith("leo!") and topic.params == ["#den", "what the den is for"]
+    leo.send("/mode +m")
+    assert ivy.expect_msg("MODE").params == ["#den", "+m"]
+    ivy.send("PRIVMSG #den :can anyone hear me")
+    assert ivy.expect_msg("404").params[-1] == ("Cannot send to channel: #den is moderated: "
+                                                "only operators and voiced members speak")
+    leo.send("/voice ivy")
+    assert ivy.expect_msg("MODE").params == ["#den", "+v", "ivy"]
+    ivy.send("PRIVMSG #den :now I am heard")
+    leo.expect(r"#den ivy: now I am heard")
+    ivy.send("PRIVMSG @#den :for the operators only")  # IRC's STATUSMSG
+    leo.expect(r"@#den ivy: for the operators only")
+    # Refused where it is carried out, for the one who asked; nothing changes.
+    ivy.send("TOPIC #den :mine now")
+    assert ivy.expect_msg("482").params == ["ivy", "#den", "You're not channel operator"]
+    ivy.send("TOPIC #den")
+    assert ivy.expect_msg("332").params[-1] == "what the den is for"
+
+    # Kicks and bans reach across nodes.
+    leo.send("/kick ivy calm down")
+    assert ivy.expect_msg("KICK").params == ["#den", "ivy", "calm down"]
+    leo.expect(r"#den <-- ivy was kicked by leo \(calm down\)")
+    ivy.send("JOIN #den")
+    ivy.expect_msg("366")
+    leo.send("/ban ivy")  # a line /ban also kicks
+    assert ivy.expect_msg("MODE").params == ["#den", "+b", "ivy!*@*"]
+    assert ivy.expect_msg("KICK").params == ["#den", "ivy", "banned"]
+    ivy.send("JOIN #den")
+    assert ivy.expect_msg("474").params == ["ivy", "#den", "Cannot join channel (+b)"]
+
+    # An invitation made on one node lets a user of the other into an invite-only room.
+    leo.send("/mode +i")
+    leo.expect(r"#den -- leo made the room invite-only")
+    carl = two.client("carl")
+    carl.send("/join den")
+    assert carl.expect(r"^! ") == "! #den is invite-only: an operator must /invite you"
+    leo.send("/invite carl")
+    assert carl.expect(r"invites you") == "* leo invites you to #den: /join den"
+    carl.send("/join den")
+    carl.expect(r"you joined #den")
+
+    # A key set on one node (hashed there, once) opens the room on the other.
+    leo.send("/op carl")
+    carl.expect(r"#den -- leo made carl an operator")
+    carl.send("/mode -i +k sesame")
+    leo.expect(r"#den -- carl .*locked the room with a key")
+    dave = one.client("dave")
+    dave.send("/join den")
+    assert dave.expect(r"^! ") == "! #den is locked: /join den KEY"
+    dave.send("/join den sesame")
+    dave.expect(r"you joined #den \(locked\)")
+    assert carl.expect(r"#den --> dave has joined")
+
+    # A node that joins later takes the room's topic, modes and bans with the world.
+    three = nodes("three")
+    zed = irc(three, "zed")
+    zed.send("JOIN #den")
+    assert zed.expect_msg("475").params[1] == "#den"  # the key holds there too
+    zed.send("JOIN #den sesame")
+    assert zed.expect_msg("332").params[-1] == "what the den is for"
+    zed.send("MODE #den b")
+    assert zed.expect_msg("367").params[2] == "ivy!*@*"
+
+
+def test_changes_not_carried_by_the_stream_yet_are_refused_not_forked(nodes):
+    one, _two = nodes("one"), nodes("two")
     alice = one.client("alice")
-    bob = two.client("bob")
-    alice.send("/topic a topic on one node only")
-    assert alice.expect(r"^! ") == "! setting a topic is not available on a cluster yet"
-    bob.send("/roominfo")
-    assert all("a topic on one node only" not in line for line in bob.sync())
     alice.send("/register hunter2hunter2")
     assert alice.expect(r"^! ") == "! registering a name is not available on a cluster yet"

@@ -355,6 +355,18 @@ class ModerationMixin:
         self._forget_if_idle(room)
         return target
 
+    def ban_out(self, user: User, room: Room, text: str, duration: float | None,
+                now: float) -> tuple[list[ModeChange], list[ModeRefusal]]:
+        """Ban TEXT in ROOM (as set_modes does) and kick the members it covers,
+        but USER and operators: a ban keeps them out, so those here go. One
+        request, so that a cluster carries it as one event."""
+        made, refused = self.set_modes(user, room, [ModeChange("+", "b", text, duration)], now)
+        if not refused:
+            for member in self.banned_members(room, text):
+                if member is not user and member not in room.ops:
+                    self.kick(user, room, member.name, "banned", now)
+        return made, refused
+
     def _mask_for(self, room: Room, text: str) -> tuple[str, str]:
         """(canonical mask, shown) for a ban or mute: an online member's account
         (or name) for a bare name, else the mask as given."""

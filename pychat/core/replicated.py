@@ -28,10 +28,13 @@ import json
 import logging
 from typing import Any, Callable, NamedTuple, Protocol
 
-from pychat.core.errors import (ALREADY_IN_ROOM, NAME_TAKEN, NEEDS_KEY, NO_SUCH_USER, NOT_IN_ROOM, ROOM_EXISTS,
-                                Busy, ChatError)
+from pychat.core.errors import (ALREADY_IN_ROOM, BAD_ARGUMENT, NAME_TAKEN, NEEDS_KEY, NO_SUCH_USER,
+                                NOT_IN_ROOM, ROOM_EXISTS, Busy, ChatError)
 from pychat.core.events import MESSAGE, Renamed, Renderer
 from pychat.core.model import Hall, Room, User
+from pychat.core.moderation import MODES_MAX, ModeChange, ModeRefusal
+from pychat.core.records import Ban, Topic
+from pychat.core.roomkeys import hash_key
 from pychat.core.text import MAX_TYPED, clip, name_key, room_key, room_name
 
 log = logging.getLogger("pychat.cluster")
@@ -356,6 +359,84 @@ class ReplicatedHall(Hall):
             return
         self._bus().publish(["bc", user.key, user.fence, text, now])
 
+    # -- rooms' settings and moderation -------------------------------------------
+
+    def _room_request(self, user: User, room: Room, op: str, args: list[Any], now: float) -> Any:
+        """Publish OP on ROOM by USER; every node makes it with the base Hall's
+        method when it comes back (see _ROOM_OPS), and USER's retry takes its outcome."""
+        done = self._outcome(user.outbox, op, room.key)
+        if done is not _NONE:
+            return done
+        bus = self._bus()
+        pending = self._expect(user.outbox, op, room.key)
+        bus.publish(["room", op, user.key, user.fence, room.key, args, now])
+        raise pending
+
+    def set_topic(self, user: User, room: Room, text: str, now: float) -> None:
+        if self._applying:
+            super().set_topic(user, room, text, now)
+            return
+        self._room_request(user, room, "topic", [text], now)
+
+    def set_modes(self, user: User, room: Room, changes: list[ModeChange],
+                  now: float) -> tuple[list[ModeChange], list[ModeRefusal]]:
+        if self._applying:
+            return super().set_modes(user, room, changes, now)
+        done = self._outcome(user.outbox, "modes", room.key)
+        if done is not _NONE:
+            return done  # type: ignore[no-any-return]
+        self._bus()  # before a key is hashed
+        shared = [self._shareable(user, change, now) for change in changes[:MODES_MAX]]
+        return self._room_request(user, room, "modes", shared, now)  # type: ignore[no-any-return]
+
+    def _shareable(self, user: User, change: ModeChange, now: float) -> list[Any]:
+        """CHANGE as the stream carries it. A new key is hashed here, once (its
+        salt is random: every node must take the same hash), within this user's
+        budget; a key that cannot be one goes as "", which every node refuses."""
+        sign, letter, arg, duration = change
+        if letter == "k" and sign == "+":
+            if not arg or " " in arg or len(arg) > 64:
+                arg = ""
+            else:
+                self._spend_slow_check(user.address, now)
+                arg = hash_key(arg)
+        return [sign, letter, arg, duration]
+
+    def _change_mode(self, user: User, room: Room, change: ModeChange, now: float) -> tuple[str, str | None]:
+        if not (self._applying and change.letter == "k" and change.sign == "+"):
+            return super()._change_mode(user, room, change, now)
+        # A new key comes hashed (see _shareable).
+        if not change.arg:
+            raise ChatError("a key is 1-64 characters, without spaces", BAD_ARGUMENT)
+        room.key_hash, room.good_key = change.arg, None
+        self.history.set_room_key(room.id, room.key_hash)
+        return "locked the room with a key", "*"
+
+    def kick(self, user: User, room: Room, target_name: str, reason: str, now: float) -> User:
+        if self._applying:
+            return super().kick(user, room, target_name, reason, now)
+        return self._room_request(user, room, "kick", [target_name, reason], now)  # type: ignore[no-any-return]
+
+    def ban_out(self, user: User, room: Room, text: str, duration: float | None,
+                now: float) -> tuple[list[ModeChange], list[ModeRefusal]]:
+        if self._applying:
+            return super().ban_out(user, room, text, duration, now)
+        return self._room_request(user, room, "banout", [text, duration], now)  # type: ignore[no-any-return]
+
+    def invite(self, user: User, target: User, room: Room, now: float) -> None:
+        if self._applying:
+            super().invite(user, target, room, now)
+            return
+        self._room_request(user, room, "invite", [target.key], now)
+
+    def say_to_operators(self, user: User, room: Room, text: str, now: float, kind: int = MESSAGE,
+                         status: str = "@", tags: str = "") -> None:
+        if self._applying:
+            super().say_to_operators(user, room, text, now, kind, status, tags)
+            return
+        self._check_may_speak(user, room, now)
+        self._bus().publish(["toops", user.key, user.fence, room.key, text, kind, status, tags, now])
+
     # -- what is not shared yet -------------------------------------------------
 
     def _not_shared(self, what: str) -> ChatError:
@@ -523,7 +604,11 @@ class ReplicatedHall(Hall):
     def snapshot(self) -> bytes:
         """The world as of the event being carried out: users (with their rooms
         and roles) and rooms, for a node that joins (see load_snapshot)."""
-        rooms = [[room.name, room.key_hash or "", room.created, "".join(sorted(room.modes)), room.limit]
+        rooms = [[room.name, room.key_hash or "", room.created, "".join(sorted(room.modes)), room.limit,
+                  list(room.topic) if room.topic is not None else None,
+                  [[kind, mask, *ban] for kind, table in (("b", room.bans), ("m", room.mutes))
+                   for mask, ban in table.items()],
+                  room.invited]
                  for room in self.rooms.values()]
         users = [[user.name, user.node, user.fence, user.ident, user.host, user.realname,
                   [[room.key, user in room.ops, user in room.voiced] for room in user.rooms]]
@@ -533,15 +618,29 @@ class ReplicatedHall(Hall):
     def load_snapshot(self, data: bytes) -> None:
         """Take the world of another node's snapshot (this node's own world is empty of users)."""
         world = decode(data)
-        for name, key_hash, created, modes, limit in world["rooms"]:
+        for name, key_hash, created, modes, limit, topic, bans, invited in world["rooms"]:
             room = self.rooms.get(room_key(name))
             if room is None:
                 room = Room(name, self.history.add_room(room_key(name), name, key_hash or None, created),
                             key_hash or None, created)
                 self._add_room(room)
-            room.key_hash = key_hash or None
+            if (key_hash or None) != room.key_hash:
+                room.key_hash, room.good_key = key_hash or None, None
+                self.history.set_room_key(room.id, room.key_hash)
             room.modes = set(modes)
             room.limit = limit
+            room.topic = Topic(*topic) if topic is not None else None
+            old = [("b", mask) for mask in room.bans] + [("m", mask) for mask in room.mutes]
+            room.bans, room.mutes = {}, {}
+            for kind, mask, shown, by, at, expires in bans:
+                (room.bans if kind == "b" else room.mutes)[mask] = Ban(shown, by, at, expires)
+                self.history.save_ban(room.id, kind, mask, shown, by, at, expires)
+            for kind, mask in old:  # lifted while this node was away
+                if mask not in (room.bans if kind == "b" else room.mutes):
+                    self.history.delete_ban(room.id, kind, mask)
+            room.invited = dict(invited)
+            self._save_settings(room)
+            self._regate(room)
             if "s" in room.modes:
                 self.secret_rooms.add(room)
             else:
@@ -695,6 +794,36 @@ class ReplicatedHall(Hall):
             if self._local(user):
                 self._tell(user, exc)
 
+    def _apply_room(self, node: str, fence: int, event: list[Any]) -> None:
+        _, op, key, user_fence, room_id, args, now = event
+        user = self._sender(key, user_fence)
+        if user is None:
+            return
+        room = self.rooms.get(room_id)
+        make = _ROOM_OPS.get(op)
+        try:
+            if room is None:
+                raise ChatError(f"#{room_id} is gone", NOT_IN_ROOM)
+            if make is None:
+                raise ChatError(f"{op} is not known to this node", "")
+            result = make(self, user, room, args, now)
+        except ChatError as exc:
+            result = exc
+        if self._local(user):
+            self._settle(user.outbox, op, room_id, result)
+
+    def _apply_toops(self, node: str, fence: int, event: list[Any]) -> None:
+        _, key, user_fence, room_id, text, kind, status, tags, now = event
+        user = self._sender(key, user_fence)
+        room = self.rooms.get(room_id)
+        if user is None or room is None:
+            return
+        try:
+            self.say_to_operators(user, room, text, now, kind, status, tags)
+        except ChatError as exc:
+            if self._local(user):
+                self._tell(user, exc)
+
     def _apply_dm(self, node: str, fence: int, event: list[Any]) -> None:
         _, key, user_fence, target_key, text, kind, now, tags = event
         user = self._sender(key, user_fence)
@@ -739,13 +868,6 @@ def decode(data: bytes) -> Any:
 # Changes to rooms and users that the stream does not carry yet are refused:
 # made on one node only, they would fork the world.
 _NOT_SHARED = {
-    "set_topic": "setting a topic",
-    "set_modes": "changing a room's modes",
-    "kick": "kicking",
-    "ban": "banning or muting",
-    "unban": "lifting a ban",
-    "allow_in": "inviting",
-    "say_to_operators": "a message to a room's operators",
     "kill": "KILL",
     "kline": "KLINE",
     "wall": "WALLOPS",
@@ -773,4 +895,24 @@ _APPLY: dict[str, Callable[[ReplicatedHall, str, int, list[Any]], None]] = {
     "dm": ReplicatedHall._apply_dm,
     "bc": ReplicatedHall._apply_bc,
     "snapreq": ReplicatedHall._apply_snapreq,
+    "room": ReplicatedHall._apply_room,
+    "toops": ReplicatedHall._apply_toops,
+}
+
+
+def _invite(hall: ReplicatedHall, user: User, room: Room, args: list[Any], now: float) -> None:
+    target = hall.users.get(args[0])
+    if target is None:
+        raise ChatError("that user has left", NO_SUCH_USER)
+    hall.invite(user, target, room, now)
+
+
+# A room request (ReplicatedHall._room_request) as every node makes it: the
+# base Hall's method, with what the stream carried (_applying is set).
+_ROOM_OPS: dict[str, Callable[[ReplicatedHall, User, Room, list[Any], float], Any]] = {
+    "topic": lambda hall, user, room, args, now: hall.set_topic(user, room, args[0], now),
+    "modes": lambda hall, user, room, args, now: hall.set_modes(user, room, [ModeChange(*c) for c in args], now),
+    "kick": lambda hall, user, room, args, now: hall.kick(user, room, args[0], args[1], now),
+    "banout": lambda hall, user, room, args, now: hall.ban_out(user, room, args[0], args[1], now),
+    "invite": _invite,
 }

@@ -816,6 +816,8 @@ def _topic(self: IrcSession, msg: Message, now: float) -> None:
     else:
         try:
             self.hall.set_topic(self._me, room, msg.params[1], now)
+        except Busy:
+            raise  # in a cluster: on its way; the TOPIC is tried again whole
         except ChatError as exc:
             self._refused(room, exc)
 
@@ -914,13 +916,23 @@ def _kick(self: IrcSession, msg: Message, now: float) -> None:
     reason = msg.params[2] if len(msg.params) > 2 else ""
     # One room for every name, or the rooms and names in pairs.
     pairs = [(channels[0], name) for name in names] if len(channels) == 1 else list(zip(channels, names))
-    for channel, name in pairs:
+    _kick_pairs(self, pairs, reason, now)
+
+
+def _kick_pairs(self: IrcSession, pairs: list[tuple[str, str]], reason: str, now: float) -> None:
+    """KICK each (#room, name) of PAIRS in turn; one held on its way (in a
+    cluster) is tried again with the rest, from that pair on."""
+    for i, (channel, name) in enumerate(pairs):
         room = self._room_named(channel)
         if room is None:
             self._reply(m.ERR_NOSUCHCHANNEL, clip(channel, 40), "No such channel")
             continue
         try:
             self.hall.kick(self._me, room, name, reason, now)
+        except Busy:
+            rest = pairs[i:]
+            self.held_action = lambda later: _kick_pairs(self, rest, reason, later)
+            raise
         except ChatError as exc:
             self._refused(room, exc, name)
 
@@ -941,6 +953,8 @@ def _invite(self: IrcSession, msg: Message, now: float) -> None:
     else:
         try:
             self.hall.invite(me, target, room, now)
+        except Busy:
+            raise  # in a cluster: on its way; the INVITE is tried again whole
         except ChatError as exc:
             self._refused(room, exc)
             return

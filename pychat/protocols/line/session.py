@@ -22,7 +22,7 @@ from pychat.core.history import MESSAGE as STORED_MESSAGE
 from pychat.core.errors import Busy, TARGET_NOT_IN_ROOM, ChatError
 from pychat.core.masks import duration_text, parse_duration
 from pychat.core.model import Hall, Outbox, Room, User
-from pychat.core.moderation import ModeChange
+from pychat.core.moderation import ModeChange, ModeRefusal
 from pychat.core.text import clip
 from pychat.protocols.line import render
 from pychat.protocols.line.commands import (COMMANDS, DURATIONS, Command, UsageError, help_lines, lookup,
@@ -532,7 +532,10 @@ class Session:
     def _change(self, change: ModeChange, now: float) -> None:
         """One mode change in the user's room; the room is told, a refusal raises."""
         room = self._require_room()
-        made, refused = self.hall.set_modes(self._me, room, [change], now)
+        self._changed(change, room, *self.hall.set_modes(self._me, room, [change], now))
+
+    def _changed(self, change: ModeChange, room: Room, made: list[ModeChange], refused: list[ModeRefusal]) -> None:
+        """What the user is told of CHANGE: a refusal raises, a change that changed nothing is said."""
         if refused:
             raise ChatError(refused[0].text, refused[0].code)
         if not made:
@@ -562,10 +565,9 @@ class Session:
     @_handles("ban")
     def _ban(self, args: list[str], now: float) -> None:
         room = self._require_room()
-        self._change(ModeChange("+", "b", args[0], _duration(args, "ban")), now)
-        for member in self.hall.banned_members(room, args[0]):  # a ban keeps them out: those here go
-            if member is not self._me and member not in room.ops:
-                self.hall.kick(self._me, room, member.name, "banned", now)
+        duration = _duration(args, "ban")
+        made, refused = self.hall.ban_out(self._me, room, args[0], duration, now)
+        self._changed(ModeChange("+", "b", args[0], duration), room, made, refused)
 
     @_handles("unban")
     def _unban(self, args: list[str], now: float) -> None:
