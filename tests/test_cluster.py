@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from helpers import IrcClient, ServerProcess, parse_irc, wait_for
+from helpers import IrcClient, IrcLine, LineClient, ServerProcess, parse_irc, wait_for
 
 pytest.importorskip("hiredis", reason="the cluster extra (hiredis) is installed by tests/run")
 REDIS = shutil.which("redis-server")
@@ -469,8 +469,71 @@ def test_rooms_are_moderated_across_nodes(nodes):
     assert zed.expect_msg("367").params[2] == "ivy!*@*"
 
 
-def test_changes_not_carried_by_the_stream_yet_are_refused_not_forked(nodes):
-    one, _two = nodes("one"), nodes("two")
-    alice = one.client("alice")
-    alice.send("/register hunter2hunter2")
-    assert alice.expect(r"^! ") == "! registering a name is not available on a cluster yet"
+def irc_with_pass(node: ServerProcess, nick: str, password: str, source: str) -> tuple[IrcClient, IrcLine]:
+    """An IRC client from SOURCE that gives PASSWORD at registration: it and its 001 (or 464)."""
+    client = IrcClient(node.irc_port, source=source)
+    client.send(f"PASS {password}")
+    client.send(f"NICK {nick}")
+    client.send(f"USER u 0 * :{nick}")
+    return client, next(msg for msg in map(parse_irc, iter(client.read_line, None))
+                        if msg.command in ("001", "464"))
+
+
+def test_accounts_are_shared_across_nodes(nodes):
+    # Each client comes from its own address: password checks are budgeted per address.
+    one, two = nodes("one"), nodes("two")
+    alice = LineClient(one.port, source="127.0.0.2")
+    alice.register("alice")
+    assert alice.password_command("/register alice-pass-1")[0].startswith("* the name alice is yours")
+    alice.send("/create den")  # logged in: she owns it
+    alice.expect(r"you joined #den")
+    alice.send("/quit")
+    alice.wait_closed()
+
+    # The name needs its password on the other node too; the account's room knows her there.
+    wrong, first = irc_with_pass(two, "alice", "not-her-password", "127.0.0.3")
+    assert first.command == "464" and first.params[-1] == "wrong password for alice"
+    ivy, first = irc_with_pass(two, "alice", "alice-pass-1", "127.0.0.4")
+    assert first.params[0] == "alice"
+    ivy.send("JOIN #den")
+    assert ivy.expect_msg("353").params[-1] == "@alice"  # the owner's operator status came back
+    ivy.send("QUIT")
+    ivy.wait_closed()
+
+    # Logged in on one node: her password, ignore list and logout are every node's.
+    bob = LineClient(one.port, source="127.0.0.5")
+    bob.register("bob")
+    assert bob.password_command("/login alice alice-pass-1") == ["* you are now known as alice",
+                                                                 "* you are logged in as alice"]
+    assert bob.password_command("/password alice-pass-1 alice-pass-2") == ["* your password is changed"]
+    bob.send("/ignore carl")
+    bob.expect(r"you ignore carl now")
+    bob.send("/logout")
+    assert bob.expect(r"logged out") == "* you are logged out; alice needs its password again"
+    carl = LineClient(two.port, source="127.0.0.6")
+    carl.register("carl")
+    assert carl.password_command("/login alice alice-pass-1") == ["! wrong password for alice"]
+    assert carl.password_command("/login alice alice-pass-2")[-1] == "* you are logged in as alice"
+    carl.send("/ignores")
+    assert carl.expect(r"you ignore") == "* you ignore 1: carl"
+
+    # A node that joins later takes the accounts with the world.
+    three = nodes("three")
+    dora = LineClient(three.port, source="127.0.0.7")
+    dora.register("dora")
+    # The password (the changed one) is right there; carl holds the name, logged in.
+    assert dora.password_command("/login alice alice-pass-2") == ["! alice is online with that account's name"]
+    carl.password_command("/unregister alice-pass-2")
+    carl.send("/quit")
+    carl.wait_closed()
+    # The account is gone everywhere: once node three has seen carl leave, the name is anyone's.
+    wait_for(lambda: _named(LineClient(three.port, source="127.0.0.8"), "alice"),
+             what="node three to give the name alice without a password")
+
+
+def test_server_operators_are_not_shared_yet_and_refused_not_forked(nodes):
+    one, _two = nodes("one", "--oper", "root"), nodes("two", "--oper", "root")
+    root = one.client("root")
+    root.password_command("/register root-pass-1")
+    root.send("/kill nobody")
+    assert root.expect(r"^! ") == "! KILL is not available on a cluster yet"

@@ -123,29 +123,38 @@ class AccountsMixin:
 
     def register_account(self, user: User, password: str, now: float) -> Account:
         """Make USER's name an account with PASSWORD; USER is logged in to it."""
+        self._may_register(user)
+        self._check_new_password(password)
+        self._spend_slow_check(user.address, now, CHECK_COST, "password")  # hashing costs a check
+        return self._create_account(user, hash_password(password), now)
+
+    def _may_register(self, user: User) -> None:
         if user.account is not None:
             raise ChatError(f"you are logged in as {self.accounts[user.account].name}", NAME_REGISTERED)
         if user.key in self.accounts:
             raise ChatError(f"the name {user.name} is registered already", NAME_REGISTERED)
+
+    @staticmethod
+    def _check_new_password(password: str) -> None:
         problem = password_problem(password)
         if problem:
             raise ChatError(problem, BAD_ARGUMENT)
-        self._spend_slow_check(user.address, now, CHECK_COST, "password")  # hashing costs a check
-        account = Account(user.key, user.name, hash_password(password), now)
+
+    def _create_account(self, user: User, password_hash: str, now: float) -> Account:
+        """USER's name becomes an account with PASSWORD_HASH, and USER is logged in to it."""
+        account = Account(user.key, user.name, password_hash, now)
         self.accounts[account.key] = account
         self.history.save_account(account.key, account.name, account.password_hash, account.created)
         self._logged_in(user, account.key)
         return account
 
-    def login(self, user: User, name: str, password: str, now: float) -> Account:
-        """Log USER in to the account NAME; USER takes the account's name."""
-        if user.account is not None:
-            raise ChatError(f"you are logged in as {self.accounts[user.account].name}; /logout first",
-                            NAME_REGISTERED)
+    def login(self, user: User, name: str, password: str, now: float) -> tuple[Account, str]:
+        """Log USER in to the account NAME; USER takes the account's name.
+        Returns the account and USER's name before."""
+        self._may_log_in(user)
         account = self.authenticate(name, password, user.address, now)
-        holder = self.users.get(account.key)
-        if holder is not None and holder is not user:
-            raise ChatError(f"{holder.name} is online with that account's name", NAME_REGISTERED)
+        self._check_holder(user, account)
+        old = user.name
         user.account = account.key  # so that the account's name is free for this user
         try:
             if user.name != account.name:
@@ -154,7 +163,17 @@ class AccountsMixin:
             user.account = None
             raise
         self._logged_in(user, account.key)
-        return account
+        return account, old
+
+    def _may_log_in(self, user: User) -> None:
+        if user.account is not None:
+            raise ChatError(f"you are logged in as {self.accounts[user.account].name}; /logout first",
+                            NAME_REGISTERED)
+
+    def _check_holder(self, user: User, account: Account) -> None:
+        holder = self.users.get(account.key)
+        if holder is not None and holder is not user:
+            raise ChatError(f"{holder.name} is online with that account's name", NAME_REGISTERED)
 
     def logout(self, user: User, now: float) -> str:
         """Log USER out; it keeps chatting under a guest name (the account's is reserved)."""
@@ -165,11 +184,12 @@ class AccountsMixin:
 
     def change_password(self, user: User, old: str, new: str, now: float) -> None:
         account = self._own_account(user)
-        problem = password_problem(new)
-        if problem:
-            raise ChatError(problem, BAD_ARGUMENT)
+        self._check_new_password(new)
         self._check_password(account, old, user.address, now, hashes=2)  # the new one is hashed too
-        changed = account._replace(password_hash=hash_password(new))
+        self._set_password(account, hash_password(new))
+
+    def _set_password(self, account: Account, password_hash: str) -> None:
+        changed = account._replace(password_hash=password_hash)
         self.accounts[account.key] = changed
         self.history.save_account(changed.key, changed.name, changed.password_hash, changed.created)
 
@@ -177,6 +197,9 @@ class AccountsMixin:
         """Delete USER's account (after its password): its name is free, its rooms unowned."""
         account = self._own_account(user)
         self._check_password(account, password, user.address, now)
+        self._delete_account(user, account)
+
+    def _delete_account(self, user: User, account: Account) -> None:
         self._logged_out(user)
         del self.accounts[account.key]
         self.account_ignores.pop(account.key, None)
@@ -275,6 +298,13 @@ class AccountsMixin:
             self._drop_ignorer(user, key)
 
     # -- server operators --------------------------------------------------
+
+    def grant_oper(self, user: User, account: Account) -> None:
+        """USER, who gave ACCOUNT's password (IRC's OPER), becomes a server
+        operator if ACCOUNT is one of --oper."""
+        if account.key not in self.opers:
+            raise ChatError("No O-lines for your host", NOT_SERVER_OPERATOR)
+        user.oper = True
 
     def _require_oper(self, user: User) -> None:
         if not user.oper:

@@ -26,14 +26,15 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any, Callable, NamedTuple, Protocol
+from typing import Any, Callable, NamedTuple, NoReturn, Protocol
 
-from pychat.core.errors import (ALREADY_IN_ROOM, BAD_ARGUMENT, NAME_TAKEN, NEEDS_KEY, NO_SUCH_USER,
+from pychat.core.errors import (ALREADY_IN_ROOM, BAD_ARGUMENT, NAME_TAKEN, NEEDS_KEY, NO_SUCH_ACCOUNT, NO_SUCH_USER,
                                 NOT_IN_ROOM, ROOM_EXISTS, Busy, ChatError)
 from pychat.core.events import MESSAGE, Renamed, Renderer
 from pychat.core.model import Hall, Room, User
 from pychat.core.moderation import MODES_MAX, ModeChange, ModeRefusal
-from pychat.core.records import Ban, Topic
+from pychat.core.passwords import CHECK_COST, hash_password
+from pychat.core.records import Account, Ban, Topic
 from pychat.core.roomkeys import hash_key
 from pychat.core.text import MAX_TYPED, clip, name_key, room_key, room_name
 
@@ -162,7 +163,6 @@ class ReplicatedHall(Hall):
         self.resume: Callable[[Any], None] = lambda outbox: None
         # Set by the cluster: another node asks for the world as of now (its token, the snapshot maker).
         self.on_snapshot_request: Callable[[str, Callable[[], bytes]], None] = lambda token, make: None
-        self.accounts.clear()  # accounts are not shared across nodes yet: none is used
         self._applying = False
         self._tokens = 0
         self._registrations: dict[str, _Registration] = {}
@@ -242,7 +242,7 @@ class ReplicatedHall(Hall):
         self._tokens += 1
         token = str(self._tokens)
         self._registrations[token] = _Registration(outbox, renderer, address)
-        event = ["hello", name, ident or "pychat", self.cloak(address), token]
+        event = ["hello", name, ident or "pychat", self.cloak(address), token, account or ""]
 
         def refused(why: str) -> None:
             self._registrations.pop(token, None)
@@ -367,9 +367,13 @@ class ReplicatedHall(Hall):
         done = self._outcome(user.outbox, op, room.key)
         if done is not _NONE:
             return done
+        self._request(user, op, room.key, ["room", op, user.key, user.fence, room.key, args, now])
+
+    def _request(self, user: User, op: str, key: str, event: list[Any]) -> NoReturn:
+        """Publish EVENT, USER's request OP on KEY, and wait for it to come back."""
         bus = self._bus()
-        pending = self._expect(user.outbox, op, room.key)
-        bus.publish(["room", op, user.key, user.fence, room.key, args, now])
+        pending = self._expect(user.outbox, op, key)
+        bus.publish(event)
         raise pending
 
     def set_topic(self, user: User, room: Room, text: str, now: float) -> None:
@@ -437,20 +441,105 @@ class ReplicatedHall(Hall):
         self._check_may_speak(user, room, now)
         self._bus().publish(["toops", user.key, user.fence, room.key, text, kind, status, tags, now])
 
+    # -- accounts ---------------------------------------------------------------------
+    # A password is checked on the node it was typed on, within that node's
+    # budgets, and a new one is hashed there, once: what every node makes is the
+    # account's change, with that hash (see _ACCOUNT_OPS).
+
+    def _account_request(self, user: User, op: str, args: list[Any], now: float) -> NoReturn:
+        self._request(user, op, "", ["acct", op, user.key, user.fence, args, now])
+
+    def register_account(self, user: User, password: str, now: float) -> Account:
+        done = self._outcome(user.outbox, "register", "")
+        if done is not _NONE:
+            return done  # type: ignore[no-any-return]
+        self._may_register(user)
+        self._check_new_password(password)
+        self._bus()  # before the hash is paid for
+        self._spend_slow_check(user.address, now, CHECK_COST, "password")
+        self._account_request(user, "register", [hash_password(password)], now)
+
+    def change_password(self, user: User, old: str, new: str, now: float) -> None:
+        if self._outcome(user.outbox, "password", "") is not _NONE:
+            return
+        account = self._own_account(user)
+        self._check_new_password(new)
+        self._bus()
+        self._check_password(account, old, user.address, now, hashes=2)
+        self._account_request(user, "password", [hash_password(new)], now)
+
+    def unregister(self, user: User, password: str, now: float) -> None:
+        if self._outcome(user.outbox, "unregister", "") is not _NONE:
+            return
+        account = self._own_account(user)
+        self._bus()
+        self._check_password(account, password, user.address, now)
+        self._account_request(user, "unregister", [], now)
+
+    def ignore(self, user: User, name: str) -> str:
+        if self._applying:
+            return super().ignore(user, name)
+        done = self._outcome(user.outbox, "ignore", "")
+        if done is not _NONE:
+            return done  # type: ignore[no-any-return]
+        self._account_request(user, "ignore", [name], 0.0)  # kept for its account on every node
+
+    def unignore(self, user: User, name: str) -> None:
+        if self._applying:
+            super().unignore(user, name)
+            return
+        if self._outcome(user.outbox, "unignore", "") is not _NONE:
+            return
+        self._account_request(user, "unignore", [name], 0.0)
+
+    def login(self, user: User, name: str, password: str, now: float) -> tuple[Account, str]:
+        """The password is checked here; the user then moves to the account's name
+        (a claim, like a rename), and every node logs it in (see _apply_login)."""
+        done = self._outcome(user.outbox, "login", "")
+        if done is not _NONE:
+            return done  # type: ignore[no-any-return]
+        self._may_log_in(user)
+        bus = self._bus()
+        account = self.authenticate(name, password, user.address, now)
+        self._check_holder(user, account)
+        outbox = user.outbox
+
+        def refused(why: str) -> None:
+            error = (unavailable() if why == "unavailable"
+                     else ChatError(f"the name {account.name} is taken; choose another", NAME_TAKEN))
+            self._settle(outbox, "login", "", error)
+
+        pending = self._expect(outbox, "login", "")
+        event = ["login", user.key, account.key, account.name, now]
+        if account.key == user.key:  # the name is this user's already: no claim to move
+            bus.publish(["acct", "login", user.key, user.fence, [account.key], now])
+        else:
+            bus.move(user.key, user.fence, account.key, event, refused)
+        raise pending
+
+    def logout(self, user: User, now: float) -> str:
+        """The user moves to a guest name (a claim, like a rename), logged out on every node."""
+        done = self._outcome(user.outbox, "logout", "")
+        if done is not _NONE:
+            return done  # type: ignore[no-any-return]
+        self._own_account(user)
+        bus = self._bus()
+        guest = self.guest_name()
+        outbox = user.outbox
+
+        def refused(why: str) -> None:
+            error = (unavailable() if why == "unavailable"
+                     else ChatError(f"the name {guest} is taken; try again", NAME_TAKEN))
+            self._settle(outbox, "logout", "", error)
+
+        pending = self._expect(outbox, "logout", "")
+        bus.move(user.key, user.fence, name_key(guest), ["logout", user.key, guest, now], refused)
+        raise pending
+
     # -- what is not shared yet -------------------------------------------------
 
     def _not_shared(self, what: str) -> ChatError:
         return ChatError(f"{what} is not available on a cluster yet", "")
-
-    # Accounts: none is loaded, and none can be made or used.
-    def register_account(self, user: User, password: str, now: float) -> Any:
-        raise self._not_shared("registering a name")
-
-    def authenticate(self, name: str, password: str, address: str, now: float) -> Any:
-        raise self._not_shared("logging in")
-
-    def login(self, user: User, name: str, password: str, now: float) -> Any:
-        raise self._not_shared("logging in")
 
     def tag_room(self, user: User, room: Room, tags: str, now: float) -> None:
         """Tags with no text (typing notices) are not carried across nodes: dropped."""
@@ -566,7 +655,9 @@ class ReplicatedHall(Hall):
             if why == "taken" and self._orphans.get(user.outbox) is orphan:
                 self._reclaim(orphan, self.guest_name())
             # unavailable: tried again when the node is back (reclaim_orphans)
-        bus.claim(name_key(name), ["hello", name, user.ident, user.host, token], refused)
+        # Its own name back keeps its login; a guest name is logged out.
+        account = user.account if user.account == name_key(name) else ""
+        bus.claim(name_key(name), ["hello", name, user.ident, user.host, token, account or ""], refused)
 
     def _orphaned(self, user: User, now: float) -> None:
         """The cluster let USER (local) go: keep its connection, take a name back (see _Orphan)."""
@@ -578,15 +669,16 @@ class ReplicatedHall(Hall):
         orphan = self._orphans[user.outbox] = _Orphan(user, rooms, now)
         self._reclaim(orphan, user.name)
 
-    def _adopted(self, orphan: _Orphan, name: str, node: str, fence: int) -> None:
+    def _adopted(self, orphan: _Orphan, name: str, node: str, fence: int, account: str | None) -> None:
         """ORPHAN's claim of NAME came back: the same user (and session) goes on
-        under NAME, told so if its name changed, and joins its rooms again."""
+        under NAME (logged in to ACCOUNT), told so if its name changed, and joins its rooms again."""
         user = orphan.user
         del self._orphans[user.outbox]
         old, old_prefix = user.name, user.prefix
         user.take_name(name)
         user.node, user.fence = node, fence
-        self._add_user(user, None)
+        user.account, user.oper = None, False
+        self._add_user(user, account)
         if name != old:
             self._tell(user, ChatError(f"your name {old} was taken while this server was cut off from the "
                                        f"cluster; you are now {name}", NAME_TAKEN))
@@ -608,17 +700,21 @@ class ReplicatedHall(Hall):
                   list(room.topic) if room.topic is not None else None,
                   [[kind, mask, *ban] for kind, table in (("b", room.bans), ("m", room.mutes))
                    for mask, ban in table.items()],
-                  room.invited]
+                  room.invited, room.owner, sorted(room.op_accounts), sorted(room.voice_accounts)]
                  for room in self.rooms.values()]
         users = [[user.name, user.node, user.fence, user.ident, user.host, user.realname,
-                  [[room.key, user in room.ops, user in room.voiced] for room in user.rooms]]
+                  [[room.key, user in room.ops, user in room.voiced] for room in user.rooms], user.account or ""]
                  for user in self.users.values()]
-        return encode({"rooms": rooms, "users": users})
+        accounts = [list(account) for account in self.accounts.values()]
+        ignores = [[account, sorted(names)] for account, names in self.account_ignores.items()]
+        return encode({"rooms": rooms, "users": users, "accounts": accounts, "ignores": ignores})
 
     def load_snapshot(self, data: bytes) -> None:
         """Take the world of another node's snapshot (this node's own world is empty of users)."""
         world = decode(data)
-        for name, key_hash, created, modes, limit, topic, bans, invited in world["rooms"]:
+        self._load_accounts_of(world)
+        for (name, key_hash, created, modes, limit, topic, bans, invited,
+             owner, op_accounts, voice_accounts) in world["rooms"]:
             room = self.rooms.get(room_key(name))
             if room is None:
                 room = Room(name, self.history.add_room(room_key(name), name, key_hash or None, created),
@@ -639,18 +735,26 @@ class ReplicatedHall(Hall):
                 if mask not in (room.bans if kind == "b" else room.mutes):
                     self.history.delete_ban(room.id, kind, mask)
             room.invited = dict(invited)
+            room.owner = owner
+            for letter, kept, given in (("o", room.op_accounts, op_accounts), ("v", room.voice_accounts, voice_accounts)):
+                for account in kept - set(given):
+                    self.history.save_role(room.id, account, None)
+                for account in set(given) - kept:
+                    self.history.save_role(room.id, account, letter)
+                kept.clear()
+                kept.update(given)
             self._save_settings(room)
             self._regate(room)
             if "s" in room.modes:
                 self.secret_rooms.add(room)
             else:
                 self.secret_rooms.discard(room)
-        for name, node, fence, ident, host, realname, seats in world["users"]:
+        for name, node, fence, ident, host, realname, seats, account in world["users"]:
             if name_key(name) in self.users:
                 continue
             user = User(name, REMOTE_OUTBOX, REMOTE, "", ident, host)
             user.node, user.fence, user.realname = node, fence, realname
-            self._add_user(user, None)
+            self._add_user(user, account if account in self.accounts else None)
             for key, op, voiced in seats:
                 room = self.rooms.get(key)
                 if room is None:
@@ -660,6 +764,26 @@ class ReplicatedHall(Hall):
                     room.ops.add(user)
                 if voiced:
                     room.voiced.add(user)
+
+    def _load_accounts_of(self, world: dict[str, Any]) -> None:
+        """Take the accounts and their ignore lists of a snapshot, in memory and in this node's file."""
+        accounts = {key: Account(key, name, hashed, created) for key, name, hashed, created in world["accounts"]}
+        for key in self.accounts.keys() - accounts.keys():
+            self.history.delete_account(key)
+        for account in accounts.values():
+            if self.accounts.get(account.key) != account:
+                self.history.save_account(account.key, account.name, account.password_hash, account.created)
+        self.accounts.clear()
+        self.accounts.update(accounts)
+        ignores = {account: set(names) for account, names in world["ignores"]}
+        for key in self.account_ignores.keys() | ignores.keys():
+            kept, given = self.account_ignores.get(key, set()), ignores.get(key, set())
+            for name in kept - given:
+                self.history.save_ignore(key, name, False)
+            for name in given - kept:
+                self.history.save_ignore(key, name, True)
+        self.account_ignores.clear()
+        self.account_ignores.update(ignores)
 
     def _apply_snapreq(self, node: str, fence: int, event: list[Any]) -> None:
         if node != self.node:
@@ -687,15 +811,17 @@ class ReplicatedHall(Hall):
             room.members[user] = discard
 
     def _apply_hello(self, node: str, fence: int, event: list[Any]) -> None:
-        _, name, ident, host, token = event
+        _, name, ident, host, token, *more = event
+        account = more[0] if more else ""  # (a node of an older version sends no account)
         key = name_key(name)
+        logged_in = account if account in self.accounts else None  # (unless it was deleted on the way)
         if key in self.users:
             log.warning("cluster: %s claimed %r, which %s holds here; skipped", node, name, self.users[key].node)
             return
         registration = self._registrations.pop(token, None) if node == self.node else None
         orphan = registration.orphan if registration is not None else None
         if registration is not None and orphan is not None and self._orphans.get(registration.outbox) is orphan:
-            self._adopted(orphan, name, node, fence)
+            self._adopted(orphan, name, node, fence, logged_in)
             return
         gone = orphan is not None or (registration is not None and getattr(registration.outbox, "closed", False))
         if registration is not None and not gone:
@@ -703,7 +829,7 @@ class ReplicatedHall(Hall):
         else:
             user = User(name, REMOTE_OUTBOX, REMOTE, "", ident, host)
         user.node, user.fence = node, fence
-        self._add_user(user, None)
+        self._add_user(user, logged_in)
         if registration is not None:
             if gone:  # its connection closed on the way: it leaves at once
                 if self.bus is not None:
@@ -812,6 +938,61 @@ class ReplicatedHall(Hall):
         if self._local(user):
             self._settle(user.outbox, op, room_id, result)
 
+    def _apply_acct(self, node: str, fence: int, event: list[Any]) -> None:
+        _, op, key, user_fence, args, now = event
+        user = self._sender(key, user_fence)
+        if user is None:
+            return
+        make = _ACCOUNT_OPS.get(op)
+        try:
+            if make is None:
+                raise ChatError(f"{op} is not known to this node", "")
+            result = make(self, user, args, now)
+        except ChatError as exc:
+            result = exc
+        if self._local(user):
+            self._settle(user.outbox, op, "", result)
+
+    def _apply_login(self, node: str, fence: int, event: list[Any]) -> None:
+        """A user's claim moved to an account's name: it takes the name, and is
+        logged in if the account is still there."""
+        _, key, account_key, name, now = event
+        user = self.users.get(key)
+        if user is None or user.node != node:
+            return
+        account = self.accounts.get(account_key)
+        user.account = account_key if account is not None else None  # the account's name is this user's
+        try:
+            old = super().rename(user, name, now)
+        except ChatError as exc:
+            user.account = None
+            result: Any = exc
+        else:
+            user.fence = fence
+            if account is not None:
+                self._logged_in(user, account.key)
+                result = (account, old)
+            else:
+                result = ChatError(f"the account {name} was just deleted", NO_SUCH_ACCOUNT)
+        if self._local(user):
+            self._settle(user.outbox, "login", "", result)
+
+    def _apply_logout(self, node: str, fence: int, event: list[Any]) -> None:
+        _, key, guest, now = event
+        user = self.users.get(key)
+        if user is None or user.node != node:
+            return
+        if user.account is not None:
+            self._logged_out(user)
+        try:
+            result: Any = super().rename(user, guest, now)
+        except ChatError as exc:
+            result = exc
+        else:
+            user.fence = fence
+        if self._local(user):
+            self._settle(user.outbox, "logout", "", result)
+
     def _apply_toops(self, node: str, fence: int, event: list[Any]) -> None:
         _, key, user_fence, room_id, text, kind, status, tags, now = event
         user = self._sender(key, user_fence)
@@ -868,6 +1049,7 @@ def decode(data: bytes) -> Any:
 # Changes to rooms and users that the stream does not carry yet are refused:
 # made on one node only, they would fork the world.
 _NOT_SHARED = {
+    "grant_oper": "OPER",
     "kill": "KILL",
     "kline": "KLINE",
     "wall": "WALLOPS",
@@ -897,6 +1079,9 @@ _APPLY: dict[str, Callable[[ReplicatedHall, str, int, list[Any]], None]] = {
     "snapreq": ReplicatedHall._apply_snapreq,
     "room": ReplicatedHall._apply_room,
     "toops": ReplicatedHall._apply_toops,
+    "acct": ReplicatedHall._apply_acct,
+    "login": ReplicatedHall._apply_login,
+    "logout": ReplicatedHall._apply_logout,
 }
 
 
@@ -915,4 +1100,31 @@ _ROOM_OPS: dict[str, Callable[[ReplicatedHall, User, Room, list[Any], float], An
     "kick": lambda hall, user, room, args, now: hall.kick(user, room, args[0], args[1], now),
     "banout": lambda hall, user, room, args, now: hall.ban_out(user, room, args[0], args[1], now),
     "invite": _invite,
+}
+
+
+def _register(hall: ReplicatedHall, user: User, args: list[Any], now: float) -> Account:
+    hall._may_register(user)
+    return hall._create_account(user, args[0], now)
+
+
+def _log_in_here(hall: ReplicatedHall, user: User, args: list[Any], now: float) -> tuple[Account, str]:
+    """A login to the account of the name the user has already."""
+    account = hall.accounts.get(args[0])
+    if account is None:
+        raise ChatError("that account was just deleted", NO_SUCH_ACCOUNT)
+    hall._may_log_in(user)
+    hall._logged_in(user, account.key)
+    return account, user.name
+
+
+# An account request (ReplicatedHall._account_request) as every node makes it;
+# the password was checked, and a new one hashed, where it was typed.
+_ACCOUNT_OPS: dict[str, Callable[[ReplicatedHall, User, list[Any], float], Any]] = {
+    "register": _register,
+    "login": _log_in_here,
+    "password": lambda hall, user, args, now: hall._set_password(hall._own_account(user), args[0]),
+    "unregister": lambda hall, user, args, now: hall._delete_account(user, hall._own_account(user)),
+    "ignore": lambda hall, user, args, now: hall.ignore(user, args[0]),
+    "unignore": lambda hall, user, args, now: hall.unignore(user, args[0]),
 }

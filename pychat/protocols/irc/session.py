@@ -280,6 +280,9 @@ class IrcSession:
         account = self.account
         nick = account.name if account is not None else self.nick
         if account is None and self.password is not None and self.hall.account_for(nick) is not None:
+            if self.hall.awaits(self.outbox, "hello", ""):  # a cluster's claim came back: checked already
+                account = self.hall.account_for(nick)
+        if account is None and self.password is not None and self.hall.account_for(nick) is not None:
             try:
                 account = self.hall.authenticate(nick, self.password, self.address, now)
             except Busy:
@@ -1272,10 +1275,11 @@ def _oper(self: IrcSession, msg: Message, now: float) -> None:
     except ChatError as exc:
         self._reply(m.ERR_PASSWDMISMATCH, f"Password incorrect ({exc})")
         return
-    if account.key not in self.hall.opers:
-        self._reply(m.ERR_NOOPERHOST, "No O-lines for your host")
+    try:
+        self.hall.grant_oper(me, account)
+    except ChatError as exc:
+        self._reply(m.ERR_NOOPERHOST, str(exc))
         return
-    me.oper = True
     self._log("%s is a server operator (as %s)", me.name, account.name)
     self._reply(m.RPL_YOUREOPER, "You are now an IRC operator")
     self.send(f":{me.prefix} MODE {me.name} :+o\r\n".encode())
