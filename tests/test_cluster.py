@@ -532,7 +532,8 @@ def test_accounts_are_shared_across_nodes(nodes):
 
 
 def test_server_operators_are_not_shared_yet_and_refused_not_forked(nodes):
-    one, _two = nodes("one", "--oper", "root"), nodes("two", "--oper", "root")
+    one = nodes("one", "--oper", "root")
+    nodes("two", "--oper", "root")
     root = one.client("root")
     root.password_command("/register root-pass-1")
     root.send("/kill nobody")
