@@ -531,10 +531,52 @@ def test_accounts_are_shared_across_nodes(nodes):
              what="node three to give the name alice without a password")
 
 
-def test_server_operators_are_not_shared_yet_and_refused_not_forked(nodes):
-    one = nodes("one", "--oper", "root")
-    nodes("two", "--oper", "root")
-    root = one.client("root")
+def connects(node: ServerProcess, source: str) -> list[str]:
+    """Connect from SOURCE: the lines of a refused connection, or [] if welcomed."""
+    client = LineClient(node.port, source=source)
+    first = client.read_line()
+    if first.startswith("* welcome"):
+        client.close()
+        return []
+    return [first, *client.wait_closed()]
+
+
+def test_server_operators_act_on_every_node(nodes):
+    # Every node has the same --oper list; clients stand for hosts of their own.
+    one, two = nodes("one", "--oper", "root"), nodes("two", "--oper", "root")
+    root = LineClient(one.port, source="127.0.0.2")
+    root.register("root")
     root.password_command("/register root-pass-1")
-    root.send("/kill nobody")
-    assert root.expect(r"^! ") == "! KILL is not available on a cluster yet"
+    bob = LineClient(two.port, source="127.0.0.3")
+    bob.register("bob")
+    zed = LineClient(two.port, source="127.0.0.4")
+    zed.register("zed")
+    root.expect(r"#general --> zed has joined")
+
+    # A kill made on one node sends away a user of the other; everyone sees the quit.
+    root.send("/kill bob spamming")
+    assert root.expect(r"disconnected") == "* bob is disconnected"
+    assert bob.wait_closed()[-1] == "! you were killed by root: spamming"
+    assert zed.expect(r"<-- bob").endswith("#general <-- bob has quit (killed by root: spamming)")
+    root.expect(r"#general <-- bob has quit")
+
+    root.send("/wall maintenance at noon")
+    assert zed.expect(r"maintenance").endswith("maintenance at noon")
+
+    # A server ban made on one node holds on the other.
+    root.send("/kline 127.0.0.4 10m flooding")
+    assert root.expect(r"is banned") == "* 127.0.0.4 is banned from the server for 10 min; 1 disconnected"
+    assert zed.wait_closed()[-1] == "! you are banned from this server: flooding"
+    root.expect(r"#general <-- zed has quit \(banned from this server\)")
+    assert connects(two, "127.0.0.4") == ["! you are banned from this server: flooding"]
+    assert connects(two, "127.0.0.5") == []
+    root.send("/unkline 127.0.0.4")
+    assert root.expect(r"may connect") == "* 127.0.0.4 may connect again"
+    wait_for(lambda: connects(two, "127.0.0.4") == [], what="node two to lift the server ban")
+
+    # A node that joins later knows the server bans, and bob's name is free there.
+    root.send("/kline 127.0.0.6")
+    root.expect(r"127.0.0.6 is banned")
+    three = nodes("three")
+    assert connects(three, "127.0.0.6") == ["! you are banned from this server: banned from this server"]
+    assert _named(LineClient(three.port, source="127.0.0.7"), "bob")

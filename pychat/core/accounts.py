@@ -315,29 +315,37 @@ class AccountsMixin:
         self._require_oper(oper)
         target = self.user_named(target_name)
         why = f"killed by {oper.name}" + (f": {reason}" if reason else "")
-        target.send(target.renderer.error(f"you were {why}"))
-        self.quit(target, why, now)
-        target.outbox.disconnect()
+        self._send_away(target, f"you were {why}", why, now)
         return target
+
+    def _send_away(self, user: User, told: str, reason: str, now: float) -> None:
+        """USER is told TOLD and disconnected; the rooms it was in see it quit for REASON."""
+        user.send(user.renderer.error(told))
+        self.quit(user, reason, now)
+        user.outbox.disconnect()
 
     def kline(self, oper: User, mask: str, duration: float | None, reason: str, now: float) -> list[User]:
         """Ban an address or network from the server; its users are disconnected."""
         self._require_oper(oper)
+        net = self._kline_network(mask)
+        expires = now + duration if duration else None
+        kline = Kline(oper.name, now, expires, reason or "banned from this server")
+        self.klines[net] = kline
+        self.history.save_kline(net, kline.by, kline.at, kline.expires, kline.reason)
+        gone = [user for user in self.users.values() if self._klined(net, user.address)]
+        for user in gone:
+            self._send_away(user, f"you are banned from this server: {kline.reason}", "banned from this server", now)
+        return gone
+
+    @staticmethod
+    def _kline_network(mask: str) -> str:
+        """The network MASK names, as server bans are kept; ChatError if it cannot be banned."""
         net = network(mask)
         if net is None:
             raise ChatError(f"not an address or network: {clip(mask)} (1.2.3.4, 1.2.3.0/24)", BAD_ARGUMENT)
         if net.num_addresses > 2 ** 24 and net.version == 4 or net.prefixlen < 32 and net.version == 6:
             raise ChatError(f"{net} is too wide a network to ban", BAD_ARGUMENT)
-        expires = now + duration if duration else None
-        kline = Kline(oper.name, now, expires, reason or "banned from this server")
-        self.klines[str(net)] = kline
-        self.history.save_kline(str(net), kline.by, kline.at, kline.expires, kline.reason)
-        gone = [user for user in self.users.values() if self._klined(str(net), user.address)]
-        for user in gone:
-            user.send(user.renderer.error(f"you are banned from this server: {kline.reason}"))
-            self.quit(user, "banned from this server", now)
-            user.outbox.disconnect()
-        return gone
+        return str(net)
 
     def unkline(self, oper: User, mask: str) -> None:
         self._require_oper(oper)

@@ -28,6 +28,7 @@ import json
 import logging
 from typing import Any, Callable, NamedTuple, NoReturn, Protocol
 
+from pychat.core.accounts import Kline
 from pychat.core.errors import (ALREADY_IN_ROOM, BAD_ARGUMENT, NAME_TAKEN, NEEDS_KEY, NO_SUCH_ACCOUNT, NO_SUCH_USER,
                                 NOT_IN_ROOM, ROOM_EXISTS, Busy, ChatError)
 from pychat.core.events import MESSAGE, Renamed, Renderer
@@ -242,7 +243,9 @@ class ReplicatedHall(Hall):
         self._tokens += 1
         token = str(self._tokens)
         self._registrations[token] = _Registration(outbox, renderer, address)
-        event = ["hello", name, ident or "pychat", self.cloak(address), token, account or ""]
+        # The address goes too: room bans and server bans of an address must
+        # cover this user on every node alike.
+        event = ["hello", name, ident or "pychat", self.cloak(address), token, account or "", address]
 
         def refused(why: str) -> None:
             self._registrations.pop(token, None)
@@ -280,9 +283,14 @@ class ReplicatedHall(Hall):
             super().quit(user, reason, now)
             return
         self.forget_connection(user.outbox)
-        if self.users.get(user.key) is not user:
-            return
-        self._make_remote(user)  # nothing more reaches the closed connection
+        if self.users.get(user.key) is not user or not self._local(user):
+            return  # gone, or let go already (_send_away)
+        self._release(user, reason, now)
+
+    def _release(self, user: User, reason: str, now: float) -> None:
+        """USER (local) leaves: nothing more reaches its connection, and its quit
+        goes through the stream with the release of its name."""
+        self._make_remote(user)
         if self.bus is not None:
             self.bus.release(user.key, user.fence, ["quit", user.key, user.fence, reason, now])
 
@@ -536,6 +544,57 @@ class ReplicatedHall(Hall):
         bus.move(user.key, user.fence, name_key(guest), ["logout", user.key, guest, now], refused)
         raise pending
 
+    # -- server operators ------------------------------------------------------------
+    # Made by every node; each node sends away its own users (_send_away), and
+    # their quits come back through the stream like any other.
+
+    def _oper_request(self, oper: User, op: str, args: list[Any], now: float) -> NoReturn:
+        self._request(oper, op, "", ["oper", op, oper.key, oper.fence, args, now])
+
+    def kill(self, oper: User, target_name: str, reason: str, now: float) -> User:
+        if self._applying:
+            return super().kill(oper, target_name, reason, now)
+        done = self._outcome(oper.outbox, "kill", "")
+        if done is not _NONE:
+            return done  # type: ignore[no-any-return]
+        self._require_oper(oper)
+        target = self.user_named(target_name)
+        self._oper_request(oper, "kill", [target.name, reason], now)
+
+    def kline(self, oper: User, mask: str, duration: float | None, reason: str, now: float) -> list[User]:
+        if self._applying:
+            return super().kline(oper, mask, duration, reason, now)
+        done = self._outcome(oper.outbox, "kline", "")
+        if done is not _NONE:
+            return done  # type: ignore[no-any-return]
+        self._require_oper(oper)
+        self._kline_network(mask)
+        self._oper_request(oper, "kline", [mask, duration, reason], now)
+
+    def unkline(self, oper: User, mask: str) -> None:
+        if self._applying:
+            super().unkline(oper, mask)
+            return
+        if self._outcome(oper.outbox, "unkline", "") is not _NONE:
+            return
+        self._require_oper(oper)
+        self._oper_request(oper, "unkline", [mask], 0.0)
+
+    def wall(self, oper: User, text: str, now: float) -> None:
+        if self._applying:
+            super().wall(oper, text, now)
+            return
+        self._require_oper(oper)
+        self._bus().publish(["oper", "wall", oper.key, oper.fence, [text], now])
+
+    def _send_away(self, user: User, told: str, reason: str, now: float) -> None:
+        if not self._local(user):
+            return  # its own node sends it away; its quit comes through the stream
+        user.send(user.renderer.error(told))
+        outbox = user.outbox
+        self._release(user, reason, now)
+        outbox.disconnect()
+
     # -- what is not shared yet -------------------------------------------------
 
     def _not_shared(self, what: str) -> ChatError:
@@ -657,7 +716,8 @@ class ReplicatedHall(Hall):
             # unavailable: tried again when the node is back (reclaim_orphans)
         # Its own name back keeps its login; a guest name is logged out.
         account = user.account if user.account == name_key(name) else ""
-        bus.claim(name_key(name), ["hello", name, user.ident, user.host, token, account or ""], refused)
+        bus.claim(name_key(name), ["hello", name, user.ident, user.host, token, account or "", user.address],
+                  refused)
 
     def _orphaned(self, user: User, now: float) -> None:
         """The cluster let USER (local) go: keep its connection, take a name back (see _Orphan)."""
@@ -703,11 +763,14 @@ class ReplicatedHall(Hall):
                   room.invited, room.owner, sorted(room.op_accounts), sorted(room.voice_accounts)]
                  for room in self.rooms.values()]
         users = [[user.name, user.node, user.fence, user.ident, user.host, user.realname,
-                  [[room.key, user in room.ops, user in room.voiced] for room in user.rooms], user.account or ""]
+                  [[room.key, user in room.ops, user in room.voiced] for room in user.rooms], user.account or "",
+                  user.address]
                  for user in self.users.values()]
         accounts = [list(account) for account in self.accounts.values()]
         ignores = [[account, sorted(names)] for account, names in self.account_ignores.items()]
-        return encode({"rooms": rooms, "users": users, "accounts": accounts, "ignores": ignores})
+        klines = [[mask, *kline] for mask, kline in self.klines.items()]
+        return encode({"rooms": rooms, "users": users, "accounts": accounts, "ignores": ignores,
+                       "klines": klines})
 
     def load_snapshot(self, data: bytes) -> None:
         """Take the world of another node's snapshot (this node's own world is empty of users)."""
@@ -749,10 +812,10 @@ class ReplicatedHall(Hall):
                 self.secret_rooms.add(room)
             else:
                 self.secret_rooms.discard(room)
-        for name, node, fence, ident, host, realname, seats, account in world["users"]:
+        for name, node, fence, ident, host, realname, seats, account, address in world["users"]:
             if name_key(name) in self.users:
                 continue
-            user = User(name, REMOTE_OUTBOX, REMOTE, "", ident, host)
+            user = User(name, REMOTE_OUTBOX, REMOTE, address, ident, host)
             user.node, user.fence, user.realname = node, fence, realname
             self._add_user(user, account if account in self.accounts else None)
             for key, op, voiced in seats:
@@ -784,6 +847,13 @@ class ReplicatedHall(Hall):
                 self.history.save_ignore(key, name, True)
         self.account_ignores.clear()
         self.account_ignores.update(ignores)
+        klines = {mask: Kline(by, at, expires, reason) for mask, by, at, expires, reason in world["klines"]}
+        for mask in self.klines.keys() - klines.keys():
+            self.history.delete_kline(mask)
+        for mask, kline in klines.items():
+            self.history.save_kline(mask, kline.by, kline.at, kline.expires, kline.reason)
+        self.klines.clear()
+        self.klines.update(klines)
 
     def _apply_snapreq(self, node: str, fence: int, event: list[Any]) -> None:
         if node != self.node:
@@ -812,7 +882,7 @@ class ReplicatedHall(Hall):
 
     def _apply_hello(self, node: str, fence: int, event: list[Any]) -> None:
         _, name, ident, host, token, *more = event
-        account = more[0] if more else ""  # (a node of an older version sends no account)
+        account, address = (more + ["", ""])[:2]  # (a node of an older version sends neither)
         key = name_key(name)
         logged_in = account if account in self.accounts else None  # (unless it was deleted on the way)
         if key in self.users:
@@ -827,7 +897,7 @@ class ReplicatedHall(Hall):
         if registration is not None and not gone:
             user = User(name, registration.outbox, registration.renderer, registration.address, ident, host)
         else:
-            user = User(name, REMOTE_OUTBOX, REMOTE, "", ident, host)
+            user = User(name, REMOTE_OUTBOX, REMOTE, address, ident, host)
         user.node, user.fence = node, fence
         self._add_user(user, logged_in)
         if registration is not None:
@@ -953,6 +1023,29 @@ class ReplicatedHall(Hall):
         if self._local(user):
             self._settle(user.outbox, op, "", result)
 
+    def _apply_oper(self, node: str, fence: int, event: list[Any]) -> None:
+        _, op, key, user_fence, args, now = event
+        oper = self._sender(key, user_fence)
+        if oper is None:
+            return
+        try:
+            if op == "kill":
+                result: Any = self.kill(oper, args[0], args[1], now)
+            elif op == "kline":
+                result = self.kline(oper, args[0], args[1], args[2], now)
+            elif op == "unkline":
+                self.unkline(oper, args[0])
+                result = None
+            elif op == "wall":
+                self.wall(oper, args[0], now)
+                return
+            else:
+                raise ChatError(f"{op} is not known to this node", "")
+        except ChatError as exc:
+            result = exc
+        if self._local(oper):
+            self._settle(oper.outbox, op, "", result)
+
     def _apply_login(self, node: str, fence: int, event: list[Any]) -> None:
         """A user's claim moved to an account's name: it takes the name, and is
         logged in if the account is still there."""
@@ -1050,9 +1143,6 @@ def decode(data: bytes) -> Any:
 # made on one node only, they would fork the world.
 _NOT_SHARED = {
     "grant_oper": "OPER",
-    "kill": "KILL",
-    "kline": "KLINE",
-    "wall": "WALLOPS",
 }
 
 
@@ -1081,6 +1171,7 @@ _APPLY: dict[str, Callable[[ReplicatedHall, str, int, list[Any]], None]] = {
     "toops": ReplicatedHall._apply_toops,
     "acct": ReplicatedHall._apply_acct,
     "login": ReplicatedHall._apply_login,
+    "oper": ReplicatedHall._apply_oper,
     "logout": ReplicatedHall._apply_logout,
 }
 

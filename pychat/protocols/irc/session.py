@@ -1299,6 +1299,8 @@ def _kill(self: IrcSession, msg: Message, now: float) -> None:
     reason = sanitize(msg.params[1])[:REASON_MAX] if len(msg.params) > 1 else ""
     try:
         self.hall.kill(self._me, msg.params[0], reason, now)
+    except Busy:
+        raise  # in a cluster: on its way; the KILL is tried again whole
     except ChatError:
         self._reply(m.ERR_NOSUCHNICK, clip(msg.params[0], 40), "No such nick/channel")
 
@@ -1322,6 +1324,8 @@ def _kline(self: IrcSession, msg: Message, now: float) -> None:
     reason = sanitize(params[1])[:REASON_MAX] if len(params) > 1 else ""
     try:
         self.hall.kline(self._me, params[0], duration, reason, now)
+    except Busy:
+        raise  # in a cluster: on its way; the KLINE is tried again whole
     except ChatError as exc:
         self.send(self._server_notice(str(exc)))
 
