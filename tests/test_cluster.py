@@ -574,9 +574,44 @@ def test_server_operators_act_on_every_node(nodes):
     assert root.expect(r"may connect") == "* 127.0.0.4 may connect again"
     wait_for(lambda: connects(two, "127.0.0.4") == [], what="node two to lift the server ban")
 
+    # IRC's OPER on the other node: that connection is an operator on every node.
+    ivy = IrcClient(two.irc_port, source="127.0.0.8")
+    ivy.register("ivy")
+    ivy.send("OPER root root-pass-1")
+    assert ivy.expect_msg("381").params[-1] == "You are now an IRC operator"
+    dan = LineClient(one.port, source="127.0.0.9")
+    dan.register("dan")
+    ivy.send("KILL dan :enough")
+    assert dan.wait_closed()[-1] == "! you were killed by ivy: enough"
+
     # A node that joins later knows the server bans, and bob's name is free there.
     root.send("/kline 127.0.0.6")
     root.expect(r"127.0.0.6 is banned")
     three = nodes("three")
     assert connects(three, "127.0.0.6") == ["! you are banned from this server: banned from this server"]
     assert _named(LineClient(three.port, source="127.0.0.7"), "bob")
+
+def tagged(node: ServerProcess, nick: str) -> IrcClient:
+    """An IRC user with message-tags, in #general."""
+    client = IrcClient(node.irc_port)
+    client.send("CAP LS 302")
+    client.send("CAP REQ :message-tags")
+    client.send(f"NICK {nick}")
+    client.send(f"USER u 0 * :{nick}")
+    client.send("CAP END")
+    client.welcome()
+    client.send("JOIN #general")
+    client.expect_msg("366")
+    return client
+
+
+def test_typing_notices_cross_nodes(nodes):
+    one, two = nodes("one"), nodes("two")
+    tia, sam = tagged(one, "tia"), tagged(two, "sam")
+    tia.expect(r":sam!\S+ JOIN #general")
+    sam.send("@+typing=active TAGMSG #general")
+    tags, source, *_ = tia.expect(r" TAGMSG #general$").split(" ")
+    assert "+typing=active" in tags.lstrip("@").split(";") and source.startswith(":sam!")
+    sam.send("@+react=1 TAGMSG tia")
+    tags, source, *_ = tia.expect(r" TAGMSG tia$").split(" ")
+    assert "+react=1" in tags.lstrip("@").split(";") and source.startswith(":sam!")

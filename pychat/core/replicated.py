@@ -551,6 +551,16 @@ class ReplicatedHall(Hall):
     def _oper_request(self, oper: User, op: str, args: list[Any], now: float) -> NoReturn:
         self._request(oper, op, "", ["oper", op, oper.key, oper.fence, args, now])
 
+    def grant_oper(self, user: User, account: Account) -> None:
+        if self._applying:
+            super().grant_oper(user, account)
+            return
+        if self._outcome(user.outbox, "grant", "") is not _NONE:
+            return
+        if account.key not in self.opers:
+            super().grant_oper(user, account)  # its refusal
+        self._oper_request(user, "grant", [account.key], 0.0)
+
     def kill(self, oper: User, target_name: str, reason: str, now: float) -> User:
         if self._applying:
             return super().kill(oper, target_name, reason, now)
@@ -595,16 +605,22 @@ class ReplicatedHall(Hall):
         self._release(user, reason, now)
         outbox.disconnect()
 
-    # -- what is not shared yet -------------------------------------------------
-
-    def _not_shared(self, what: str) -> ChatError:
-        return ChatError(f"{what} is not available on a cluster yet", "")
+    # -- typing notices ---------------------------------------------------------
 
     def tag_room(self, user: User, room: Room, tags: str, now: float) -> None:
-        """Tags with no text (typing notices) are not carried across nodes: dropped."""
+        """Tags with no text (IRC's TAGMSG: typing notices): like a message, not stored."""
+        if self._applying:
+            super().tag_room(user, room, tags, now)
+            return
+        self._check_may_speak(user, room, now)
+        self._bus().publish(["tag", user.key, user.fence, "#" + room.key, tags, now])
 
     def tag_user(self, user: User, target_name: str, tags: str, now: float) -> User:
-        return self.user_named(target_name)
+        if self._applying:
+            return super().tag_user(user, target_name, tags, now)
+        target = self.user_named(target_name)
+        self._bus().publish(["tag", user.key, user.fence, target.key, tags, now])
+        return target
 
     # -- what comes back from the stream ---------------------------------------
 
@@ -1029,8 +1045,14 @@ class ReplicatedHall(Hall):
         if oper is None:
             return
         try:
-            if op == "kill":
-                result: Any = self.kill(oper, args[0], args[1], now)
+            if op == "grant":
+                account = self.accounts.get(args[0])
+                if account is None:
+                    raise ChatError("that account was just deleted", NO_SUCH_ACCOUNT)
+                self.grant_oper(oper, account)
+                result: Any = None
+            elif op == "kill":
+                result = self.kill(oper, args[0], args[1], now)
             elif op == "kline":
                 result = self.kline(oper, args[0], args[1], args[2], now)
             elif op == "unkline":
@@ -1086,6 +1108,23 @@ class ReplicatedHall(Hall):
         if self._local(user):
             self._settle(user.outbox, "logout", "", result)
 
+    def _apply_tag(self, node: str, fence: int, event: list[Any]) -> None:
+        _, key, user_fence, target, tags, now = event
+        user = self._sender(key, user_fence)
+        if user is None:
+            return
+        try:
+            if target.startswith("#"):
+                room = self.rooms.get(target[1:])
+                if room is not None:
+                    self.tag_room(user, room, tags, now)
+                return
+            recipient = self.users.get(target)
+            if recipient is not None and (self._local(user) or self._local(recipient)):
+                self.tag_user(user, recipient.name, tags, now)
+        except ChatError:
+            pass  # a typing notice that can no longer be shown is dropped quietly
+
     def _apply_toops(self, node: str, fence: int, event: list[Any]) -> None:
         _, key, user_fence, room_id, text, kind, status, tags, now = event
         user = self._sender(key, user_fence)
@@ -1139,24 +1178,6 @@ def decode(data: bytes) -> Any:
     return _DECODE(data.decode())
 
 
-# Changes to rooms and users that the stream does not carry yet are refused:
-# made on one node only, they would fork the world.
-_NOT_SHARED = {
-    "grant_oper": "OPER",
-}
-
-
-def _refusal(what: str) -> Callable[..., Any]:
-    def refuse(self: ReplicatedHall, *args: Any, **kwargs: Any) -> Any:
-        raise self._not_shared(what)
-    refuse.__doc__ = f"Refused on a cluster: {what} is not carried by the stream yet."
-    return refuse
-
-
-for _method, _what in _NOT_SHARED.items():
-    setattr(ReplicatedHall, _method, _refusal(_what))
-del _method, _what
-
 _APPLY: dict[str, Callable[[ReplicatedHall, str, int, list[Any]], None]] = {
     "hello": ReplicatedHall._apply_hello,
     "quit": ReplicatedHall._apply_quit,
@@ -1172,6 +1193,7 @@ _APPLY: dict[str, Callable[[ReplicatedHall, str, int, list[Any]], None]] = {
     "acct": ReplicatedHall._apply_acct,
     "login": ReplicatedHall._apply_login,
     "oper": ReplicatedHall._apply_oper,
+    "tag": ReplicatedHall._apply_tag,
     "logout": ReplicatedHall._apply_logout,
 }
 

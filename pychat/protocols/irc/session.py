@@ -1269,7 +1269,9 @@ def _oper(self: IrcSession, msg: Message, now: float) -> None:
         return
     me = self._me
     try:
-        account = self.hall.authenticate(msg.params[0], msg.params[1], self.address, now)
+        # In a cluster, once the answer came back the password was checked already.
+        account = (self.hall.account_for(msg.params[0]) if self.hall.awaits(self.outbox, "grant", "") else None
+                   ) or self.hall.authenticate(msg.params[0], msg.params[1], self.address, now)
     except Busy:
         raise  # held, and tried again whole
     except ChatError as exc:
@@ -1277,6 +1279,8 @@ def _oper(self: IrcSession, msg: Message, now: float) -> None:
         return
     try:
         self.hall.grant_oper(me, account)
+    except Busy:
+        raise  # in a cluster: on its way; the OPER is tried again whole
     except ChatError as exc:
         self._reply(m.ERR_NOOPERHOST, str(exc))
         return
