@@ -37,10 +37,11 @@ def free_port() -> int:
 class RedisServer:
     """redis-server on 127.0.0.1, its data (AOF, fsync always) in DIR."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, password: str = "") -> None:
         self.dir = directory
         self.dir.mkdir(exist_ok=True)
         self.port = free_port()
+        self.password = password
         self.proc: subprocess.Popen[bytes] | None = None
         self.start()
 
@@ -51,15 +52,16 @@ class RedisServer:
     def start(self) -> None:
         self.proc = subprocess.Popen(
             [REDIS, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
-             "--appendonly", "yes", "--appendfsync", "always", "--save", "", "--logfile", str(self.dir / "log")],
+             "--appendonly", "yes", "--appendfsync", "always", "--save", "", "--logfile", str(self.dir / "log"),
+             *(["--requirepass", self.password] if self.password else [])],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_for(self._answers, what="redis-server to answer")
 
     def _answers(self) -> bool:
         try:
             with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
-                s.sendall(b"PING\r\n")
-                return s.recv(16).startswith(b"+PONG")
+                s.sendall((f"AUTH {self.password}\r\n" if self.password else "").encode() + b"PING\r\n")
+                return b"+PONG" in s.recv(64)
         except OSError:
             return False
 
@@ -468,6 +470,31 @@ def test_rooms_are_moderated_across_nodes(nodes):
     zed.send("MODE #den b")
     assert zed.expect_msg("367").params[2] == "ivy!*@*"
 
+    # One key per request (each is hashed where it is typed); a MODE that also asks
+    # for the ban list answers it once, though the change comes back from the stream.
+    carl.send("/op zed")
+    assert zed.expect_msg("MODE").params == ["#den", "+o", "zed"]
+    zed.send("MODE #den +kkb one two")
+    answer = [parse_irc(line) for line in zed.lines_until(r" 525 ")]
+    assert [msg.command for msg in answer].count("368") == 1
+    assert answer[-1].params[-1] == "one key at a time"
+
+
+def test_an_emptied_room_is_kept_alike_on_every_node(nodes):
+    one = nodes("one")
+    leo = one.client("leo")
+    leo.send("/create den")
+    leo.expect(r"you joined #den")
+    leo.send("/mode +i")
+    leo.expect(r"#den -- leo made the room invite-only")
+    leo.send("said before node two came")  # a room with messages is kept when it empties
+    two = nodes("two")  # its own file has no message of #den
+    leo.send("/join general")
+    leo.expect(r"you joined #general")
+    ann = two.client("ann")
+    ann.send("/join den")
+    assert ann.expect(r"^[!*] ") == "! #den is invite-only: an operator must /invite you"
+
 
 def irc_with_pass(node: ServerProcess, nick: str, password: str, source: str) -> tuple[IrcClient, IrcLine]:
     """An IRC client from SOURCE that gives PASSWORD at registration: it and its 001 (or 464)."""
@@ -590,6 +617,21 @@ def test_server_operators_act_on_every_node(nodes):
     three = nodes("three")
     assert connects(three, "127.0.0.6") == ["! you are banned from this server: banned from this server"]
     assert _named(LineClient(three.port, source="127.0.0.7"), "bob")
+    eve = LineClient(three.port, source="127.0.0.10")  # ivy's OPER came with the world too
+    eve.register("eve")
+    ivy.send("KILL eve :bye")
+    assert eve.wait_closed()[-1] == "! you were killed by ivy: bye"
+
+    # MODE -o is made by every node, in order: a request sent right after it is
+    # carried out without the status everywhere, her own node included.
+    root.send("/create ops")
+    root.expect(r"you joined #ops")
+    ivy.send("JOIN #ops")
+    ivy.expect_msg("366")
+    ivy.send_raw(b"MODE ivy -o\r\nTOPIC #ops :taken over\r\n")
+    assert ivy.expect_msg("482").params[1] == "#ops"
+    assert not [line for line in root.sync() if "taken over" in line]
+
 
 def tagged(node: ServerProcess, nick: str) -> IrcClient:
     """An IRC user with message-tags, in #general."""
@@ -615,3 +657,35 @@ def test_typing_notices_cross_nodes(nodes):
     sam.send("@+react=1 TAGMSG tia")
     tags, source, *_ = tia.expect(r" TAGMSG tia$").split(" ")
     assert "+react=1" in tags.lstrip("@").split(";") and source.startswith(":sam!")
+
+
+def test_a_redis_that_needs_a_password(tmp_path, monkeypatch):
+    redis = RedisServer(tmp_path / "redis", password="s3cret")
+    started: list[ServerProcess] = []
+
+    def node(name: str, url: str) -> ServerProcess:
+        started.append(ServerProcess(tmp_path, "--cluster", url, "--node-name", name, db=str(tmp_path / f"{name}.db")))
+        return started[-1]
+
+    try:
+        # The password in the address, or in $PYCHAT_REDIS_PASSWORD (off the command line).
+        one = node("one", f"redis://:s3cret@127.0.0.1:{redis.port}")
+        monkeypatch.setenv("PYCHAT_REDIS_PASSWORD", "s3cret")
+        two = node("two", redis.url)
+        for each in (one, two):
+            wait_for(lambda: "cluster: node " in each.log(), what="a node to join the cluster")
+        assert "s3cret" not in one.log()  # the address is logged without it
+        alice, bob = one.client("alice"), two.client("bob")
+        alice.expect(r"#general --> bob has joined")
+        bob.send("hi through a locked Redis")
+        alice.expect(r"#general bob: hi through a locked Redis")
+        monkeypatch.setenv("PYCHAT_REDIS_PASSWORD", "wrong")
+        three = node("three", redis.url)
+        wait_for(lambda: "AUTH" in three.log(), what="node three to be refused by Redis")
+        carl = LineClient(three.port)
+        carl.give_name("carl")
+        assert carl.expect(r"^! ") == "! cluster unavailable: try again in a moment"
+    finally:
+        for each in started:
+            each.stop(signal.SIGKILL)
+        redis.stop(signal.SIGKILL)

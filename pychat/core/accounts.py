@@ -306,6 +306,10 @@ class AccountsMixin:
             raise ChatError("No O-lines for your host", NOT_SERVER_OPERATOR)
         user.oper = True
 
+    def drop_oper(self, user: User) -> None:
+        """USER gives up its server operator status (IRC's MODE NICK -o)."""
+        user.oper = False
+
     def _require_oper(self, user: User) -> None:
         if not user.oper:
             raise ChatError("only server operators may do that", NOT_SERVER_OPERATOR)

@@ -320,6 +320,11 @@ class Hall(AccountsMixin, ModerationMixin):
         (pychat.core.replicated)."""
         return False
 
+    def asked(self, outbox: object, op: str, key: str) -> bool:
+        """Whether a request of OUTBOX's (OP on KEY) is on its way or came back:
+        never here; in a cluster, from its publishing until its answer is taken."""
+        return False
+
     def find_user(self, name: str) -> User | None:
         """The user online under NAME (or a name that looks like it)."""
         return self.users.get(name_key(name)) if len(name) <= MAX_TYPED else None
@@ -346,9 +351,9 @@ class Hall(AccountsMixin, ModerationMixin):
         return f"{digest[:10]}.pychat"
 
     def guest_name(self) -> str:
-        """A free generated name: guest1, guest2, ..."""
+        """A free generated name: guest1, guest2, ... (neither online nor registered)."""
         n = len(self.users) + 1
-        while name_key(f"guest{n}") in self.users:
+        while name_key(f"guest{n}") in self.users or name_key(f"guest{n}") in self.accounts:
             n += 1
         return f"guest{n}"
 
@@ -418,7 +423,7 @@ class Hall(AccountsMixin, ModerationMixin):
     def _forget_if_idle(self, room: Room) -> None:
         """Forget an empty room that has no messages and nothing set by anyone
         (owner, topic, roles, bans): nothing of it is worth keeping."""
-        if (not room.members and not self.history.has_chat(room.id) and room.key != self.default_room
+        if (not room.members and not self._has_chat(room) and room.key != self.default_room
                 and self.rooms.get(room.key) is room and not self._has_settings(room)):
             del self.rooms[room.key]
             self._ranked_rooms.remove(room)
@@ -426,6 +431,10 @@ class Hall(AccountsMixin, ModerationMixin):
             if self._lookalikes.get(name_key(room.name)) is room:
                 del self._lookalikes[name_key(room.name)]
             self.history.forget_room(room.id)
+
+    def _has_chat(self, room: Room) -> bool:
+        """Whether ROOM has messages kept (a room with messages is kept when it empties)."""
+        return self.history.has_chat(room.id)
 
     def forget_idle(self, rooms: Iterable[Room]) -> None:
         """Forget those of ROOMS left idle (after a failed commit took their messages back)."""
@@ -878,7 +887,7 @@ class Hall(AccountsMixin, ModerationMixin):
                 assert user in room.members, (user, room)
         for key, room in self.rooms.items():
             assert key == room.key, (key, room)
-            assert (room.members or self.history.has_chat(room.id) or key == self.default_room
+            assert (room.members or self._has_chat(room) or key == self.default_room
                     or self._has_settings(room)), f"{room} is idle and was not forgotten"
             grouped = {user: push for group in room.groups.values() for user, push in group.items()}
             assert grouped == {m: push for m, push in room.members.items() if m.renderer.delivers}, room

@@ -172,6 +172,9 @@ class ReplicatedHall(Hall):
         self._settled: dict[Any, dict[tuple[str, str], Any]] = {}
         self._to_resume: list[Any] = []
         self._orphans: dict[Any, _Orphan] = {}  # by outbox
+        # Rooms anyone ever spoke in, as the world knows it (each node's own file
+        # may lack the start): an empty room is kept or forgotten alike on every node.
+        self._chatted = {room.key for room in self.rooms.values() if self.history.has_chat(room.id)}
 
     # -- waiting for the stream -------------------------------------------------
 
@@ -224,6 +227,9 @@ class ReplicatedHall(Hall):
         self._expected.pop(outbox, None)
         self._settled.pop(outbox, None)
         self._orphans.pop(outbox, None)
+
+    def asked(self, outbox: Any, op: str, key: str) -> bool:
+        return (op, key) in self._expected.get(outbox, ()) or (op, key) in self._settled.get(outbox, ())
 
     def awaits(self, outbox: Any, op: str, key: str) -> bool:
         """Whether OP on KEY came back for OUTBOX and waits to be taken."""
@@ -398,28 +404,34 @@ class ReplicatedHall(Hall):
         if done is not _NONE:
             return done  # type: ignore[no-any-return]
         self._bus()  # before a key is hashed
-        shared = [self._shareable(user, change, now) for change in changes[:MODES_MAX]]
+        self._require_operator(user, room)  # nobody else makes the server hash a key
+        shared: list[list[Any]] = []
+        for sign, letter, arg, duration in changes[:MODES_MAX]:
+            if letter == "k" and sign == "+":
+                arg = self._shareable_key(user, arg, now, first=not any(c[1] == "k" and c[0] == "+" for c in shared))
+            shared.append([sign, letter, arg, duration])
         return self._room_request(user, room, "modes", shared, now)  # type: ignore[no-any-return]
 
-    def _shareable(self, user: User, change: ModeChange, now: float) -> list[Any]:
-        """CHANGE as the stream carries it. A new key is hashed here, once (its
-        salt is random: every node must take the same hash), within this user's
-        budget; a key that cannot be one goes as "", which every node refuses."""
-        sign, letter, arg, duration = change
-        if letter == "k" and sign == "+":
-            if not arg or " " in arg or len(arg) > 64:
-                arg = ""
-            else:
-                self._spend_slow_check(user.address, now)
-                arg = hash_key(arg)
-        return [sign, letter, arg, duration]
+    def _shareable_key(self, user: User, key: str | None, now: float, first: bool) -> str:
+        """A new key as the stream carries it: hashed here, once (its salt is
+        random: every node must take the same hash), within this user's budget.
+        A key that cannot be one goes as "", a second key in one request as "?":
+        every node refuses those alike."""
+        if not key or " " in key or len(key) > 64:
+            return ""
+        if not first:
+            return "?"  # (two hashes in a row would wait for each other)
+        self._spend_slow_check(user.address, now)
+        return hash_key(key)
 
     def _change_mode(self, user: User, room: Room, change: ModeChange, now: float) -> tuple[str, str | None]:
         if not (self._applying and change.letter == "k" and change.sign == "+"):
             return super()._change_mode(user, room, change, now)
-        # A new key comes hashed (see _shareable).
+        # A new key comes hashed (see _shareable_key).
         if not change.arg:
             raise ChatError("a key is 1-64 characters, without spaces", BAD_ARGUMENT)
+        if change.arg == "?":
+            raise ChatError("one key at a time", BAD_ARGUMENT)
         room.key_hash, room.good_key = change.arg, None
         self.history.set_room_key(room.id, room.key_hash)
         return "locked the room with a key", "*"
@@ -561,6 +573,14 @@ class ReplicatedHall(Hall):
             super().grant_oper(user, account)  # its refusal
         self._oper_request(user, "grant", [account.key], 0.0)
 
+    def drop_oper(self, user: User) -> None:
+        """Made on every node when it comes back (here too: until then, what this
+        user asked before is carried out with the status it had)."""
+        if self._applying:
+            super().drop_oper(user)
+            return
+        self._bus().publish(["oper", "drop", user.key, user.fence, [], 0.0])
+
     def kill(self, oper: User, target_name: str, reason: str, now: float) -> User:
         if self._applying:
             return super().kill(oper, target_name, reason, now)
@@ -569,7 +589,7 @@ class ReplicatedHall(Hall):
             return done  # type: ignore[no-any-return]
         self._require_oper(oper)
         target = self.user_named(target_name)
-        self._oper_request(oper, "kill", [target.name, reason], now)
+        self._oper_request(oper, "kill", [target.key, target.fence, reason], now)
 
     def kline(self, oper: User, mask: str, duration: float | None, reason: str, now: float) -> list[User]:
         if self._applying:
@@ -780,18 +800,22 @@ class ReplicatedHall(Hall):
                  for room in self.rooms.values()]
         users = [[user.name, user.node, user.fence, user.ident, user.host, user.realname,
                   [[room.key, user in room.ops, user in room.voiced] for room in user.rooms], user.account or "",
-                  user.address]
+                  user.address, user.oper]
                  for user in self.users.values()]
         accounts = [list(account) for account in self.accounts.values()]
         ignores = [[account, sorted(names)] for account, names in self.account_ignores.items()]
         klines = [[mask, *kline] for mask, kline in self.klines.items()]
         return encode({"rooms": rooms, "users": users, "accounts": accounts, "ignores": ignores,
-                       "klines": klines})
+                       "klines": klines, "chatted": sorted(self._chatted)})
 
     def load_snapshot(self, data: bytes) -> None:
         """Take the world of another node's snapshot (this node's own world is empty of users)."""
         world = decode(data)
         self._load_accounts_of(world)
+        self._chatted = set(world["chatted"])
+        kept = {room_key(entry[0]) for entry in world["rooms"]}
+        for stale in [room for room in self.rooms.values() if room.key not in kept and not room.members]:
+            self._drop_stale_room(stale)
         for (name, key_hash, created, modes, limit, topic, bans, invited,
              owner, op_accounts, voice_accounts) in world["rooms"]:
             room = self.rooms.get(room_key(name))
@@ -828,12 +852,13 @@ class ReplicatedHall(Hall):
                 self.secret_rooms.add(room)
             else:
                 self.secret_rooms.discard(room)
-        for name, node, fence, ident, host, realname, seats, account, address in world["users"]:
+        for name, node, fence, ident, host, realname, seats, account, address, oper in world["users"]:
             if name_key(name) in self.users:
                 continue
             user = User(name, REMOTE_OUTBOX, REMOTE, address, ident, host)
             user.node, user.fence, user.realname = node, fence, realname
             self._add_user(user, account if account in self.accounts else None)
+            user.oper = oper  # as the world has it (IRC's OPER and MODE -o change it)
             for key, op, voiced in seats:
                 room = self.rooms.get(key)
                 if room is None:
@@ -843,6 +868,16 @@ class ReplicatedHall(Hall):
                     room.ops.add(user)
                 if voiced:
                     room.voiced.add(user)
+
+    def _drop_stale_room(self, room: Room) -> None:
+        """ROOM, from this node's file, is not in the world any more (its history stays in the file)."""
+        if room.key == self.default_room:
+            return
+        del self.rooms[room.key]
+        self._ranked_rooms.remove(room)
+        self.secret_rooms.discard(room)
+        if self._lookalikes.get(name_key(room.name)) is room:
+            del self._lookalikes[name_key(room.name)]
 
     def _load_accounts_of(self, world: dict[str, Any]) -> None:
         """Take the accounts and their ignore lists of a snapshot, in memory and in this node's file."""
@@ -939,7 +974,7 @@ class ReplicatedHall(Hall):
         if user is None or user.node != node:
             return
         try:
-            old = super().rename(user, new_name, now)
+            old = self._rename_claimed(user, new_name, now)
         except ChatError as exc:
             if self._local(user):
                 self._settle(user.outbox, "nick", "", exc)
@@ -947,6 +982,26 @@ class ReplicatedHall(Hall):
         user.fence = fence
         if self._local(user):
             self._settle(user.outbox, "nick", "", old)
+        else:
+            self._release_if_gone(user, now)
+
+    def _rename_claimed(self, user: User, name: str, now: float) -> str:
+        """Rename USER to NAME, whose claim the cluster moved to it: Redis decides
+        who holds a name, so an account that was registered meanwhile does not stop
+        it (the world must stay what Redis holds). Returns the old name."""
+        account = user.account
+        user.account = name_key(name)  # passes check_name's test for registered names
+        try:
+            return Hall.rename(self, user, name, now)
+        finally:
+            user.account = account
+
+    def _release_if_gone(self, user: User, now: float) -> None:
+        """USER is this node's but its connection closed while a claim of a new name
+        was on its way: that claim is given up now, with its quit (closing, it gave up
+        the old one, which the claim had moved)."""
+        if user.node == self.node and self.bus is not None:
+            self.bus.release(user.key, user.fence, ["quit", user.key, user.fence, "", now])
 
     def _apply_join(self, node: str, fence: int, event: list[Any]) -> None:
         _, key, user_fence, name, key_hash, checked, create, leave_key, now = event
@@ -1005,6 +1060,8 @@ class ReplicatedHall(Hall):
         except ChatError as exc:
             if self._local(user):
                 self._tell(user, exc)
+        else:
+            self._chatted.add(room_id)
 
     def _apply_room(self, node: str, fence: int, event: list[Any]) -> None:
         _, op, key, user_fence, room_id, args, now = event
@@ -1052,7 +1109,10 @@ class ReplicatedHall(Hall):
                 self.grant_oper(oper, account)
                 result: Any = None
             elif op == "kill":
-                result = self.kill(oper, args[0], args[1], now)
+                target = self._sender(args[0], args[1])  # the one asked for, not a later holder of its name
+                if target is None:
+                    raise ChatError("that user has left", NO_SUCH_USER)
+                result = self.kill(oper, target.name, args[2], now)
             elif op == "kline":
                 result = self.kline(oper, args[0], args[1], args[2], now)
             elif op == "unkline":
@@ -1060,6 +1120,9 @@ class ReplicatedHall(Hall):
                 result = None
             elif op == "wall":
                 self.wall(oper, args[0], now)
+                return
+            elif op == "drop":
+                self.drop_oper(oper)
                 return
             else:
                 raise ChatError(f"{op} is not known to this node", "")
@@ -1076,11 +1139,9 @@ class ReplicatedHall(Hall):
         if user is None or user.node != node:
             return
         account = self.accounts.get(account_key)
-        user.account = account_key if account is not None else None  # the account's name is this user's
         try:
-            old = super().rename(user, name, now)
+            old = self._rename_claimed(user, name, now)
         except ChatError as exc:
-            user.account = None
             result: Any = exc
         else:
             user.fence = fence
@@ -1091,6 +1152,8 @@ class ReplicatedHall(Hall):
                 result = ChatError(f"the account {name} was just deleted", NO_SUCH_ACCOUNT)
         if self._local(user):
             self._settle(user.outbox, "login", "", result)
+        else:
+            self._release_if_gone(user, now)
 
     def _apply_logout(self, node: str, fence: int, event: list[Any]) -> None:
         _, key, guest, now = event
@@ -1100,13 +1163,15 @@ class ReplicatedHall(Hall):
         if user.account is not None:
             self._logged_out(user)
         try:
-            result: Any = super().rename(user, guest, now)
+            result: Any = self._rename_claimed(user, guest, now)
         except ChatError as exc:
             result = exc
         else:
             user.fence = fence
         if self._local(user):
             self._settle(user.outbox, "logout", "", result)
+        else:
+            self._release_if_gone(user, now)
 
     def _apply_tag(self, node: str, fence: int, event: list[Any]) -> None:
         _, key, user_fence, target, tags, now = event
@@ -1156,6 +1221,17 @@ class ReplicatedHall(Hall):
         user = self._sender(key, user_fence)
         if user is not None:
             super().broadcast(user, text, now)
+
+    def _has_chat(self, room: Room) -> bool:
+        return room.key in self._chatted
+
+    def _in_force(self, room: Room, kind: str, now: float) -> dict[str, Ban]:
+        """The bans in force; expired ones are dropped only while an event is carried
+        out (at its time, on every node alike), never by a request on one node."""
+        if self._applying:
+            return super()._in_force(room, kind, now)
+        table = room.bans if kind == "b" else room.mutes
+        return {mask: ban for mask, ban in table.items() if ban.expires is None or ban.expires > now}
 
     def check_invariants(self) -> None:
         super().check_invariants()

@@ -179,6 +179,7 @@ class Cluster:
         self.last_id: str | None = None   # the last stream id carried out
         self.epoch: str | None = None
         self.backoff = BACKOFF_FIRST
+        self._down_reason = ""  # why Redis could not be used, as last logged
         self._reconnect_due = False
         self._releases: list[tuple[str, int, list[Any]]] = []  # quits to publish once back
         # This loop pass's events, appended to the stream together as one entry
@@ -275,6 +276,9 @@ class Cluster:
         if was_ready:
             log.warning("cluster: Redis at %s unreachable (%s); requests are refused until it is back",
                         self.address, reason)
+        elif reason != self._down_reason:  # said once, not at every try
+            log.warning("cluster: cannot use Redis at %s (%s); trying again", self.address, reason)
+        self._down_reason = reason
         for link in (self.cmd, self.feed):
             link.close(reason)  # both, so that they come back together
         self._append_pending()  # refused at once: their senders are told
@@ -365,6 +369,7 @@ class Cluster:
     def _now_ready(self) -> None:
         self.started = True
         self.backoff = BACKOFF_FIRST
+        self._down_reason = ""
         self.ready = True
         log.info("cluster: node %s connected to %s, reading from %s", self.node, self.address, self.last_id)
         for key, fence, event in self._releases:

@@ -202,8 +202,9 @@ def server_parser() -> argparse.ArgumentParser:
                    help=f"rooms the server keeps; creating more is refused (default {d.max_rooms})")
     p.add_argument("--oper", dest="opers", action="append", default=[], metavar="ACCOUNT",
                    help="an account that is a server operator once logged in (repeatable)")
-    p.add_argument("--cluster", metavar="redis://HOST:PORT[/DB]", type=_redis_url, default=None,
-                   help="join the cluster that shares this Redis (needs the cluster extra: hiredis)")
+    p.add_argument("--cluster", metavar="redis://[[USER]:PASSWORD@]HOST:PORT[/DB]", type=_redis_url, default=None,
+                   help="join the cluster that shares this Redis (the password may come from "
+                        "$PYCHAT_REDIS_PASSWORD instead; needs the cluster extra: hiredis)")
     p.add_argument("--node-name", type=_node_name, default=None, metavar="NAME",
                    help="this node's name in the cluster, kept across restarts (default HOSTNAME-PID)")
     p.add_argument("--log-level", choices=LOG_LEVELS, default=d.log_level, type=str.lower,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import collections
 import errno
 import logging
+import os
 import selectors
 import socket
 from typing import Any, Callable
@@ -33,8 +34,13 @@ class LinkDown(Exception):
     """The reply a callback gets when the link closed before its answer came."""
 
 
+PASSWORD_VARIABLE = "PYCHAT_REDIS_PASSWORD"
+
+
 class RedisAddress:
-    """Where Redis is: from ``redis://HOST[:PORT][/DB]``."""
+    """Where Redis is, and how to log in: from ``redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]``,
+    the password also from $PYCHAT_REDIS_PASSWORD (so that it need not be on a
+    command line, which every local user can read)."""
 
     def __init__(self, url: str) -> None:
         parts = urlsplit(url)
@@ -42,11 +48,12 @@ class RedisAddress:
             raise ValueError(f"not a redis:// address: {url!r} (redis://HOST:PORT[/DB])")
         self.host = parts.hostname
         self.port = parts.port or 6379
+        self.password = parts.password or os.environ.get(PASSWORD_VARIABLE) or None
+        self.user = parts.username or None
         path = parts.path.strip("/")
         if path and not path.isdigit():
             raise ValueError(f"the database in {url!r} must be a number")
         self.db = int(path) if path else 0
-        self.url = url
 
     def __str__(self) -> str:
         return f"redis://{self.host}:{self.port}/{self.db}"
@@ -114,6 +121,9 @@ class RedisLink:
                 return
             self.state = "up"
             self.since = 0.0
+            if self.address.password:  # (AUTH USER PASSWORD for an ACL user)
+                login = (self.address.user, self.address.password) if self.address.user else (self.address.password,)
+                self.call(self._authed, "AUTH", *login)
             if self.address.db:
                 self.call(self._selected, "SELECT", self.address.db)
             self.on_up()
@@ -123,6 +133,10 @@ class RedisLink:
             self._read(mono)
         if mask & WRITE and self.sock is not None:
             self.flush(mono)
+
+    def _authed(self, reply: Reply) -> None:
+        if isinstance(reply, Exception):
+            self.close(f"AUTH: {reply}")
 
     def _selected(self, reply: Reply) -> None:
         if isinstance(reply, Exception):

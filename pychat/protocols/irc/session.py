@@ -28,7 +28,7 @@ from pychat.core.history import HistoryError, StoredEvent
 from pychat.core.errors import Busy, ChatError
 from pychat.core.model import Hall, Outbox, Room, User
 from pychat.core.masks import parse_duration
-from pychat.core.moderation import MODES_MAX, REASON_MAX, TOPIC_MAX, ModeChange
+from pychat.core.moderation import MODES_MAX, REASON_MAX, TOPIC_MAX, ModeChange, ModeRefusal
 from pychat.core.records import Account
 from pychat.core.text import MAX_NAME, MAX_ROOM, clip, name_key, sanitize
 from pychat.protocols.irc import message as m
@@ -280,7 +280,7 @@ class IrcSession:
         account = self.account
         nick = account.name if account is not None else self.nick
         if account is None and self.password is not None and self.hall.account_for(nick) is not None:
-            if self.hall.awaits(self.outbox, "hello", ""):  # a cluster's claim came back: checked already
+            if self.hall.asked(self.outbox, "hello", ""):  # a cluster's claim is on its way: checked already
                 account = self.hall.account_for(nick)
         if account is None and self.password is not None and self.hall.account_for(nick) is not None:
             try:
@@ -426,9 +426,21 @@ class IrcSession:
             self._reply(m.ERR_UNKNOWNERROR, where, str(exc))
 
     def _room_modes(self, room: Room, modestring: str, args: list[str], now: float) -> None:
-        """MODE #room with changes: the ban list if asked for, then the changes (the room is told of
-        those made) and a numeric for each refused."""
+        """MODE #room with changes: the changes (the room is told of those made), then
+        the ban list if asked for, and a numeric for each change refused.
+
+        The changes go first: a MODE held for them (a key's hash waiting its turn,
+        or a cluster's stream) is tried again whole, and nothing must be answered twice."""
         changes, unknown, ban_list = _mode_changes(modestring, args)
+        refused: list[ModeRefusal] = []
+        if changes:
+            try:
+                _made, refused = self.hall.set_modes(self._me, room, changes, now)
+            except Busy:
+                raise  # held, and the MODE tried again whole
+            except ChatError as exc:
+                self._refused(room, exc)
+                return
         for letter in dict.fromkeys(unknown):  # once per letter: a line of 400 unknown letters is not 400 replies
             self._reply(m.ERR_UNKNOWNMODE, letter, "is unknown mode char to me")
         if ban_list:
@@ -437,15 +449,6 @@ class IrcSession:
             for mute in self.hall.ban_list(room, now, "m"):
                 self._reply(m.RPL_BANLIST, f"#{room.name}", f"m:{mute.shown}", mute.by, str(int(mute.at)))
             self._reply(m.RPL_ENDOFBANLIST, f"#{room.name}", "End of channel ban list")
-        if not changes:
-            return
-        try:
-            _made, refused = self.hall.set_modes(self._me, room, changes, now)
-        except Busy:
-            raise  # held, and the MODE tried again whole
-        except ChatError as exc:
-            self._refused(room, exc)
-            return
         for letter, arg, code, text in refused:
             if code in (E.NOT_IN_ROOM, E.TARGET_NOT_IN_ROOM, E.NO_SUCH_USER):
                 self._refused(room, ChatError(text, code), arg or "")
@@ -889,7 +892,7 @@ def _mode(self: IrcSession, msg: Message, now: float) -> None:
         if flag in "+-":
             sign = flag
         elif flag == "o" and sign == "-" and me.oper:
-            me.oper = False
+            self.hall.drop_oper(me)
             change += "-o"
         elif flag == "o":
             continue  # +o is given by OPER only
@@ -1269,8 +1272,8 @@ def _oper(self: IrcSession, msg: Message, now: float) -> None:
         return
     me = self._me
     try:
-        # In a cluster, once the answer came back the password was checked already.
-        account = (self.hall.account_for(msg.params[0]) if self.hall.awaits(self.outbox, "grant", "") else None
+        # In a cluster, once the request is on its way the password was checked.
+        account = (self.hall.account_for(msg.params[0]) if self.hall.asked(self.outbox, "grant", "") else None
                    ) or self.hall.authenticate(msg.params[0], msg.params[1], self.address, now)
     except Busy:
         raise  # held, and tried again whole

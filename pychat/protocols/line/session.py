@@ -240,8 +240,8 @@ class Session:
     def _log_in_at_prompt(self, name: str, password: str, now: float) -> None:
         hall = self.hall
         try:
-            # In a cluster the password was checked already if the name's claim came back.
-            account = (hall.account_for(name) if hall.awaits(self.outbox, "hello", "") else None
+            # In a cluster, once the name's claim is on its way the password was checked.
+            account = (hall.account_for(name) if hall.asked(self.outbox, "hello", "") else None
                        ) or hall.authenticate(name, password, self.address, now)
             user = hall.register(account.name, self.outbox, render.LINE, self.address, account=account.key)
         except Busy:
