@@ -472,6 +472,7 @@ def test_rooms_are_moderated_across_nodes(nodes):
 
     # One key per request (each is hashed where it is typed); a MODE that also asks
     # for the ban list answers it once, though the change comes back from the stream.
+    carl.expect(r"#den --> zed has joined")  # node two knows zed is in #den
     carl.send("/op zed")
     assert zed.expect_msg("MODE").params == ["#den", "+o", "zed"]
     zed.send("MODE #den +kkb one two")
@@ -496,6 +497,19 @@ def test_an_emptied_room_is_kept_alike_on_every_node(nodes):
     assert ann.expect(r"^[!*] ") == "! #den is invite-only: an operator must /invite you"
 
 
+_WATCHERS = itertools.count(1)
+
+
+def _online(node: ServerProcess, name: str) -> bool:
+    """Whether NODE's world has NAME online (asked with an IRC ISON)."""
+    client = IrcClient(node.irc_port, source="127.0.0.250")
+    client.register(f"watcher{next(_WATCHERS)}")  # each its own name: the last may not be gone yet
+    client.send(f"ISON {name}")
+    online = client.expect_msg("303").params[-1].split()
+    client.close()
+    return name in online
+
+
 def irc_with_pass(node: ServerProcess, nick: str, password: str, source: str) -> tuple[IrcClient, IrcLine]:
     """An IRC client from SOURCE that gives PASSWORD at registration: it and its 001 (or 464)."""
     client = IrcClient(node.irc_port, source=source)
@@ -516,6 +530,7 @@ def test_accounts_are_shared_across_nodes(nodes):
     alice.expect(r"you joined #den")
     alice.send("/quit")
     alice.wait_closed()
+    wait_for(lambda: not _online(two, "alice"), what="node two to see alice leave")
 
     # The name needs its password on the other node too; the account's room knows her there.
     wrong, first = irc_with_pass(two, "alice", "not-her-password", "127.0.0.3")
@@ -608,6 +623,7 @@ def test_server_operators_act_on_every_node(nodes):
     assert ivy.expect_msg("381").params[-1] == "You are now an IRC operator"
     dan = LineClient(one.port, source="127.0.0.9")
     dan.register("dan")
+    wait_for(lambda: _online(two, "dan"), what="node two to know dan")
     ivy.send("KILL dan :enough")
     assert dan.wait_closed()[-1] == "! you were killed by ivy: enough"
 
@@ -619,6 +635,7 @@ def test_server_operators_act_on_every_node(nodes):
     assert _named(LineClient(three.port, source="127.0.0.7"), "bob")
     eve = LineClient(three.port, source="127.0.0.10")  # ivy's OPER came with the world too
     eve.register("eve")
+    wait_for(lambda: _online(two, "eve"), what="node two to know eve")
     ivy.send("KILL eve :bye")
     assert eve.wait_closed()[-1] == "! you were killed by ivy: bye"
 
