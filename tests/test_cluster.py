@@ -706,3 +706,15 @@ def test_a_redis_that_needs_a_password(tmp_path, monkeypatch):
         for each in started:
             each.stop(signal.SIGKILL)
         redis.stop(signal.SIGKILL)
+
+
+def test_one_address_has_one_host_whichever_node_it_comes_through(nodes):
+    one, two = nodes("one"), nodes("two")
+    ann, ben = irc(one, "ann"), irc(two, "ben")  # both from 127.0.0.1
+    wait_for(lambda: _online(one, "ben"), what="node one to know ben")
+    hosts = []
+    for nick in ("ann", "ben"):
+        ann.send(f"WHOIS {nick}")
+        hosts.append(ann.expect_msg("311").params[3])
+    assert hosts[0] == hosts[1] and hosts[0].endswith(".pychat")  # so a ban of the host covers both
+    ben.close()

@@ -343,6 +343,10 @@ class Hall(AccountsMixin, ModerationMixin):
             raise ChatError(f"no such user: {clip(name)}", NO_SUCH_USER)
         return target
 
+    def set_cloak_key(self, key: bytes) -> None:
+        """Make shown hosts with KEY from now on (a cluster's nodes share one)."""
+        self._cloak_key = key
+
     def cloak(self, address: str) -> str:
         """The host others are shown for ADDRESS: stable for the server's life, not the address."""
         if not address:

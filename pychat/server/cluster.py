@@ -27,7 +27,9 @@ Keys (all under ``pychat:``): ``events`` the stream; ``names`` name key ->
 "node fence"; ``fence`` the fence counter; ``nodes`` the nodes with a
 lease; ``lease:NODE`` NODE's lease (a token, with a TTL); ``held:NODE``
 the names NODE holds (key -> fence); ``epoch`` a random value set once:
-if it changes, Redis lost its data.
+if it changes, Redis lost its data; ``cloak`` the secret every node makes
+users' shown hosts with, so that a user's host, and a ban of it, is the
+same whichever node it came through.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ NAMES = PREFIX + "names"
 FENCE = PREFIX + "fence"
 NODES = PREFIX + "nodes"
 EPOCH = PREFIX + "epoch"
+CLOAK = PREFIX + "cloak"
 STREAM_KEPT = 1_000_000     # entries kept in the stream (MAXLEN ~): at least this many
 LEASE_MS = 10_000           # a node not heard from for this long is declared lost
 RENEW_EVERY = 2.0           # seconds between lease renewals (and sweeps)
@@ -327,7 +330,13 @@ class Cluster:
         """Both links are up: check the epoch, sweep our old claims (at our start), take our lease."""
         epoch = os.urandom(8).hex()
         self.cmd.call(lambda reply: None, "SET", EPOCH, epoch, "NX")
+        self.cmd.call(lambda reply: None, "SET", CLOAK, os.urandom(16).hex(), "NX")
+        self.cmd.call(self._got_cloak, "GET", CLOAK)
         self.cmd.call(self._got_epoch, "GET", EPOCH)
+
+    def _got_cloak(self, reply: Reply) -> None:
+        if isinstance(reply, bytes):  # (an error: the link's close handles it)
+            self.hall.set_cloak_key(bytes.fromhex(reply.decode()))
 
     def _got_epoch(self, reply: Reply) -> None:
         if isinstance(reply, Exception):
