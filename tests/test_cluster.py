@@ -718,3 +718,60 @@ def test_one_address_has_one_host_whichever_node_it_comes_through(nodes):
         hosts.append(ann.expect_msg("311").params[3])
     assert hosts[0] == hosts[1] and hosts[0].endswith(".pychat")  # so a ban of the host covers both
     ben.close()
+
+
+_MODERATION = ["/topic t{n}", "/mode +m", "/mode -m", "/mode +i", "/mode -i", "/mode -t", "/mode +t",
+               "/mode +l 3", "/mode -l", "/voice {other}", "/devoice {other}", "/op {other}", "/deop {other}",
+               "/kick {other}", "/ban {other}", "/unban {other}", "/mute {other} 10m", "/unmute {other}",
+               "/invite {other}", "/join {room}", "said {n}"]
+
+
+def _room_as_seen(node: ServerProcess, room: str) -> list[str]:
+    """What an IRC user of NODE, not in ROOM, is told of it: its modes, members
+    with their roles, member count and topic, and ban list."""
+    observer = IrcClient(node.irc_port, source="127.0.0.251")
+    observer.register(f"obs{next(_WATCHERS)}")
+    seen = []
+    for line in (f"MODE #{room}", f"NAMES #{room}", f"LIST #{room}", f"MODE #{room} b"):
+        observer.send(line)
+        for got in observer.sync():
+            msg = parse_irc(got)
+            if msg.command == "353":
+                seen.append("names " + " ".join(sorted(msg.params[-1].split())))
+            elif msg.command in ("324", "322", "367"):
+                seen.append(" ".join([msg.command, *msg.params[1:4 if msg.command == "367" else None]]))
+    observer.close()
+    return seen
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(steps=st.lists(st.tuples(st.integers(0, 3), st.integers(0, len(_MODERATION) - 1),
+                                st.integers(1, 3)), min_size=3, max_size=14))
+def test_moderation_sent_at_once_on_two_nodes_leaves_one_world(trio, steps):
+    """Two operators and two members on two nodes send moderation at once, in any
+    order: afterwards both nodes show the room alike (modes, roles, members, topic, bans)."""
+    n = next(_rounds)
+    room = f"den{n}"
+    names = [f"a{n}", f"b{n}", f"c{n}", f"d{n}"]
+    users = [trio[i % 2].client(name) for i, name in enumerate(names)]  # a and c on n0, b and d on n1
+    users[0].send(f"/create {room}")
+    users[0].expect(r"you joined #")
+    for user in users[1:]:
+        user.send(f"/join {room}")
+        user.expect(r"you joined #")
+    users[0].send(f"/op {names[1]}")
+    users[1].expect(rf"made {names[1]} an operator")
+    for who, what, offset in steps:  # all sent before anything is read
+        users[who].send(_MODERATION[what].format(n=n, other=names[(who + offset) % 4], room=room))
+    for name, user in zip(names, users):  # each user's lines are carried out in turn
+        user.send(f"/dm {name} done")
+        user.expect(rf"\(dm\) {name}: done")
+    for i in (0, 1):  # and everything sent before this reached each node
+        last = trio[i].client(f"z{n}n{i}")
+        last.send(f"/dm z{n}n{i} last")
+        last.expect(rf"\(dm\) z{n}n{i}: last")
+        last.close()
+    one, two = _room_as_seen(trio[0], room), _room_as_seen(trio[1], room)
+    assert one == two and one, (steps, one, two)
+    for user in users:
+        user.close()
