@@ -775,3 +775,32 @@ def test_moderation_sent_at_once_on_two_nodes_leaves_one_world(trio, steps):
     assert one == two and one, (steps, one, two)
     for user in users:
         user.close()
+
+
+def test_a_node_restarts_on_its_own_file_and_takes_rooms_of_it_again(nodes):
+    one = nodes("one")
+    alice = one.client("alice")
+    alice.send("/create old")
+    alice.expect(r"you joined #old")
+    alice.send("/mode +i")
+    alice.expect(r"made the room invite-only")
+    alice.send("kept in node one's file")
+    alice.send("/quit")
+    alice.wait_closed()
+    assert one.stop() == 0
+    # Node two starts the world alone: #old is not in it. Node one comes back on its file.
+    two = nodes("two")
+    one = nodes("one")
+    assert "took the world from another node" in one.log()
+    bob, carol = one.client("bob"), two.client("carol")
+    bob.expect(r"#general --> carol has joined")
+    bob.send("/list")
+    assert not [line for line in bob.sync() if "#old" in line]
+    # The world makes #old again: node one takes its row of the file again, as a new room.
+    carol.send("/create old")
+    carol.expect(r"you joined #old")
+    bob.send("/join old")  # not invite-only: the file's settings went with the old room
+    assert bob.expect(r"^[*!] ").startswith("* you joined #old")
+    carol.send("the new #old")
+    bob.expect(r"#old carol: the new #old")
+    assert "not stored" not in one.log() and "Traceback" not in one.log()

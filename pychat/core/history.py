@@ -394,6 +394,15 @@ class HistoryStore:
         self._committed_last[room_id] = None
         return room_id
 
+    def reset_room(self, room_id: int, name: str, key_hash: str | None, ts: float) -> None:
+        """The room ROOM_ID's row becomes a new room's: its settings, roles and bans go
+        (its messages stay). A cluster's node takes a room of its file again so."""
+        self._writes.append(("UPDATE rooms SET name = ?, created = ?, key_hash = ?, owner = NULL, topic = NULL, "
+                             "topic_by = NULL, topic_at = NULL, modes = 'nt', user_limit = NULL WHERE id = ?",
+                             (name, ts, key_hash, room_id)))
+        self._writes.append(("DELETE FROM room_roles WHERE room_id = ?", (room_id,)))
+        self._writes.append(("DELETE FROM room_bans WHERE room_id = ?", (room_id,)))
+
     def has_chat(self, room_id: int) -> bool:
         """True if the room has messages or actions (history worth keeping)."""
         return self._last.get(room_id) is not None

@@ -474,7 +474,7 @@ class Hall(AccountsMixin, ModerationMixin):
 
     def _make_room(self, user: User, name: str, key_hash: str | None, now: float, key: str | None = None) -> Room:
         """Create the room NAME (checked) for USER, locked with KEY_HASH if given."""
-        room = Room(name, self.history.add_room(room_key(name), name, key_hash, now), key_hash, now)
+        room = Room(name, self._new_room_id(name, key_hash, now), key_hash, now)
         if key:
             room.good_key = key
         if room.key == self.default_room:
@@ -484,6 +484,10 @@ class Hall(AccountsMixin, ModerationMixin):
             self._save_settings(room)
         self._add_room(room)
         return room
+
+    def _new_room_id(self, name: str, key_hash: str | None, now: float) -> int:
+        """The id of the new room NAME (its row is written with the next commit)."""
+        return self.history.add_room(room_key(name), name, key_hash, now)
 
     def _check_room_budgets(self, user: User, now: float) -> None:
         limits = self.limits

@@ -157,6 +157,13 @@ class ReplicatedHall(Hall):
     """A Hall that changes only through the cluster's stream (see the module's text)."""
 
     def __init__(self, *args: Any, node: str, **kwargs: Any) -> None:
+        # Rooms anyone ever spoke in, as the world knows it (each node's own file
+        # may lack the start): an empty room is kept or forgotten alike on every
+        # node. Made once the base Hall has loaded this node's file.
+        self._chatted: set[str] = set()
+        self._file_loaded = False
+        # Rooms of this node's file (with messages) that the world does not have: key -> id.
+        self._dormant: dict[str, int] = {}
         super().__init__(*args, **kwargs)
         self.node = node
         self.bus: ClusterBus | None = None
@@ -172,9 +179,8 @@ class ReplicatedHall(Hall):
         self._settled: dict[Any, dict[tuple[str, str], Any]] = {}
         self._to_resume: list[Any] = []
         self._orphans: dict[Any, _Orphan] = {}  # by outbox
-        # Rooms anyone ever spoke in, as the world knows it (each node's own file
-        # may lack the start): an empty room is kept or forgotten alike on every node.
         self._chatted = {room.key for room in self.rooms.values() if self.history.has_chat(room.id)}
+        self._file_loaded = True
 
     # -- waiting for the stream -------------------------------------------------
 
@@ -408,7 +414,8 @@ class ReplicatedHall(Hall):
         shared: list[list[Any]] = []
         for sign, letter, arg, duration in changes[:MODES_MAX]:
             if letter == "k" and sign == "+":
-                arg = self._shareable_key(user, arg, now, first=not any(c[1] == "k" and c[0] == "+" for c in shared))
+                hashed = any(c[1] == "k" and c[0] == "+" and c[2] not in ("", "?") for c in shared)
+                arg = self._shareable_key(user, arg, now, first=not hashed)
             shared.append([sign, letter, arg, duration])
         return self._room_request(user, room, "modes", shared, now)  # type: ignore[no-any-return]
 
@@ -820,8 +827,7 @@ class ReplicatedHall(Hall):
              owner, op_accounts, voice_accounts) in world["rooms"]:
             room = self.rooms.get(room_key(name))
             if room is None:
-                room = Room(name, self.history.add_room(room_key(name), name, key_hash or None, created),
-                            key_hash or None, created)
+                room = Room(name, self._new_room_id(name, key_hash or None, created), key_hash or None, created)
                 self._add_room(room)
             if (key_hash or None) != room.key_hash:
                 room.key_hash, room.good_key = key_hash or None, None
@@ -870,9 +876,15 @@ class ReplicatedHall(Hall):
                     room.voiced.add(user)
 
     def _drop_stale_room(self, room: Room) -> None:
-        """ROOM, from this node's file, is not in the world any more (its history stays in the file)."""
+        """ROOM, from this node's file, is not in the world: without messages it
+        is forgotten, with messages it stays in the file, dormant, until the world
+        makes a room of that name again (_new_room_id)."""
         if room.key == self.default_room:
             return
+        if not self.history.has_chat(room.id):
+            self.history.forget_room(room.id)
+        else:
+            self._dormant[room.key] = room.id
         del self.rooms[room.key]
         self._ranked_rooms.remove(room)
         self.secret_rooms.discard(room)
@@ -1152,7 +1164,7 @@ class ReplicatedHall(Hall):
                 result = ChatError(f"the account {name} was just deleted", NO_SUCH_ACCOUNT)
         if self._local(user):
             self._settle(user.outbox, "login", "", result)
-        else:
+        elif user.fence == fence:  # renamed: the claim it holds now is the moved one
             self._release_if_gone(user, now)
 
     def _apply_logout(self, node: str, fence: int, event: list[Any]) -> None:
@@ -1170,7 +1182,7 @@ class ReplicatedHall(Hall):
             user.fence = fence
         if self._local(user):
             self._settle(user.outbox, "logout", "", result)
-        else:
+        elif user.fence == fence:  # renamed: the claim it holds now is the moved one
             self._release_if_gone(user, now)
 
     def _apply_tag(self, node: str, fence: int, event: list[Any]) -> None:
@@ -1223,7 +1235,24 @@ class ReplicatedHall(Hall):
             super().broadcast(user, text, now)
 
     def _has_chat(self, room: Room) -> bool:
+        if not self._file_loaded:
+            return super()._has_chat(room)
         return room.key in self._chatted
+
+    def _forget_if_idle(self, room: Room) -> None:
+        if (self._file_loaded and room.key not in self._chatted and self.history.has_chat(room.id)
+                and not room.members and room.key != self.default_room and self.rooms.get(room.key) is room
+                and not self._has_settings(room)):
+            self._drop_stale_room(room)  # the world forgets it; this node's file keeps its messages
+            return
+        super()._forget_if_idle(room)
+
+    def _new_room_id(self, name: str, key_hash: str | None, now: float) -> int:
+        dormant = self._dormant.pop(room_key(name), None)
+        if dormant is None:
+            return super()._new_room_id(name, key_hash, now)
+        self.history.reset_room(dormant, name, key_hash, now)  # the key is UNIQUE in the file: its row is taken again
+        return dormant
 
     def _in_force(self, room: Room, kind: str, now: float) -> dict[str, Ban]:
         """The bans in force; expired ones are dropped only while an event is carried

@@ -335,8 +335,13 @@ class Cluster:
         self.cmd.call(self._got_epoch, "GET", EPOCH)
 
     def _got_cloak(self, reply: Reply) -> None:
-        if isinstance(reply, bytes):  # (an error: the link's close handles it)
+        if isinstance(reply, LinkDown):
+            return  # the link's close handles it
+        try:
             self.hall.set_cloak_key(bytes.fromhex(reply.decode()))
+        except (AttributeError, ValueError):  # not there, refused (an ACL), or not hex
+            log.warning("cluster: no shared host secret in %s (%r); this node's shown hosts are its own",
+                        CLOAK, reply)
 
     def _got_epoch(self, reply: Reply) -> None:
         if isinstance(reply, Exception):

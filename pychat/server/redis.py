@@ -17,7 +17,7 @@ import os
 import selectors
 import socket
 from typing import Any, Callable
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 log = logging.getLogger("pychat.cluster")
 
@@ -44,15 +44,16 @@ class RedisAddress:
 
     def __init__(self, url: str) -> None:
         parts = urlsplit(url)
-        if parts.scheme != "redis" or not parts.hostname:
-            raise ValueError(f"not a redis:// address: {url!r} (redis://HOST:PORT[/DB])")
+        if parts.scheme != "redis" or not parts.hostname:  # (the address is not echoed: it may hold a password)
+            raise ValueError("not a redis:// address (redis://[[USER]:PASSWORD@]HOST:PORT[/DB])")
         self.host = parts.hostname
         self.port = parts.port or 6379
-        self.password = parts.password or os.environ.get(PASSWORD_VARIABLE) or None
-        self.user = parts.username or None
+        # %XX in the address stands for a character that could not be written there (@ / : # ?).
+        self.password = unquote(parts.password or "") or os.environ.get(PASSWORD_VARIABLE) or None
+        self.user = unquote(parts.username or "") or None
         path = parts.path.strip("/")
         if path and not path.isdigit():
-            raise ValueError(f"the database in {url!r} must be a number")
+            raise ValueError(f"the database in a redis:// address is a number, not {path!r}")
         self.db = int(path) if path else 0
 
     def __str__(self) -> str:

@@ -433,14 +433,14 @@ class IrcSession:
         or a cluster's stream) is tried again whole, and nothing must be answered twice."""
         changes, unknown, ban_list = _mode_changes(modestring, args)
         refused: list[ModeRefusal] = []
+        failed: ChatError | None = None
         if changes:
             try:
                 _made, refused = self.hall.set_modes(self._me, room, changes, now)
             except Busy:
                 raise  # held, and the MODE tried again whole
-            except ChatError as exc:
-                self._refused(room, exc)
-                return
+            except ChatError as exc:  # (not an operator): answered after the lists
+                failed = exc
         for letter in dict.fromkeys(unknown):  # once per letter: a line of 400 unknown letters is not 400 replies
             self._reply(m.ERR_UNKNOWNMODE, letter, "is unknown mode char to me")
         if ban_list:
@@ -449,6 +449,8 @@ class IrcSession:
             for mute in self.hall.ban_list(room, now, "m"):
                 self._reply(m.RPL_BANLIST, f"#{room.name}", f"m:{mute.shown}", mute.by, str(int(mute.at)))
             self._reply(m.RPL_ENDOFBANLIST, f"#{room.name}", "End of channel ban list")
+        if failed is not None:
+            self._refused(room, failed)
         for letter, arg, code, text in refused:
             if code in (E.NOT_IN_ROOM, E.TARGET_NOT_IN_ROOM, E.NO_SUCH_USER):
                 self._refused(room, ChatError(text, code), arg or "")
