@@ -481,14 +481,21 @@ def test_rooms_are_moderated_across_nodes(nodes):
     assert answer[-1].params[-1] == "one key at a time"
 
 
+def invite_only_room_with_chat(node: ServerProcess, name: str, room: str) -> LineClient:
+    """NAME on NODE creates ROOM, makes it invite-only and speaks in it (a room
+    with messages is kept when it empties); NAME's client."""
+    client = node.client(name)
+    client.send(f"/create {room}")
+    client.expect(rf"you joined #{room}")
+    client.send("/mode +i")
+    client.expect(rf"#{room} -- {name} made the room invite-only")
+    client.send(f"said in #{room}")
+    return client
+
+
 def test_an_emptied_room_is_kept_alike_on_every_node(nodes):
     one = nodes("one")
-    leo = one.client("leo")
-    leo.send("/create den")
-    leo.expect(r"you joined #den")
-    leo.send("/mode +i")
-    leo.expect(r"#den -- leo made the room invite-only")
-    leo.send("said before node two came")  # a room with messages is kept when it empties
+    leo = invite_only_room_with_chat(one, "leo", "den")
     two = nodes("two")  # its own file has no message of #den
     leo.send("/join general")
     leo.expect(r"you joined #general")
@@ -779,12 +786,7 @@ def test_moderation_sent_at_once_on_two_nodes_leaves_one_world(trio, steps):
 
 def test_a_node_restarts_on_its_own_file_and_takes_rooms_of_it_again(nodes):
     one = nodes("one")
-    alice = one.client("alice")
-    alice.send("/create old")
-    alice.expect(r"you joined #old")
-    alice.send("/mode +i")
-    alice.expect(r"made the room invite-only")
-    alice.send("kept in node one's file")
+    alice = invite_only_room_with_chat(one, "alice", "old")
     alice.send("/quit")
     alice.wait_closed()
     assert one.stop() == 0
