@@ -18,6 +18,14 @@ request again at once, which then returns the outcome (or raises the
 refusal). A request that needs no answer (a message) is simply published;
 a refusal found only when it comes back is written to the user as an error.
 
+Carrying an event out must come to the same on every node, so whatever
+depends on one node (a random salt, a password or key check and its
+budget, this node's clock or history file) is decided once, where the
+request is made, and travels in the event: a new room key goes hashed, a
+password is checked before its request is published, an event carries its
+time, and what the world is (rooms spoken in, operator status, addresses,
+the host secret) is kept in the world, not read from a node's file.
+
 What crosses the stream is a short JSON list per event (see ``apply``);
 the bus (:class:`ClusterBus`) is the server's, which owns the sockets.
 """
