@@ -28,111 +28,30 @@ the host secret) is kept in the world, not read from a node's file.
 
 What crosses the stream is a short JSON list per event (see ``apply``);
 the bus (:class:`ClusterBus`) is the server's, which owns the sockets.
+This module has names, rooms and chat; a request's trip through the
+stream is replicated_base.py, rooms' settings and moderation are
+replicated_rooms.py, and accounts and server operators replicated_accounts.py.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from typing import Any, Callable, NamedTuple, NoReturn, Protocol
+from typing import Any, Callable, NamedTuple
 
 from pychat.core.accounts import Kline
-from pychat.core.errors import (ALREADY_IN_ROOM, BAD_ARGUMENT, NAME_TAKEN, NEEDS_KEY, NO_SUCH_ACCOUNT, NO_SUCH_USER,
-                                NOT_IN_ROOM, ROOM_EXISTS, Busy, ChatError)
+from pychat.core.errors import ALREADY_IN_ROOM, NAME_TAKEN, NEEDS_KEY, NO_SUCH_USER, NOT_IN_ROOM, ROOM_EXISTS, ChatError
 from pychat.core.events import MESSAGE, Renamed, Renderer
 from pychat.core.model import Hall, Room, User
-from pychat.core.moderation import MODES_MAX, ModeChange, ModeRefusal
-from pychat.core.passwords import CHECK_COST, hash_password
 from pychat.core.records import Account, Ban, Topic
-from pychat.core.roomkeys import hash_key
+from pychat.core.replicated_accounts import AccountRequests
+from pychat.core.replicated_base import CLUSTER_UNAVAILABLE, NO_OUTCOME, REMOTE, REMOTE_OUTBOX, ClusterBus, unavailable
+from pychat.core.replicated_rooms import RoomRequests
 from pychat.core.text import MAX_TYPED, clip, name_key, room_key, room_name
 
 log = logging.getLogger("pychat.cluster")
 
-CLUSTER_UNAVAILABLE = "cluster-unavailable"
-PENDING_WAIT = 10.0  # seconds a request waits for the stream before it is looked at again
 RECLAIM_TRIES = 10   # names a user cut off from the cluster tries (its own, then guest names) before it is let go
-
-_NONE = object()
-
-
-class Pending(Busy):
-    """A request is in the cluster's stream; its outcome is not known yet."""
-
-    def __init__(self) -> None:
-        super().__init__("waiting for the cluster", PENDING_WAIT)
-
-
-class ClusterBus(Protocol):
-    """What the Hall needs of the cluster: publishing, and name claims."""
-
-    node: str
-
-    @property
-    def available(self) -> bool: ...
-
-    def publish(self, event: list[Any]) -> None:
-        """Append EVENT to the stream."""
-
-    def claim(self, key: str, event: list[Any], refused: Callable[[str], None]) -> None:
-        """Claim the name KEY and append EVENT with the claim's fence; REFUSED(why) if it cannot."""
-
-    def move(self, old_key: str, fence: int, key: str, event: list[Any], refused: Callable[[str], None]) -> None:
-        """Give up OLD_KEY (held with FENCE) for KEY, and append EVENT with the new fence."""
-
-    def release(self, key: str, fence: int, event: list[Any]) -> None:
-        """Give up the name KEY (held with FENCE) and append EVENT, if it is still held so."""
-
-
-class _Discard:
-    """The outbox of a user on another node: what is sent to it here goes nowhere."""
-
-    out: Any = None
-    closed = False
-    unsent = 0
-
-    def queue(self, data: bytes) -> None:
-        pass
-
-    def wake(self) -> None:
-        pass
-
-    def disconnect(self) -> None:
-        pass
-
-
-class _NoList:
-    """A list whose appends go nowhere (a remote member's entry in a room)."""
-
-    __slots__ = ()
-
-    def append(self, data: bytes) -> None:
-        pass
-
-    def pop(self) -> bytes:
-        return b""
-
-
-REMOTE_OUTBOX = _Discard()
-REMOTE_OUTBOX.out = _NoList()
-
-
-class _Remote:
-    """The renderer of users on other nodes: nothing to render for them here."""
-
-    per_room = True
-    echo = True  # say() then leaves its sender's copy alone: there is none
-    delivers = False  # in no room's fan-out group: a room message costs nothing per remote member
-
-    def __getattr__(self, name: str) -> Callable[..., bytes]:
-        return _nothing
-
-
-def _nothing(*args: Any) -> bytes:
-    return b""
-
-
-REMOTE: Renderer = _Remote()  # type: ignore[assignment]
 
 
 class _Orphan:
@@ -157,11 +76,7 @@ class _Registration(NamedTuple):
     orphan: _Orphan | None = None
 
 
-def unavailable() -> ChatError:
-    return ChatError("cluster unavailable: try again in a moment", CLUSTER_UNAVAILABLE)
-
-
-class ReplicatedHall(Hall):
+class ReplicatedHall(RoomRequests, AccountRequests):
     """A Hall that changes only through the cluster's stream (see the module's text)."""
 
     def __init__(self, *args: Any, node: str, **kwargs: Any) -> None:
@@ -190,64 +105,11 @@ class ReplicatedHall(Hall):
         self._chatted = {room.key for room in self.rooms.values() if self.history.has_chat(room.id)}
         self._file_loaded = True
 
-    # -- waiting for the stream -------------------------------------------------
-
-    def _bus(self) -> ClusterBus:
-        bus = self.bus
-        if bus is None or not bus.available:
-            raise unavailable()
-        return bus
-
-    def _outcome(self, outbox: Any, op: str, key: str) -> Any:
-        """What came back for OP on KEY (a value, raised if a refusal), or _NONE;
-        Pending if it is still on its way."""
-        settled = self._settled.get(outbox)
-        if settled is not None:
-            result = settled.pop((op, key), _NONE)
-            if not settled:
-                del self._settled[outbox]
-            if result is not _NONE:
-                if isinstance(result, ChatError):
-                    raise result
-                return result
-        expected = self._expected.get(outbox)
-        if expected is not None and (op, key) in expected:
-            if self.bus is None or not self.bus.available:
-                expected.discard((op, key))
-                raise unavailable()
-            raise Pending()
-        return _NONE
-
-    def _expect(self, outbox: Any, op: str, key: str) -> Pending:
-        self._expected.setdefault(outbox, set()).add((op, key))
-        return Pending()
-
-    def _settle(self, outbox: Any, op: str, key: str, result: Any) -> None:
-        """OP on KEY came back for a local connection: keep its outcome and wake it."""
-        expected = self._expected.get(outbox)
-        if expected is None or (op, key) not in expected:
-            return  # nobody waits for it (the connection is gone)
-        expected.discard((op, key))
-        if not expected:
-            del self._expected[outbox]
-        self._settled.setdefault(outbox, {})[(op, key)] = result
-        if self._applying:
-            self._to_resume.append(outbox)  # once the event is carried out
-        else:
-            self.resume(outbox)
-
     def forget_connection(self, outbox: Any) -> None:
         """A connection closed: nothing is kept for it."""
         self._expected.pop(outbox, None)
         self._settled.pop(outbox, None)
         self._orphans.pop(outbox, None)
-
-    def asked(self, outbox: Any, op: str, key: str) -> bool:
-        return (op, key) in self._expected.get(outbox, ()) or (op, key) in self._settled.get(outbox, ())
-
-    def awaits(self, outbox: Any, op: str, key: str) -> bool:
-        """Whether OP on KEY came back for OUTBOX and waits to be taken."""
-        return (op, key) in self._settled.get(outbox, ())
 
     # -- requests from local users ---------------------------------------------
 
@@ -256,7 +118,7 @@ class ReplicatedHall(Hall):
         if self._applying:
             return super().register(name, outbox, renderer, address, ident, account)
         done = self._outcome(outbox, "hello", "")
-        if done is not _NONE:
+        if done is not NO_OUTCOME:
             return done  # type: ignore[no-any-return]
         name = self.check_name(name, account=account)
         bus = self._bus()
@@ -281,7 +143,7 @@ class ReplicatedHall(Hall):
         if self._applying:
             return super().rename(user, new_name, now)
         done = self._outcome(user.outbox, "nick", "")
-        if done is not _NONE:
+        if done is not NO_OUTCOME:
             return done  # type: ignore[no-any-return]
         new_name = self.check_name(new_name, current=user)
         if new_name == user.name:
@@ -307,13 +169,6 @@ class ReplicatedHall(Hall):
             return  # gone, or let go already (_send_away)
         self._release(user, reason, now)
 
-    def _release(self, user: User, reason: str, now: float) -> None:
-        """USER (local) leaves: nothing more reaches its connection, and its quit
-        goes through the stream with the release of its name."""
-        self._make_remote(user)
-        if self.bus is not None:
-            self.bus.release(user.key, user.fence, ["quit", user.key, user.fence, reason, now])
-
     def join(self, user: User, raw_room: str, key: str | None, now: float, *, limited: bool = True,
              leave: Room | None = None) -> Room:
         if self._applying:
@@ -332,7 +187,7 @@ class ReplicatedHall(Hall):
         wanted = room.key if room is not None else room_key(room_name(raw_room) if len(raw_room) <= MAX_TYPED
                                                             else raw_room)
         done = self._outcome(user.outbox, "join", wanted)
-        if done is not _NONE:
+        if done is not NO_OUTCOME:
             return done  # type: ignore[no-any-return]
         if room is None:
             bus = self._bus()  # before any budget is spent
@@ -356,7 +211,7 @@ class ReplicatedHall(Hall):
             super().part(user, room, reason, now)
             return
         done = self._outcome(user.outbox, "part", room.key)
-        if done is not _NONE:
+        if done is not NO_OUTCOME:
             return
         if user not in room.members:
             raise ChatError(f"you are not in #{room.name}", NOT_IN_ROOM)
@@ -386,276 +241,6 @@ class ReplicatedHall(Hall):
             super().broadcast(user, text, now)
             return
         self._bus().publish(["bc", user.key, user.fence, text, now])
-
-    # -- rooms' settings and moderation -------------------------------------------
-
-    def _room_request(self, user: User, room: Room, op: str, args: list[Any], now: float) -> Any:
-        """Publish OP on ROOM by USER; every node makes it with the base Hall's
-        method when it comes back (see _ROOM_OPS), and USER's retry takes its outcome."""
-        done = self._outcome(user.outbox, op, room.key)
-        if done is not _NONE:
-            return done
-        self._request(user, op, room.key, ["room", op, user.key, user.fence, room.key, args, now])
-
-    def _request(self, user: User, op: str, key: str, event: list[Any]) -> NoReturn:
-        """Publish EVENT, USER's request OP on KEY, and wait for it to come back."""
-        bus = self._bus()
-        pending = self._expect(user.outbox, op, key)
-        bus.publish(event)
-        raise pending
-
-    def set_topic(self, user: User, room: Room, text: str, now: float) -> None:
-        if self._applying:
-            super().set_topic(user, room, text, now)
-            return
-        self._room_request(user, room, "topic", [text], now)
-
-    def set_modes(self, user: User, room: Room, changes: list[ModeChange],
-                  now: float) -> tuple[list[ModeChange], list[ModeRefusal]]:
-        if self._applying:
-            return super().set_modes(user, room, changes, now)
-        done = self._outcome(user.outbox, "modes", room.key)
-        if done is not _NONE:
-            return done  # type: ignore[no-any-return]
-        self._bus()  # before a key is hashed
-        self._require_operator(user, room)  # nobody else makes the server hash a key
-        shared: list[list[Any]] = []
-        for sign, letter, arg, duration in changes[:MODES_MAX]:
-            if letter == "k" and sign == "+":
-                hashed = any(c[1] == "k" and c[0] == "+" and c[2] not in ("", "?") for c in shared)
-                arg = self._shareable_key(user, arg, now, first=not hashed)
-            shared.append([sign, letter, arg, duration])
-        return self._room_request(user, room, "modes", shared, now)  # type: ignore[no-any-return]
-
-    def _shareable_key(self, user: User, key: str | None, now: float, first: bool) -> str:
-        """A new key as the stream carries it: hashed here, once (its salt is
-        random: every node must take the same hash), within this user's budget.
-        A key that cannot be one goes as "", a second key in one request as "?":
-        every node refuses those alike."""
-        if not key or " " in key or len(key) > 64:
-            return ""
-        if not first:
-            return "?"  # (two hashes in a row would wait for each other)
-        self._spend_slow_check(user.address, now)
-        return hash_key(key)
-
-    def _change_mode(self, user: User, room: Room, change: ModeChange, now: float) -> tuple[str, str | None]:
-        if not (self._applying and change.letter == "k" and change.sign == "+"):
-            return super()._change_mode(user, room, change, now)
-        # A new key comes hashed (see _shareable_key).
-        if not change.arg:
-            raise ChatError("a key is 1-64 characters, without spaces", BAD_ARGUMENT)
-        if change.arg == "?":
-            raise ChatError("one key at a time", BAD_ARGUMENT)
-        room.key_hash, room.good_key = change.arg, None
-        self.history.set_room_key(room.id, room.key_hash)
-        return "locked the room with a key", "*"
-
-    def kick(self, user: User, room: Room, target_name: str, reason: str, now: float) -> User:
-        if self._applying:
-            return super().kick(user, room, target_name, reason, now)
-        return self._room_request(user, room, "kick", [target_name, reason], now)  # type: ignore[no-any-return]
-
-    def ban_out(self, user: User, room: Room, text: str, duration: float | None,
-                now: float) -> tuple[list[ModeChange], list[ModeRefusal]]:
-        if self._applying:
-            return super().ban_out(user, room, text, duration, now)
-        return self._room_request(user, room, "banout", [text, duration], now)  # type: ignore[no-any-return]
-
-    def invite(self, user: User, target: User, room: Room, now: float) -> None:
-        if self._applying:
-            super().invite(user, target, room, now)
-            return
-        self._room_request(user, room, "invite", [target.key], now)
-
-    def say_to_operators(self, user: User, room: Room, text: str, now: float, kind: int = MESSAGE,
-                         status: str = "@", tags: str = "") -> None:
-        if self._applying:
-            super().say_to_operators(user, room, text, now, kind, status, tags)
-            return
-        self._check_may_speak(user, room, now)
-        self._bus().publish(["toops", user.key, user.fence, room.key, text, kind, status, tags, now])
-
-    # -- accounts ---------------------------------------------------------------------
-    # A password is checked on the node it was typed on, within that node's
-    # budgets, and a new one is hashed there, once: what every node makes is the
-    # account's change, with that hash (see _ACCOUNT_OPS).
-
-    def _account_request(self, user: User, op: str, args: list[Any], now: float) -> NoReturn:
-        self._request(user, op, "", ["acct", op, user.key, user.fence, args, now])
-
-    def register_account(self, user: User, password: str, now: float) -> Account:
-        done = self._outcome(user.outbox, "register", "")
-        if done is not _NONE:
-            return done  # type: ignore[no-any-return]
-        self._may_register(user)
-        self._check_new_password(password)
-        self._bus()  # before the hash is paid for
-        self._spend_slow_check(user.address, now, CHECK_COST, "password")
-        self._account_request(user, "register", [hash_password(password)], now)
-
-    def change_password(self, user: User, old: str, new: str, now: float) -> None:
-        if self._outcome(user.outbox, "password", "") is not _NONE:
-            return
-        account = self._own_account(user)
-        self._check_new_password(new)
-        self._bus()
-        self._check_password(account, old, user.address, now, hashes=2)
-        self._account_request(user, "password", [hash_password(new)], now)
-
-    def unregister(self, user: User, password: str, now: float) -> None:
-        if self._outcome(user.outbox, "unregister", "") is not _NONE:
-            return
-        account = self._own_account(user)
-        self._bus()
-        self._check_password(account, password, user.address, now)
-        self._account_request(user, "unregister", [], now)
-
-    def ignore(self, user: User, name: str) -> str:
-        if self._applying:
-            return super().ignore(user, name)
-        done = self._outcome(user.outbox, "ignore", "")
-        if done is not _NONE:
-            return done  # type: ignore[no-any-return]
-        self._account_request(user, "ignore", [name], 0.0)  # kept for its account on every node
-
-    def unignore(self, user: User, name: str) -> None:
-        if self._applying:
-            super().unignore(user, name)
-            return
-        if self._outcome(user.outbox, "unignore", "") is not _NONE:
-            return
-        self._account_request(user, "unignore", [name], 0.0)
-
-    def login(self, user: User, name: str, password: str, now: float) -> tuple[Account, str]:
-        """The password is checked here; the user then moves to the account's name
-        (a claim, like a rename), and every node logs it in (see _apply_login)."""
-        done = self._outcome(user.outbox, "login", "")
-        if done is not _NONE:
-            return done  # type: ignore[no-any-return]
-        self._may_log_in(user)
-        bus = self._bus()
-        account = self.authenticate(name, password, user.address, now)
-        self._check_holder(user, account)
-        outbox = user.outbox
-
-        def refused(why: str) -> None:
-            error = (unavailable() if why == "unavailable"
-                     else ChatError(f"the name {account.name} is taken; choose another", NAME_TAKEN))
-            self._settle(outbox, "login", "", error)
-
-        pending = self._expect(outbox, "login", "")
-        event = ["login", user.key, account.key, account.name, now]
-        if account.key == user.key:  # the name is this user's already: no claim to move
-            bus.publish(["acct", "login", user.key, user.fence, [account.key], now])
-        else:
-            bus.move(user.key, user.fence, account.key, event, refused)
-        raise pending
-
-    def logout(self, user: User, now: float) -> str:
-        """The user moves to a guest name (a claim, like a rename), logged out on every node."""
-        done = self._outcome(user.outbox, "logout", "")
-        if done is not _NONE:
-            return done  # type: ignore[no-any-return]
-        self._own_account(user)
-        bus = self._bus()
-        guest = self.guest_name()
-        outbox = user.outbox
-
-        def refused(why: str) -> None:
-            error = (unavailable() if why == "unavailable"
-                     else ChatError(f"the name {guest} is taken; try again", NAME_TAKEN))
-            self._settle(outbox, "logout", "", error)
-
-        pending = self._expect(outbox, "logout", "")
-        bus.move(user.key, user.fence, name_key(guest), ["logout", user.key, guest, now], refused)
-        raise pending
-
-    # -- server operators ------------------------------------------------------------
-    # Made by every node; each node sends away its own users (_send_away), and
-    # their quits come back through the stream like any other.
-
-    def _oper_request(self, oper: User, op: str, args: list[Any], now: float) -> NoReturn:
-        self._request(oper, op, "", ["oper", op, oper.key, oper.fence, args, now])
-
-    def grant_oper(self, user: User, account: Account) -> None:
-        if self._applying:
-            super().grant_oper(user, account)
-            return
-        if self._outcome(user.outbox, "grant", "") is not _NONE:
-            return
-        if account.key not in self.opers:
-            super().grant_oper(user, account)  # its refusal
-        self._oper_request(user, "grant", [account.key], 0.0)
-
-    def drop_oper(self, user: User) -> None:
-        """Made on every node when it comes back (here too: until then, what this
-        user asked before is carried out with the status it had)."""
-        if self._applying:
-            super().drop_oper(user)
-            return
-        self._bus().publish(["oper", "drop", user.key, user.fence, [], 0.0])
-
-    def kill(self, oper: User, target_name: str, reason: str, now: float) -> User:
-        if self._applying:
-            return super().kill(oper, target_name, reason, now)
-        done = self._outcome(oper.outbox, "kill", "")
-        if done is not _NONE:
-            return done  # type: ignore[no-any-return]
-        self._require_oper(oper)
-        target = self.user_named(target_name)
-        self._oper_request(oper, "kill", [target.key, target.fence, reason], now)
-
-    def kline(self, oper: User, mask: str, duration: float | None, reason: str, now: float) -> list[User]:
-        if self._applying:
-            return super().kline(oper, mask, duration, reason, now)
-        done = self._outcome(oper.outbox, "kline", "")
-        if done is not _NONE:
-            return done  # type: ignore[no-any-return]
-        self._require_oper(oper)
-        self._kline_network(mask)
-        self._oper_request(oper, "kline", [mask, duration, reason], now)
-
-    def unkline(self, oper: User, mask: str) -> None:
-        if self._applying:
-            super().unkline(oper, mask)
-            return
-        if self._outcome(oper.outbox, "unkline", "") is not _NONE:
-            return
-        self._require_oper(oper)
-        self._oper_request(oper, "unkline", [mask], 0.0)
-
-    def wall(self, oper: User, text: str, now: float) -> None:
-        if self._applying:
-            super().wall(oper, text, now)
-            return
-        self._require_oper(oper)
-        self._bus().publish(["oper", "wall", oper.key, oper.fence, [text], now])
-
-    def _send_away(self, user: User, told: str, reason: str, now: float) -> None:
-        if not self._local(user):
-            return  # its own node sends it away; its quit comes through the stream
-        user.send(user.renderer.error(told))
-        outbox = user.outbox
-        self._release(user, reason, now)
-        outbox.disconnect()
-
-    # -- typing notices ---------------------------------------------------------
-
-    def tag_room(self, user: User, room: Room, tags: str, now: float) -> None:
-        """Tags with no text (IRC's TAGMSG: typing notices): like a message, not stored."""
-        if self._applying:
-            super().tag_room(user, room, tags, now)
-            return
-        self._check_may_speak(user, room, now)
-        self._bus().publish(["tag", user.key, user.fence, "#" + room.key, tags, now])
-
-    def tag_user(self, user: User, target_name: str, tags: str, now: float) -> User:
-        if self._applying:
-            return super().tag_user(user, target_name, tags, now)
-        target = self.user_named(target_name)
-        self._bus().publish(["tag", user.key, user.fence, target.key, tags, now])
-        return target
 
     # -- what comes back from the stream ---------------------------------------
 
@@ -930,27 +515,6 @@ class ReplicatedHall(Hall):
         if node != self.node:
             self.on_snapshot_request(event[1], self.snapshot)
 
-    def _tell(self, user: User, exc: ChatError) -> None:
-        user.send(user.renderer.error(str(exc)))
-
-    def _sender(self, key: str, fence: int) -> User | None:
-        user = self.users.get(key)
-        if user is None or user.fence != fence:
-            return None  # an event of a claim that ended (its node was declared lost)
-        return user
-
-    def _local(self, user: User) -> bool:
-        return user.outbox is not REMOTE_OUTBOX
-
-    def _make_remote(self, user: User) -> None:
-        """Nothing more is sent to USER's connection from here on (it closed)."""
-        user.outbox = REMOTE_OUTBOX
-        user.send = REMOTE_OUTBOX.queue
-        self.set_renderer(user, REMOTE)
-        discard = REMOTE_OUTBOX.out.append
-        for room in user.rooms:
-            room.members[user] = discard
-
     def _apply_hello(self, node: str, fence: int, event: list[Any]) -> None:
         _, name, ident, host, token, *more = event
         account, address = (more + ["", ""])[:2]  # (a node of an older version sends neither)
@@ -1004,24 +568,6 @@ class ReplicatedHall(Hall):
             self._settle(user.outbox, "nick", "", old)
         else:
             self._release_if_gone(user, now)
-
-    def _rename_claimed(self, user: User, name: str, now: float) -> str:
-        """Rename USER to NAME, whose claim the cluster moved to it: Redis decides
-        who holds a name, so an account that was registered meanwhile does not stop
-        it (the world must stay what Redis holds). Returns the old name."""
-        account = user.account
-        user.account = name_key(name)  # passes check_name's test for registered names
-        try:
-            return Hall.rename(self, user, name, now)
-        finally:
-            user.account = account
-
-    def _release_if_gone(self, user: User, now: float) -> None:
-        """USER is this node's but its connection closed while a claim of a new name
-        was on its way: that claim is given up now, with its quit (closing, it gave up
-        the old one, which the claim had moved)."""
-        if user.node == self.node and self.bus is not None:
-            self.bus.release(user.key, user.fence, ["quit", user.key, user.fence, "", now])
 
     def _apply_join(self, node: str, fence: int, event: list[Any]) -> None:
         _, key, user_fence, name, key_hash, checked, create, leave_key, now = event
@@ -1083,145 +629,6 @@ class ReplicatedHall(Hall):
         else:
             self._chatted.add(room_id)
 
-    def _apply_room(self, node: str, fence: int, event: list[Any]) -> None:
-        _, op, key, user_fence, room_id, args, now = event
-        user = self._sender(key, user_fence)
-        if user is None:
-            return
-        room = self.rooms.get(room_id)
-        make = _ROOM_OPS.get(op)
-        try:
-            if room is None:
-                raise ChatError(f"#{room_id} is gone", NOT_IN_ROOM)
-            if make is None:
-                raise ChatError(f"{op} is not known to this node", "")
-            result = make(self, user, room, args, now)
-        except ChatError as exc:
-            result = exc
-        if self._local(user):
-            self._settle(user.outbox, op, room_id, result)
-
-    def _apply_acct(self, node: str, fence: int, event: list[Any]) -> None:
-        _, op, key, user_fence, args, now = event
-        user = self._sender(key, user_fence)
-        if user is None:
-            return
-        make = _ACCOUNT_OPS.get(op)
-        try:
-            if make is None:
-                raise ChatError(f"{op} is not known to this node", "")
-            result = make(self, user, args, now)
-        except ChatError as exc:
-            result = exc
-        if self._local(user):
-            self._settle(user.outbox, op, "", result)
-
-    def _apply_oper(self, node: str, fence: int, event: list[Any]) -> None:
-        _, op, key, user_fence, args, now = event
-        oper = self._sender(key, user_fence)
-        if oper is None:
-            return
-        try:
-            if op == "grant":
-                account = self.accounts.get(args[0])
-                if account is None:
-                    raise ChatError("that account was just deleted", NO_SUCH_ACCOUNT)
-                self.grant_oper(oper, account)
-                result: Any = None
-            elif op == "kill":
-                target = self._sender(args[0], args[1])  # the one asked for, not a later holder of its name
-                if target is None:
-                    raise ChatError("that user has left", NO_SUCH_USER)
-                result = self.kill(oper, target.name, args[2], now)
-            elif op == "kline":
-                result = self.kline(oper, args[0], args[1], args[2], now)
-            elif op == "unkline":
-                self.unkline(oper, args[0])
-                result = None
-            elif op == "wall":
-                self.wall(oper, args[0], now)
-                return
-            elif op == "drop":
-                self.drop_oper(oper)
-                return
-            else:
-                raise ChatError(f"{op} is not known to this node", "")
-        except ChatError as exc:
-            result = exc
-        if self._local(oper):
-            self._settle(oper.outbox, op, "", result)
-
-    def _apply_login(self, node: str, fence: int, event: list[Any]) -> None:
-        """A user's claim moved to an account's name: it takes the name, and is
-        logged in if the account is still there."""
-        _, key, account_key, name, now = event
-        user = self.users.get(key)
-        if user is None or user.node != node:
-            return
-        account = self.accounts.get(account_key)
-        try:
-            old = self._rename_claimed(user, name, now)
-        except ChatError as exc:
-            result: Any = exc
-        else:
-            user.fence = fence
-            if account is not None:
-                self._logged_in(user, account.key)
-                result = (account, old)
-            else:
-                result = ChatError(f"the account {name} was just deleted", NO_SUCH_ACCOUNT)
-        if self._local(user):
-            self._settle(user.outbox, "login", "", result)
-        elif user.fence == fence:  # renamed: the claim it holds now is the moved one
-            self._release_if_gone(user, now)
-
-    def _apply_logout(self, node: str, fence: int, event: list[Any]) -> None:
-        _, key, guest, now = event
-        user = self.users.get(key)
-        if user is None or user.node != node:
-            return
-        if user.account is not None:
-            self._logged_out(user)
-        try:
-            result: Any = self._rename_claimed(user, guest, now)
-        except ChatError as exc:
-            result = exc
-        else:
-            user.fence = fence
-        if self._local(user):
-            self._settle(user.outbox, "logout", "", result)
-        elif user.fence == fence:  # renamed: the claim it holds now is the moved one
-            self._release_if_gone(user, now)
-
-    def _apply_tag(self, node: str, fence: int, event: list[Any]) -> None:
-        _, key, user_fence, target, tags, now = event
-        user = self._sender(key, user_fence)
-        if user is None:
-            return
-        try:
-            if target.startswith("#"):
-                room = self.rooms.get(target[1:])
-                if room is not None:
-                    self.tag_room(user, room, tags, now)
-                return
-            recipient = self.users.get(target)
-            if recipient is not None and (self._local(user) or self._local(recipient)):
-                self.tag_user(user, recipient.name, tags, now)
-        except ChatError:
-            pass  # a typing notice that can no longer be shown is dropped quietly
-
-    def _apply_toops(self, node: str, fence: int, event: list[Any]) -> None:
-        _, key, user_fence, room_id, text, kind, status, tags, now = event
-        user = self._sender(key, user_fence)
-        room = self.rooms.get(room_id)
-        if user is None or room is None:
-            return
-        try:
-            self.say_to_operators(user, room, text, now, kind, status, tags)
-        except ChatError as exc:
-            if self._local(user):
-                self._tell(user, exc)
-
     def _apply_dm(self, node: str, fence: int, event: list[Any]) -> None:
         _, key, user_fence, target_key, text, kind, now, tags = event
         user = self._sender(key, user_fence)
@@ -1262,14 +669,6 @@ class ReplicatedHall(Hall):
         self.history.reset_room(dormant, name, key_hash, now)  # the key is UNIQUE in the file: its row is taken again
         return dormant
 
-    def _in_force(self, room: Room, kind: str, now: float) -> dict[str, Ban]:
-        """The bans in force; expired ones are dropped only while an event is carried
-        out (at its time, on every node alike), never by a request on one node."""
-        if self._applying:
-            return super()._in_force(room, kind, now)
-        table = room.bans if kind == "b" else room.mutes
-        return {mask: ban for mask, ban in table.items() if ban.expires is None or ban.expires > now}
-
     def check_invariants(self) -> None:
         super().check_invariants()
         for user in self.users.values():
@@ -1308,49 +707,4 @@ _APPLY: dict[str, Callable[[ReplicatedHall, str, int, list[Any]], None]] = {
     "oper": ReplicatedHall._apply_oper,
     "tag": ReplicatedHall._apply_tag,
     "logout": ReplicatedHall._apply_logout,
-}
-
-
-def _invite(hall: ReplicatedHall, user: User, room: Room, args: list[Any], now: float) -> None:
-    target = hall.users.get(args[0])
-    if target is None:
-        raise ChatError("that user has left", NO_SUCH_USER)
-    hall.invite(user, target, room, now)
-
-
-# A room request (ReplicatedHall._room_request) as every node makes it: the
-# base Hall's method, with what the stream carried (_applying is set).
-_ROOM_OPS: dict[str, Callable[[ReplicatedHall, User, Room, list[Any], float], Any]] = {
-    "topic": lambda hall, user, room, args, now: hall.set_topic(user, room, args[0], now),
-    "modes": lambda hall, user, room, args, now: hall.set_modes(user, room, [ModeChange(*c) for c in args], now),
-    "kick": lambda hall, user, room, args, now: hall.kick(user, room, args[0], args[1], now),
-    "banout": lambda hall, user, room, args, now: hall.ban_out(user, room, args[0], args[1], now),
-    "invite": _invite,
-}
-
-
-def _register(hall: ReplicatedHall, user: User, args: list[Any], now: float) -> Account:
-    hall._may_register(user)
-    return hall._create_account(user, args[0], now)
-
-
-def _log_in_here(hall: ReplicatedHall, user: User, args: list[Any], now: float) -> tuple[Account, str]:
-    """A login to the account of the name the user has already."""
-    account = hall.accounts.get(args[0])
-    if account is None:
-        raise ChatError("that account was just deleted", NO_SUCH_ACCOUNT)
-    hall._may_log_in(user)
-    hall._logged_in(user, account.key)
-    return account, user.name
-
-
-# An account request (ReplicatedHall._account_request) as every node makes it;
-# the password was checked, and a new one hashed, where it was typed.
-_ACCOUNT_OPS: dict[str, Callable[[ReplicatedHall, User, list[Any], float], Any]] = {
-    "register": _register,
-    "login": _log_in_here,
-    "password": lambda hall, user, args, now: hall._set_password(hall._own_account(user), args[0]),
-    "unregister": lambda hall, user, args, now: hall._delete_account(user, hall._own_account(user)),
-    "ignore": lambda hall, user, args, now: hall.ignore(user, args[0]),
-    "unignore": lambda hall, user, args, now: hall.unignore(user, args[0]),
 }
