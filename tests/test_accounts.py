@@ -19,7 +19,7 @@ from typing import NamedTuple
 
 import pytest
 
-from helpers import EVENT, TRY_LATER, LineClient, ServerProcess, wait_for
+from helpers import EVENT, TRY_LATER, LineClient, ServerProcess, connects, wait_for
 
 PASSWORD = "alice-pass-1"
 NEW_PASSWORD = "alice-pass-2"
@@ -666,16 +666,6 @@ def test_kill_refused_for_the_operator_account_when_logged_out(opers):
 # -- /kline, /unkline ---------------------------------------------------------------------------------
 # Clients connect from other loopback addresses (any of 127/8 on Linux) to
 # stand for other hosts: a kline of 127.0.0.1 would cut off the test itself.
-
-def connects(server: ServerProcess, source: str) -> list[str]:
-    """Connect from SOURCE: the lines of a refused connection, or [] if welcomed."""
-    client = LineClient(server.port, source=source)
-    first = client.read_line()
-    if first.startswith("* welcome"):
-        client.close()
-        return []
-    return [first, *client.wait_closed()]
-
 
 def test_kline_of_an_address_disconnects_it_and_refuses_new_connections(opers):
     zed = LineClient(opers.server.port, source="127.0.0.2")

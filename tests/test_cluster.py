@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from helpers import IrcClient, IrcLine, LineClient, ServerProcess, parse_irc, wait_for
+from helpers import IrcClient, IrcLine, LineClient, ServerProcess, connects, parse_irc, wait_for
 
 pytest.importorskip("hiredis", reason="the cluster extra (hiredis) is installed by tests/run")
 REDIS = shutil.which("redis-server")
@@ -517,6 +517,14 @@ def _online(node: ServerProcess, name: str) -> bool:
     return name in online
 
 
+def known_to(watcher: ServerProcess, node: ServerProcess, name: str, source: str) -> LineClient:
+    """A line user NAME on NODE from SOURCE, once WATCHER (another node) knows it."""
+    client = LineClient(node.port, source=source)
+    client.register(name)
+    wait_for(lambda: _online(watcher, name), what=f"the other node to know {name}")
+    return client
+
+
 def irc_with_pass(node: ServerProcess, nick: str, password: str, source: str) -> tuple[IrcClient, IrcLine]:
     """An IRC client from SOURCE that gives PASSWORD at registration: it and its 001 (or 464)."""
     client = IrcClient(node.irc_port, source=source)
@@ -580,16 +588,6 @@ def test_accounts_are_shared_across_nodes(nodes):
              what="node three to give the name alice without a password")
 
 
-def connects(node: ServerProcess, source: str) -> list[str]:
-    """Connect from SOURCE: the lines of a refused connection, or [] if welcomed."""
-    client = LineClient(node.port, source=source)
-    first = client.read_line()
-    if first.startswith("* welcome"):
-        client.close()
-        return []
-    return [first, *client.wait_closed()]
-
-
 def test_server_operators_act_on_every_node(nodes):
     # Every node has the same --oper list; clients stand for hosts of their own.
     one, two = nodes("one", "--oper", "root"), nodes("two", "--oper", "root")
@@ -628,9 +626,7 @@ def test_server_operators_act_on_every_node(nodes):
     ivy.register("ivy")
     ivy.send("OPER root root-pass-1")
     assert ivy.expect_msg("381").params[-1] == "You are now an IRC operator"
-    dan = LineClient(one.port, source="127.0.0.9")
-    dan.register("dan")
-    wait_for(lambda: _online(two, "dan"), what="node two to know dan")
+    dan = known_to(two, one, "dan", "127.0.0.9")
     ivy.send("KILL dan :enough")
     assert dan.wait_closed()[-1] == "! you were killed by ivy: enough"
 
@@ -640,9 +636,7 @@ def test_server_operators_act_on_every_node(nodes):
     three = nodes("three")
     assert connects(three, "127.0.0.6") == ["! you are banned from this server: banned from this server"]
     assert _named(LineClient(three.port, source="127.0.0.7"), "bob")
-    eve = LineClient(three.port, source="127.0.0.10")  # ivy's OPER came with the world too
-    eve.register("eve")
-    wait_for(lambda: _online(two, "eve"), what="node two to know eve")
+    eve = known_to(two, three, "eve", "127.0.0.10")  # ivy's OPER came with the world too
     ivy.send("KILL eve :bye")
     assert eve.wait_closed()[-1] == "! you were killed by ivy: bye"
 

@@ -314,15 +314,10 @@ class Hall(AccountsMixin, ModerationMixin):
         if account is not None:
             self._logged_in(user, account)
 
-    def awaits(self, outbox: object, op: str, key: str) -> bool:
-        """Whether a request of OUTBOX's (OP on KEY) was carried out and waits
-        to be answered: never here; in a cluster, when the stream brought it back
-        (pychat.core.replicated)."""
-        return False
-
     def asked(self, outbox: object, op: str, key: str) -> bool:
-        """Whether a request of OUTBOX's (OP on KEY) is on its way or came back:
-        never here; in a cluster, from its publishing until its answer is taken."""
+        """Whether a request of OUTBOX's (OP on KEY) is on its way or came back and
+        waits to be answered: never here; in a cluster (pychat.core.replicated),
+        from its publishing until the retry takes its answer."""
         return False
 
     def find_user(self, name: str) -> User | None:

@@ -129,11 +129,11 @@ class ReplicatedHall(RoomRequests, AccountRequests):
         # cover this user on every node alike.
         event = ["hello", name, ident or "pychat", self.cloak(address), token, account or "", address]
 
+        answer = self._claim_refused(outbox, "hello", name)
+
         def refused(why: str) -> None:
             self._registrations.pop(token, None)
-            error = (unavailable() if why == "unavailable"
-                     else ChatError(f"the name {name} is taken; choose another", NAME_TAKEN))
-            self._settle(outbox, "hello", "", error)
+            answer(why)
 
         pending = self._expect(outbox, "hello", "")
         bus.claim(name_key(name), event, refused)
@@ -148,17 +148,7 @@ class ReplicatedHall(RoomRequests, AccountRequests):
         new_name = self.check_name(new_name, current=user)
         if new_name == user.name:
             return super().rename(user, new_name, now)  # the base Hall's refusal
-        bus = self._bus()
-        outbox = user.outbox
-
-        def refused(why: str) -> None:
-            error = (unavailable() if why == "unavailable"
-                     else ChatError(f"the name {new_name} is taken; choose another", NAME_TAKEN))
-            self._settle(outbox, "nick", "", error)
-
-        pending = self._expect(outbox, "nick", "")
-        bus.move(user.key, user.fence, name_key(new_name), ["nick", user.key, new_name, now], refused)
-        raise pending
+        self._move_claim(user, "nick", new_name, ["nick", user.key, new_name, now])
 
     def quit(self, user: User, reason: str, now: float) -> None:
         if self._applying:
@@ -560,14 +550,11 @@ class ReplicatedHall(RoomRequests, AccountRequests):
         try:
             old = self._rename_claimed(user, new_name, now)
         except ChatError as exc:
-            if self._local(user):
-                self._settle(user.outbox, "nick", "", exc)
+            self._settle(user.outbox, "nick", "", exc)
             return
         user.fence = fence
-        if self._local(user):
-            self._settle(user.outbox, "nick", "", old)
-        else:
-            self._release_if_gone(user, now)
+        self._settle(user.outbox, "nick", "", old)
+        self._release_if_gone(user, now)
 
     def _apply_join(self, node: str, fence: int, event: list[Any]) -> None:
         _, key, user_fence, name, key_hash, checked, create, leave_key, now = event
@@ -593,11 +580,9 @@ class ReplicatedHall(RoomRequests, AccountRequests):
                 super().part(user, leave, "", now)
             self._enter(user, room, now, creator=created)
         except ChatError as exc:
-            if self._local(user):
-                self._settle(user.outbox, "join", wanted, exc)
+            self._settle(user.outbox, "join", wanted, exc)
             return
-        if self._local(user):
-            self._settle(user.outbox, "join", wanted, room)
+        self._settle(user.outbox, "join", wanted, room)
 
     def _apply_part(self, node: str, fence: int, event: list[Any]) -> None:
         _, key, user_fence, room_id, reason, now = event
@@ -608,11 +593,9 @@ class ReplicatedHall(RoomRequests, AccountRequests):
         try:
             super().part(user, room, reason, now)
         except ChatError as exc:
-            if self._local(user):
-                self._settle(user.outbox, "part", room_id, exc)
+            self._settle(user.outbox, "part", room_id, exc)
             return
-        if self._local(user):
-            self._settle(user.outbox, "part", room_id, None)
+        self._settle(user.outbox, "part", room_id, None)
 
     def _apply_say(self, node: str, fence: int, event: list[Any]) -> None:
         """A room message (it calls only the base Hall: it needs no ``_applying``)."""

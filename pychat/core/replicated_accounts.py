@@ -8,12 +8,11 @@ from __future__ import annotations
 
 from typing import Any, Callable, NoReturn
 
-from pychat.core.errors import NAME_TAKEN, NO_SUCH_ACCOUNT, NO_SUCH_USER, ChatError
+from pychat.core.errors import NO_SUCH_ACCOUNT, NO_SUCH_USER, ChatError
 from pychat.core.model import User
 from pychat.core.passwords import CHECK_COST, hash_password
 from pychat.core.records import Account
-from pychat.core.replicated_base import NO_OUTCOME, StreamHall, unavailable
-from pychat.core.text import name_key
+from pychat.core.replicated_base import NO_OUTCOME, StreamHall
 
 
 class AccountRequests(StreamHall):
@@ -77,23 +76,12 @@ class AccountRequests(StreamHall):
         if done is not NO_OUTCOME:
             return done  # type: ignore[no-any-return]
         self._may_log_in(user)
-        bus = self._bus()
+        self._bus()  # before the password is checked
         account = self.authenticate(name, password, user.address, now)
         self._check_holder(user, account)
-        outbox = user.outbox
-
-        def refused(why: str) -> None:
-            error = (unavailable() if why == "unavailable"
-                     else ChatError(f"the name {account.name} is taken; choose another", NAME_TAKEN))
-            self._settle(outbox, "login", "", error)
-
-        pending = self._expect(outbox, "login", "")
-        event = ["login", user.key, account.key, account.name, now]
         if account.key == user.key:  # the name is this user's already: no claim to move
-            bus.publish(["acct", "login", user.key, user.fence, [account.key], now])
-        else:
-            bus.move(user.key, user.fence, account.key, event, refused)
-        raise pending
+            self._account_request(user, "login", [account.key], now)
+        self._move_claim(user, "login", account.name, ["login", user.key, account.key, account.name, now])
 
     def logout(self, user: User, now: float) -> str:
         """The user moves to a guest name (a claim, like a rename), logged out on every node."""
@@ -101,18 +89,8 @@ class AccountRequests(StreamHall):
         if done is not NO_OUTCOME:
             return done  # type: ignore[no-any-return]
         self._own_account(user)
-        bus = self._bus()
         guest = self.guest_name()
-        outbox = user.outbox
-
-        def refused(why: str) -> None:
-            error = (unavailable() if why == "unavailable"
-                     else ChatError(f"the name {guest} is taken; try again", NAME_TAKEN))
-            self._settle(outbox, "logout", "", error)
-
-        pending = self._expect(outbox, "logout", "")
-        bus.move(user.key, user.fence, name_key(guest), ["logout", user.key, guest, now], refused)
-        raise pending
+        self._move_claim(user, "logout", guest, ["logout", user.key, guest, now])
 
     # -- server operators ------------------------------------------------------------
     # Made by every node; each node sends away its own users (_send_away), and
@@ -195,8 +173,7 @@ class AccountRequests(StreamHall):
             result = make(self, user, args, now)
         except ChatError as exc:
             result = exc
-        if self._local(user):
-            self._settle(user.outbox, op, "", result)
+        self._settle(user.outbox, op, "", result)
 
     def _apply_oper(self, node: str, fence: int, event: list[Any]) -> None:
         _, op, key, user_fence, args, now = event
@@ -230,8 +207,7 @@ class AccountRequests(StreamHall):
                 raise ChatError(f"{op} is not known to this node", "")
         except ChatError as exc:
             result = exc
-        if self._local(oper):
-            self._settle(oper.outbox, op, "", result)
+        self._settle(oper.outbox, op, "", result)
 
     def _apply_login(self, node: str, fence: int, event: list[Any]) -> None:
         """A user's claim moved to an account's name: it takes the name, and is
@@ -252,9 +228,8 @@ class AccountRequests(StreamHall):
                 result = (account, old)
             else:
                 result = ChatError(f"the account {name} was just deleted", NO_SUCH_ACCOUNT)
-        if self._local(user):
-            self._settle(user.outbox, "login", "", result)
-        elif user.fence == fence:  # renamed: the claim it holds now is the moved one
+        self._settle(user.outbox, "login", "", result)
+        if user.fence == fence:  # renamed: the claim it holds now is the moved one
             self._release_if_gone(user, now)
 
     def _apply_logout(self, node: str, fence: int, event: list[Any]) -> None:
@@ -270,9 +245,8 @@ class AccountRequests(StreamHall):
             result = exc
         else:
             user.fence = fence
-        if self._local(user):
-            self._settle(user.outbox, "logout", "", result)
-        elif user.fence == fence:  # renamed: the claim it holds now is the moved one
+        self._settle(user.outbox, "logout", "", result)
+        if user.fence == fence:  # renamed: the claim it holds now is the moved one
             self._release_if_gone(user, now)
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, NoReturn, Protocol
 
-from pychat.core.errors import Busy, ChatError
+from pychat.core.errors import NAME_TAKEN, Busy, ChatError
 from pychat.core.events import Renderer
 from pychat.core.model import Hall, User
 from pychat.core.text import name_key
@@ -149,7 +149,8 @@ class StreamHall(Hall):
         return Pending()
 
     def _settle(self, outbox: Any, op: str, key: str, result: Any) -> None:
-        """OP on KEY came back for a local connection: keep its outcome and wake it."""
+        """OP on KEY came back: keep its outcome for OUTBOX and wake it, if a local
+        connection waits for it (a user of another node, or a closed connection, waits for nothing)."""
         expected = self._expected.get(outbox)
         if expected is None or (op, key) not in expected:
             return  # nobody waits for it (the connection is gone)
@@ -165,9 +166,21 @@ class StreamHall(Hall):
     def asked(self, outbox: Any, op: str, key: str) -> bool:
         return (op, key) in self._expected.get(outbox, ()) or (op, key) in self._settled.get(outbox, ())
 
-    def awaits(self, outbox: Any, op: str, key: str) -> bool:
-        """Whether OP on KEY came back for OUTBOX and waits to be taken."""
-        return (op, key) in self._settled.get(outbox, ())
+    def _claim_refused(self, outbox: Any, op: str, name: str) -> Callable[[str], None]:
+        """What a refused claim of NAME, for OUTBOX's request OP, answers: the
+        cluster is unavailable, or the name is taken."""
+        def refused(why: str) -> None:
+            self._settle(outbox, op, "", unavailable() if why == "unavailable"
+                         else ChatError(f"the name {name} is taken; choose another", NAME_TAKEN))
+        return refused
+
+    def _move_claim(self, user: User, op: str, name: str, event: list[Any]) -> NoReturn:
+        """USER's request OP: its name's claim moves to NAME, and EVENT is appended
+        with the new claim's fence (a rename, a login, a logout); wait for it."""
+        bus = self._bus()
+        pending = self._expect(user.outbox, op, "")
+        bus.move(user.key, user.fence, name_key(name), event, self._claim_refused(user.outbox, op, name))
+        raise pending
 
     def _release(self, user: User, reason: str, now: float) -> None:
         """USER (local) leaves: nothing more reaches its connection, and its quit
@@ -216,8 +229,8 @@ class StreamHall(Hall):
             user.account = account
 
     def _release_if_gone(self, user: User, now: float) -> None:
-        """USER is this node's but its connection closed while a claim of a new name
-        was on its way: that claim is given up now, with its quit (closing, it gave up
-        the old one, which the claim had moved)."""
-        if user.node == self.node and self.bus is not None:
+        """If USER is this node's but its connection closed while a claim of a new
+        name was on its way, that claim is given up now, with its quit (closing, it
+        gave up the old one, which the claim had moved)."""
+        if user.node == self.node and not self._local(user) and self.bus is not None:
             self.bus.release(user.key, user.fence, ["quit", user.key, user.fence, "", now])

@@ -133,8 +133,7 @@ class RoomRequests(StreamHall):
             result = make(self, user, room, args, now)
         except ChatError as exc:
             result = exc
-        if self._local(user):
-            self._settle(user.outbox, op, room_id, result)
+        self._settle(user.outbox, op, room_id, result)
 
     def _apply_tag(self, node: str, fence: int, event: list[Any]) -> None:
         _, key, user_fence, target, tags, now = event

@@ -634,7 +634,7 @@ def _nick(self: IrcSession, msg: Message, now: float) -> None:
         self.nick = name
         self._try_register(now)
         return
-    if name == user.name and not self.hall.awaits(self.outbox, "nick", ""):
+    if name == user.name and not self.hall.asked(self.outbox, "nick", ""):
         return
     try:
         old_name = self.hall.rename(user, name, now)
@@ -718,7 +718,7 @@ def _join_targets(self: IrcSession, pairs: list[tuple[str, str | None]], now: fl
             self._reply(m.ERR_NOSUCHCHANNEL, clip(target, 40), "No such channel")
             continue
         existing = self._room_named(target)
-        if existing is not None and me in existing.members and not self.hall.awaits(self.outbox, "join",
+        if existing is not None and me in existing.members and not self.hall.asked(self.outbox, "join",
                                                                                       existing.key):
             continue  # already there: IRC servers say nothing
         try:
@@ -756,7 +756,7 @@ def _part_targets(self: IrcSession, targets: list[str], reason: str, now: float,
         room = held if i == 0 and held is not None else self._room_named(target)
         if room is None:
             self._reply(m.ERR_NOSUCHCHANNEL, clip(target, 40), "No such channel")
-        elif self._me not in room.members and not self.hall.awaits(self.outbox, "part", room.key):
+        elif self._me not in room.members and not self.hall.asked(self.outbox, "part", room.key):
             self._reply(m.ERR_NOTONCHANNEL, f"#{room.name}", "You're not on that channel")
         else:
             try:
