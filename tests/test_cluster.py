@@ -299,6 +299,35 @@ def test_redis_restart_loses_and_repeats_nothing(nodes, redis):
     assert all("while down" not in line for line in lines)
 
 
+def _redis_command(redis: RedisServer, *args: bytes) -> bytes:
+    """One command to REDIS over a raw socket (RESP); its reply's first line."""
+    request = b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in args)
+    with socket.create_connection(("127.0.0.1", redis.port), timeout=5) as s:
+        s.sendall(request)
+        return s.recv(4096).split(b"\r\n", 1)[0]
+
+
+def test_an_entry_of_the_stream_that_cannot_be_read_is_skipped(nodes, redis):
+    one, two = nodes("one"), nodes("two")
+    alice = one.client("alice")
+    bob = two.client("bob")
+    alice.expect(r"#general --> bob has joined")
+    # Not marshal; marshal but not a list; a list whose events are not events; bad JSON.
+    for field, value in ((b"m", b"[\xff\xff"), (b"m", b"\xe9\x03\x00\x00\x00"), (b"m", b"\xdb\x01\x00\x00\x00\xe9\x07\x00\x00\x00"),
+                         (b"e", b"[not json")):
+        assert _redis_command(redis, b"XADD", b"pychat:events", b"*", b"n", b"elsewhere", b"s", b"1",
+                              field, value).startswith(b"$"), "XADD refused"
+    alice.send("after the bad entries")
+    bob.expect(r"#general alice: after the bad entries$")
+    bob.send("and back")
+    alice.expect(r"#general bob: and back$")
+    for node in (one, two):
+        log = node.log()
+        assert log.count("cannot be read was skipped") == 3, log
+        assert "internal error carrying out an event" in log, log
+        assert "Traceback" in log  # the event that is not one: logged with its traceback, once
+
+
 def _accepted(client, text: str) -> bool:
     """Send TEXT; True once it is not refused."""
     client.send(text)

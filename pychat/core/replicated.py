@@ -26,8 +26,11 @@ password is checked before its request is published, an event carries its
 time, and what the world is (rooms spoken in, operator status, addresses,
 the host secret) is kept in the world, not read from a node's file.
 
-What crosses the stream is a short JSON list per event (see ``apply``);
-the bus (:class:`ClusterBus`) is the server's, which owns the sockets.
+What crosses the stream is a short list per event (see ``apply``): a
+loop pass's events go together as one entry in Python's marshal format,
+the cheapest to write and read there is (Redis is trusted like the nodes
+themselves: whoever can write to it can act as anyone already), and the
+events that Redis's scripts write, and snapshots, go as JSON; the bus (:class:`ClusterBus`) is the server's, which owns the sockets.
 This module has names, rooms and chat; a request's trip through the
 stream is replicated_base.py, rooms' settings and moderation are
 replicated_rooms.py, and accounts and server operators replicated_accounts.py.
@@ -37,6 +40,7 @@ from __future__ import annotations
 
 import json
 import logging
+import marshal
 from typing import Any, Callable, NamedTuple
 
 from pychat.core.accounts import Kline
@@ -235,10 +239,10 @@ class ReplicatedHall(RoomRequests, AccountRequests):
     # -- what comes back from the stream ---------------------------------------
 
     def apply(self, node: str, fence: int, data: bytes, batch: bool = False) -> None:
-        """Carry out one entry of the stream from NODE: one event (FENCE: the claim's,
-        for claims) or, BATCH, a list of events, one by one."""
+        """Carry out one entry of the stream from NODE: one event in JSON (FENCE:
+        the claim's, for claims) or, BATCH, a list of events (encode_batch), one by one."""
         try:
-            value = decode(data)
+            value = decode_batch(data) if batch else decode(data)
         except ValueError:
             log.warning("cluster: an entry that cannot be read was skipped: %r", clip(repr(data), 80))
             return
@@ -671,6 +675,24 @@ def encode(value: Any) -> bytes:
 def decode(data: bytes) -> Any:
     """What encode() made (ValueError if it is not that)."""
     return _DECODE(data.decode())
+
+
+def encode_batch(events: list[list[Any]]) -> bytes:
+    """A loop pass's events as one entry of the stream. Every message crosses
+    the stream so, and is read by every node: marshal writes and reads a
+    list of short lists ten times faster than JSON."""
+    return marshal.dumps(events)
+
+
+def decode_batch(data: bytes) -> list[Any]:
+    """What encode_batch() made (ValueError if it is not that)."""
+    try:
+        value = marshal.loads(data)
+    except (EOFError, TypeError) as exc:
+        raise ValueError(str(exc)) from None
+    if not isinstance(value, list):
+        raise ValueError("not a list of events")
+    return value
 
 
 _APPLY: dict[str, Callable[[ReplicatedHall, str, int, list[Any]], None]] = {

@@ -19,8 +19,8 @@ its lease again; the feed then reads on from the last id it carried out.
 
 An entry of the stream has the publishing node (``n``) and either one
 event (``e``, JSON; with the claim's fence ``f`` for a claim) or the
-events its users asked for in one pass of its loop (``b``, a JSON list,
-with a sequence number ``s`` by which the node sees its own entries come
+events its users asked for in one pass of its loop (``m``, a list in
+Python's marshal format, see ``encode_batch``, with a sequence number ``s`` by which the node sees its own entries come
 back): one append and one decode per pass, not per message.
 
 Keys (all under ``pychat:``): ``events`` the stream; ``names`` name key ->
@@ -40,7 +40,7 @@ import selectors
 import time
 from typing import Any, Callable
 
-from pychat.core.replicated import ReplicatedHall, encode
+from pychat.core.replicated import ReplicatedHall, encode, encode_batch
 from pychat.core.timers import Timers
 from pychat.server.redis import LinkDown, RedisAddress, RedisLink, Reply
 
@@ -206,7 +206,7 @@ class Cluster:
         self._batch.append(event)
 
     def _append_pending(self) -> None:
-        """This pass's events so far, if any, as one entry of the stream (field ``b``: a list of events)."""
+        """This pass's events so far, if any, as one entry of the stream (field ``m``: a list of events, encode_batch)."""
         if not self._batch:
             return
         batch, self._batch = self._batch, []
@@ -214,7 +214,7 @@ class Cluster:
         seq = self._sent
         self._in_flight[seq] = batch
         self.cmd.call(lambda reply: self._published(reply, seq), "XADD", STREAM, "MAXLEN", "~", STREAM_KEPT,
-                      "*", "n", self.node, "s", seq, "b", encode(batch))
+                      "*", "n", self.node, "s", seq, "m", encode_batch(batch))
 
     def _published(self, reply: Reply, seq: int) -> None:
         batch = self._in_flight.pop(seq, None)
@@ -455,7 +455,7 @@ class Cluster:
                 node, fence, data, batch = "", 0, b"", False
                 for i in range(0, len(fields), 2):
                     name = fields[i]
-                    if name == b"b":
+                    if name == b"m":
                         data, batch = fields[i + 1], True
                     elif name == b"e":
                         data = fields[i + 1]
