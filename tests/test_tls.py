@@ -273,6 +273,33 @@ def test_bundled_client_over_tls_ends_at_a_password_prompt_its_stdin_cannot_answ
     assert "wrong password" not in tls_server.log()
 
 
+def test_bundled_client_over_tls_ends_when_stdin_ends_after_the_password_prompt(tls_server, certs):
+    """The other order: the prompt is shown first, then stdin ends."""
+    owner = TlsLineClient(tls_server.tls_port, certs.client_context())
+    owner.register("alice")
+    owner.password_command("/register sesame-1234")
+    owner.send("/quit")
+    owner.wait_closed()
+    client = subprocess.Popen([*CLIENT, "localhost", "--tls", "--cafile", str(certs.ca_file),
+                               "--port", str(tls_server.tls_port), "--plain"],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert client.stdin is not None and client.stdout is not None
+        client.stdin.write(b"alice\n")
+        client.stdin.flush()
+        shown = b""
+        deadline = time.monotonic() + 20
+        while b"is a registered name" not in shown:
+            assert time.monotonic() < deadline, shown
+            shown += client.stdout.read1(4096)
+        client.stdin.close()
+        assert client.wait(timeout=20) == 0, client.stderr.read() if client.stderr else ""
+    finally:
+        client.kill()
+        client.wait()
+    assert "wrong password" not in tls_server.log()
+
+
 def test_an_encrypted_key_is_refused_without_asking(certs, tmp_path):
     from cryptography.hazmat.primitives import serialization
     key = serialization.load_pem_private_key(certs.key_file.read_bytes(), password=None)

@@ -248,7 +248,10 @@ class PlainClient(ClientLoop):
         self.password = settings.password
         self.greeted = False                # the server said hello: a name is taken
         self.quit_when_greeted = False      # stdin ended over TLS before that
-        self.refused = False                # an error came before the hello (the prompt comes again)
+        # Before the hello: the server's questions (the name prompt, a password
+        # prompt) and the stdin lines sent, each of which answers one of them.
+        self.questions = 0
+        self.answers = 0
         if settings.name is not None:
             self.send_line(settings.name)
         else:
@@ -287,6 +290,8 @@ class PlainClient(ClientLoop):
         for frame in frames:
             if isinstance(frame, bytes):  # an overlong stdin line is not sent
                 self.wbuf += frame + b"\n"
+                if not self.greeted:
+                    self.answers += 1
 
     def end_over_tls(self) -> None:
         # "/quit" typed at a password prompt would be taken as the password:
@@ -296,6 +301,12 @@ class PlainClient(ClientLoop):
             self.send_line("/quit")
         else:
             self.quit_when_greeted = True
+            self._end_if_unanswered()
+
+    def _end_if_unanswered(self) -> None:
+        """Stdin ended before the hello and the server asked more than it answered: end."""
+        if self.quit_when_greeted and self.questions > self.answers:
+            self.done = True
 
     def on_server_lines(self, lines: list[str]) -> None:
         try:
@@ -311,11 +322,9 @@ class PlainClient(ClientLoop):
                 if self.quit_when_greeted:
                     self.quit_when_greeted = False
                     self.send_line("/quit")
-            elif line.startswith("! "):
-                self.refused = True
-            elif self.quit_when_greeted and (PASSWORD_PROMPT.match(line)
-                                             or (self.refused and line.startswith("* what is your name"))):
-                self.done = True  # asked again, or for a password: more than stdin gave
+            elif not self.greeted and (PASSWORD_PROMPT.match(line) or line.startswith("* what is your name")):
+                self.questions += 1
+                self._end_if_unanswered()  # asked again, or for a password: more than stdin gave
 
     def _await_name(self, line: str) -> None:
         """Follow the server's answer to ``--name``: a hello, or an error and the prompt again."""
