@@ -11,7 +11,7 @@ import pytest
 
 from helpers import EVENT, ROOT, LineClient, ServerProcess
 from pychat.core import history as history_module
-from pychat.core.history import MESSAGE, NOTICE, SCHEMA_VERSION, HistoryError, HistoryStore, migrate
+from pychat.core.history import ACTION, MESSAGE, NOTICE, SCHEMA_VERSION, HistoryError, HistoryStore, migrate
 
 
 def test_restart_keeps_history_in_order(tmp_path):
@@ -226,6 +226,19 @@ def test_write_error_is_logged_and_the_store_goes_on(tmp_path, caplog):
     store.append(room_id, 3.0, MESSAGE, "alice", "after the failure")
     store.commit()
     assert store.recent(room_id, 1)[0].text == "after the failure"
+    store.close()
+
+
+@pytest.mark.parametrize("count", [1, history_module.ROWS_PER_INSERT - 1, history_module.ROWS_PER_INSERT,
+                                   2 * history_module.ROWS_PER_INSERT + 5])
+def test_a_commit_stores_each_event_once_in_order(tmp_path, count):
+    store = HistoryStore(str(tmp_path / "many.db"))
+    room_id = store.add_room("general", "general", None, 1.0)
+    ids = [store.append(room_id, float(i), ACTION if i % 2 else MESSAGE, f"u{i % 3}", f"m{i}") for i in range(count)]
+    assert store.commit()
+    rows = store._db.execute("SELECT id, ts, kind, sender, text FROM events ORDER BY id").fetchall()
+    assert rows == [(ids[i], float(i), ACTION if i % 2 else MESSAGE, f"u{i % 3}", f"m{i}") for i in range(count)]
+    assert [e.text for e in store.recent(room_id, count)] == [f"m{i}" for i in range(count)]
     store.close()
 
 
