@@ -963,9 +963,12 @@ def configure_logging(level: str) -> NonBlockingStderr:
     return sink
 
 
-# New container objects (lists, dicts, instances...) between two collections
-# of the youngest generation; Python's default is 700.
-YOUNG_GENERATION_THRESHOLD = 20_000
+# Container objects (lists, dicts, instances...) made and not yet freed that
+# start a collection of the youngest generation; Python's default is 700.
+# A busy loop pass holds tens of thousands of them (a message's event, its
+# output, its history row) until the pass ends: a collection started in
+# the middle walks them all, for nothing.
+YOUNG_GENERATION_THRESHOLD = 100_000
 
 
 def tune_garbage_collector() -> None:
@@ -978,8 +981,9 @@ def tune_garbage_collector() -> None:
     every hundredth time, walked every object of the process: 7% of a busy
     server's CPU, 12 to 18% of a cluster node's, in pauses of 20 to 40 ms.
     So what startup made is frozen (never walked again) and the young
-    generation is collected after 20,000 new containers. Cycles are still
-    collected, a little later.
+    generation is collected once 100,000 containers are alive that were
+    not there at the last collection. Cycles are still collected, a little
+    later.
     """
     gc.collect()
     gc.freeze()
