@@ -450,6 +450,51 @@ def test_the_load_generator_answers_a_ping_while_it_logs_in():
     assert seen[3] == b"JOIN #general\r\n"
 
 
+def test_a_ping_during_the_conns_measurement_is_answered_and_is_no_delivery():
+    """CONNS-10000's setup outlasts an IRC server's idle timeout, so a PING
+    can come with the one message that is measured: the generator answers
+    it, and counts only the message."""
+    import socket
+    import threading
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    pongs: list[bytes] = []
+
+    def scripted_server() -> None:
+        readers = []
+        for i in range(2):  # the generator logs its clients in one after the other
+            conn, _ = listener.accept()
+            conn.settimeout(10)
+            reader = conn.makefile("rb")
+            reader.readline(), reader.readline()  # NICK, USER
+            conn.sendall(b":srv 001 u%05d :welcome\r\n" % i)
+            reader.readline()  # JOIN
+            conn.sendall(b":u%05d!u@h JOIN #general\r\n:srv 366 u%05d #general :End\r\n" % (i, i))
+            readers.append((conn, reader))
+        (_, first), (second, reader) = readers
+        said = first.readline()  # the one message, relayed with a PING before it
+        assert said.startswith(b"PRIVMSG #general :")
+        second.sendall(b":srv PING :idle-check\r\n:u00000!u@h " + said)
+        pongs.append(reader.readline())
+        reader.readline()  # until the generator hangs up
+        for conn, _ in readers:
+            conn.close()
+
+    thread = threading.Thread(target=scripted_server, daemon=True)
+    thread.start()
+    gen = subprocess.run([sys.executable, "-m", "bench.loadgen", "--protocol", "irc", "--port", str(port),
+                          "--mode", "conns", "--rooms", "1", "--members", "2", "--senders", "0",
+                          "--drain-timeout", "10"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=60)
+    thread.join(10)
+    listener.close()
+    assert gen.returncode == 0, gen.stderr
+    result = json.loads(gen.stdout)
+    assert pongs == [b"PONG :idle-check\r\n"]
+    assert (result["lost"], result["duplicates"], result["bad_records"]) == (0, 0, 0), result
+
+
 def test_tiny_benchmark_over_tls_and_websocket_loses_nothing(tmp_path):
     # The load generator's TLS and WebSocket clients, with every delivery checked
     # by sequence number, against pychat's TLS port and its web port.

@@ -354,3 +354,42 @@ def test_names_lines_stay_within_512_bytes_with_wide_names(make_server):
     assert {name[:20] for name in wide} | {"ann"} <= listed
     for person in people:
         person.expect(r"--> ann has joined")
+
+
+def test_invite_alone_lists_the_rooms_one_is_invited_to(server, ann):
+    assert answer(ann, "JOIN #den")
+    assert answer(ann, "JOIN #attic")
+    bob = irc_user(server, "bob")
+    assert [(m.command, m.params[1:]) for m in answer(bob, "INVITE")] == [("337", ["End of /INVITE list"])]
+    for room in ("#den", "#attic"):
+        assert [m.command for m in answer(ann, f"INVITE bob {room}")] == ["341"]
+    bob.sync()
+    listed = answer(bob, "INVITE")
+    assert [(m.command, m.params[1:]) for m in listed] == [
+        ("336", ["#attic"]), ("336", ["#den"]), ("337", ["End of /INVITE list"])]
+    assert answer(bob, "JOIN #den")  # an invitation is used up by joining
+    assert [m.params[1] for m in answer(bob, "INVITE") if m.command == "336"] == ["#attic"]
+
+
+def test_links_shows_this_server_alone_with_its_description(make_server):
+    srv = make_server("--server-name", "chat.example.org", "--server-info", "the den's own chat")
+    eve = irc_user(srv, "eve")
+    assert [(m.command, m.params[1:]) for m in answer(eve, "LINKS")] == [
+        ("364", ["chat.example.org", "chat.example.org", "0 the den's own chat"]),
+        ("365", ["*", "End of /LINKS list"])]
+    assert [(m.command, m.params[1:]) for m in answer(eve, "LINKS *.example.org")][0][0] == "364"
+    assert [(m.command, m.params[1:]) for m in answer(eve, "LINKS other.net")] == [
+        ("365", ["other.net", "End of /LINKS list"])]
+    eve.send("WHOIS eve")
+    whois = [parse_irc(line) for line in eve.lines_until(r" 318 ")]
+    assert [m.params[1:] for m in whois if m.command == "312"] == [["eve", "chat.example.org", "the den's own chat"]]
+
+
+def test_a_server_description_must_be_one_short_line(tmp_path):
+    import subprocess
+    import sys
+    from helpers import ROOT
+    for bad in ("", "x" * 81, "two\nlines"):
+        result = subprocess.run([sys.executable, str(ROOT / "pychat_server.py"), "--server-info", bad, "--db", ":memory:"],
+                                capture_output=True, text=True, timeout=20, stdin=subprocess.DEVNULL)
+        assert result.returncode == 2 and "not a usable server description" in result.stderr, result.stderr

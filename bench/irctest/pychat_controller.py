@@ -78,6 +78,9 @@ TEST_FLAGS: list[str] = [
     # messages would be extra lines that tests compare exactly.
     "--history-lines", "0",
 ]
+# The description irctest's controllers give every daemon, which links.py
+# testLinksSingleServer expects in RPL_LINKS (older checkouts lack the flag).
+SERVER_INFO = ["--server-info", "test server"]
 
 # ---------------------------------------------------------------------------
 # OPERATORS (accounts and moderation: ``--oper ACCOUNT``).
@@ -248,9 +251,19 @@ class PychatController(LoopbackPorts, BaseServerController, DirectoryBasedContro
     # moderation (ISUPPORT ``EXTBAN=,m``); mute_extban.py skips when the
     # server's EXTBAN does not list it.
     extban_mute_char = "m"
-    # ISUPPORT tokens whose values isupport.py testValues checks (it skips
-    # when empty); fill in once the front end's 005 is settled.
-    isupport: dict = {}
+    # ISUPPORT tokens whose values isupport.py testValues checks: what
+    # pychat's 005 promises (PROTOCOL.md section 9), so that a change shows.
+    isupport: dict = {
+        "CASEMAPPING": "ascii",
+        "CHANMODES": "b,k,l,imnst",
+        "CHANNELLEN": "33",
+        "CHANTYPES": "#",
+        "EXTBAN": ",m",
+        "NETWORK": "pychat",
+        "NICKLEN": "20",
+        "PREFIX": "(ov)@+",
+        "STATUSMSG": "@+",
+    }
     # Optional behaviours (irctest.specifications.OptionalBehaviors) listed
     # here turn the matching skips into failures; none is promised yet.
     optional_behaviors = frozenset()
@@ -281,6 +294,7 @@ class PychatController(LoopbackPorts, BaseServerController, DirectoryBasedContro
             "--db", db,
             "--log-level", "debug",
             *TEST_FLAGS,
+            *(SERVER_INFO if SERVER_INFO[0] in self.supported else []),
             *oper_flags(self.supported),
         ]
         if password is not None:

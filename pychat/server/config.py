@@ -16,6 +16,7 @@ DEFAULT_IRC_PORT = 6667
 DEFAULT_TLS_PORT = 22223
 DEFAULT_IRCS_PORT = 6697
 DEFAULT_WEB_PORT = 8080
+DEFAULT_SERVER_INFO = "pychat: a small single-threaded chat server"
 
 
 def default_server_name() -> str:
@@ -39,6 +40,7 @@ class ServerSettings:
     port: int = DEFAULT_PORT
     irc_port: int | None = None
     server_name: str = "pychat.local"
+    server_info: str = DEFAULT_SERVER_INFO
     # TLS listeners (PROTOCOL.md section 11): on when both files are given.
     tls_cert: str | None = None
     tls_key: str | None = None
@@ -118,6 +120,13 @@ def _port_or_off(text: str) -> int | None:
     return None if text.lower() == "off" else _port(text)
 
 
+def _server_info(text: str) -> str:
+    """One short printable line (IRC's trailing parameter of LINKS and WHOIS)."""
+    if not text.strip() or len(text) > 80 or not text.isprintable():
+        raise argparse.ArgumentTypeError(f"not a usable server description: {text!r} (one line, at most 80)")
+    return text
+
+
 def _server_name(text: str) -> str:
     """A name IRC can carry as a source: no spaces, no '!', '@' or ':'."""
     if not text or len(text) > 63 or any(c in text for c in " !@:,*?\t") or not text.isascii():
@@ -178,6 +187,8 @@ def server_parser() -> argparse.ArgumentParser:
                         "(repeatable; default: the server's own page only)")
     p.add_argument("--server-name", type=_server_name, default=default_server_name(), metavar="NAME",
                    help="the server's name, as IRC clients see it (default: this host's name)")
+    p.add_argument("--server-info", type=_server_info, default=d.server_info, metavar="TEXT",
+                   help=f"the server's description, in IRC's LINKS and WHOIS (default '{d.server_info}')")
     p.add_argument("--max-line", type=_positive_int, default=d.max_line, metavar="BYTES",
                    help=f"longest input line; longer ones are refused and discarded (default {d.max_line})")
     p.add_argument("--sendq", type=_positive_int, default=d.sendq, metavar="BYTES",

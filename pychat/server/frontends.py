@@ -67,10 +67,10 @@ def line_frontend(settings: ServerSettings) -> Frontend:
 
 
 def irc_frontend(settings: ServerSettings) -> Frontend:
-    name = settings.server_name
+    name, info = settings.server_name, settings.server_info
 
     def make(hall: Hall, outbox: Outbox, peer: str, address: str) -> SessionLike:
-        return IrcSession(hall, outbox, peer, address, name)  # type: ignore[return-value]
+        return IrcSession(hall, outbox, peer, address, name, info)  # type: ignore[return-value]
 
     def refusal(text: str) -> bytes:
         return irc_message.format_message("ERROR", f"Closing link: {text}")

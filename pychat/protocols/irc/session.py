@@ -73,17 +73,19 @@ class IrcSession:
 
     wants_text = False  # the server hands this session raw lines
 
-    __slots__ = ("hall", "outbox", "send", "peer", "address", "server", "user", "closing", "nick",
+    __slots__ = ("hall", "outbox", "send", "peer", "address", "server", "server_info", "user", "closing", "nick",
                  "ident", "realname", "caps", "negotiating", "pinged", "invisible", "cap_version", "password",
                  "account", "sasl", "held", "held_action", "_fast_rooms")
 
-    def __init__(self, hall: Hall, outbox: Outbox, peer: str, address: str, server_name: str) -> None:
+    def __init__(self, hall: Hall, outbox: Outbox, peer: str, address: str, server_name: str,
+                 server_info: str = "pychat") -> None:
         self.hall = hall
         self.outbox = outbox
         self.send = outbox.queue
         self.peer = peer
         self.address = address
         self.server = server_name
+        self.server_info = server_info  # its description, in LINKS and WHOIS
         self.user: User | None = None
         self.closing = False
         self.nick: str | None = None        # chosen, not yet registered
@@ -947,9 +949,12 @@ def _kick_pairs(self: IrcSession, pairs: list[tuple[str, str]], reason: str, now
 
 @_handles("INVITE")
 def _invite(self: IrcSession, msg: Message, now: float) -> None:
+    me = self._me
+    if not msg.params:
+        _invitations(self, me, now)
+        return
     if not self._need(msg, 2):
         return
-    me = self._me
     target = self.hall.find_user(msg.params[0])
     room = self._room_named(msg.params[1])
     if target is None:
@@ -967,6 +972,14 @@ def _invite(self: IrcSession, msg: Message, now: float) -> None:
             self._refused(room, exc)
             return
         self._reply(m.RPL_INVITING, target.name, f"#{room.name}")
+
+
+def _invitations(self: IrcSession, me: User, now: float) -> None:
+    """INVITE alone: the rooms ME is invited to (and has not entered since)."""
+    for room in sorted(self.hall.rooms.values(), key=lambda r: r.key):
+        if room.invited.get(me.key, 0.0) > now:
+            self._reply(m.RPL_INVITELIST, f"#{room.name}")
+    self._reply(m.RPL_ENDOFINVITELIST, "End of /INVITE list")
 
 
 # -- messages -------------------------------------------------------------------------------
@@ -1179,7 +1192,7 @@ def _whois(self: IrcSession, msg: Message, now: float) -> None:
     room_for_rooms = m.MAX_BODY - len(f":{self.server} {m.RPL_WHOISCHANNELS} {self._target} {user.name} :".encode())
     for words in _packed(rooms, room_for_rooms):
         self._reply(m.RPL_WHOISCHANNELS, user.name, words)
-    self._reply(m.RPL_WHOISSERVER, user.name, self.server, f"pychat {VERSION}")
+    self._reply(m.RPL_WHOISSERVER, user.name, self.server, self.server_info)
     if user.oper:
         self._reply(m.RPL_WHOISOPERATOR, user.name, "is an IRC operator")
     if user.account is not None:
@@ -1238,6 +1251,16 @@ def _motd_command(self: IrcSession, msg: Message, now: float) -> None:
 def _version(self: IrcSession, msg: Message, now: float) -> None:
     self._reply(m.RPL_VERSION, VERSION, self.server, "pychat: a small single-threaded chat server")
     self._reply(m.RPL_ISUPPORT, f"NETWORK={NETWORK}", "are supported by this server")
+
+
+@_handles("LINKS")
+def _links(self: IrcSession, msg: Message, now: float) -> None:
+    """LINKS [[SERVER] MASK]: the servers linked to this one. There is only
+    this one (the nodes of a cluster share one world, not IRC links)."""
+    mask = msg.params[-1] if msg.params else "*"
+    if fnmatch.fnmatchcase(self.server.lower(), mask.lower()):
+        self._reply(m.RPL_LINKS, self.server, self.server, f"0 {self.server_info}")
+    self._reply(m.RPL_ENDOFLINKS, clip(mask, 64), "End of /LINKS list")
 
 
 @_handles("TIME")
@@ -1379,12 +1402,13 @@ _HELP = {
     "HELP": "HELP [command]: this help",
     "HELPOP": "HELPOP [command]: the same as HELP",
     "INFO": "INFO: about this server",
-    "INVITE": "INVITE nick #room: ask someone in (operators only in a +i room)",
+    "INVITE": "INVITE nick #room: ask someone in (operators only in a +i room); INVITE: the rooms you are invited to",
     "ISON": "ISON nick...: which of these nicks are online",
     "JOIN": "JOIN #room[,#room] [key[,key]]: join rooms, creating them if missing",
     "KICK": "KICK #room nick [:reason]: remove someone from a room (operators)",
     "KILL": "KILL nick [:reason]: disconnect someone (server operators)",
     "KLINE": "KLINE [duration] address-or-cidr [:reason]: ban an address (server operators)",
+    "LINKS": "LINKS [mask]: the servers linked to this one (only this one)",
     "LIST": "LIST [#room,...]: rooms with member counts and topics",
     "LUSERS": "LUSERS: how many users and rooms",
     "MODE": "MODE #room [changes]: show or change a room's modes (i m n s t k l o v b);\n"
