@@ -375,7 +375,8 @@ class LoadGen:
                         continue
                     self.scratch[:n] = lines
                 if checker is None:
-                    self._setup_received(client, n)
+                    if not self._setup_received(client, n):
+                        total -= n  # PINGs only: for _quiet, the server said nothing
                     continue
                 client.room.delivered_bytes += n
                 if client.probe:
@@ -383,15 +384,19 @@ class LoadGen:
                 checker.received(client.member, n)
         return total
 
-    def _setup_received(self, client: Client, n: int) -> None:
+    def _setup_received(self, client: Client, n: int) -> bool:
         """Look for the end of the login's current step in the N bytes just
         read into the scratch buffer; then send the next step, if any. Answer
         a PING in them, as IRC clients do: a CONNS setup can outlast a
-        server's idle timeout."""
+        server's idle timeout. False if the bytes were whole PINGs and
+        nothing else (a server that pings its idle clients is quiet still)."""
         if self.proto.pings and self.scratch.find(b"PING ", 0, n) >= 0:
-            self._pong(client, bytes(self.scratch[:n]))
+            data = bytes(self.scratch[:n])
+            self._pong(client, data)
+            if data.endswith(b"\n") and all(_is_ping(line) for line in data.splitlines()):
+                return False
         if client.ready:
-            return
+            return True
         # Search the new bytes and, for a marker split across reads, the
         # tail of the old ones joined to the head of the new.
         marker = client.steps[0][1]
@@ -404,6 +409,7 @@ class LoadGen:
                 self._send(client, client.steps[0][0])
         else:
             client.buf = (client.buf + bytes(self.scratch[max(0, n - keep):n]))[-keep:]
+        return True
 
     def _answer_pings(self, client: Client, view: memoryview, n: int) -> int:
         """Answer the whole PING lines among the N bytes in VIEW and take them

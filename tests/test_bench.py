@@ -4,9 +4,11 @@ runs against pychat (timing is not tested, only that nothing was lost)."""
 import dataclasses
 import json
 import os
+import select
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -460,6 +462,7 @@ def test_a_ping_during_the_conns_measurement_is_answered_and_is_no_delivery():
     listener = socket.create_server(("127.0.0.1", 0))
     port = listener.getsockname()[1]
     pongs: list[bytes] = []
+    measured_while_pinged: list[bool] = []
 
     def scripted_server() -> None:
         readers = []
@@ -472,11 +475,20 @@ def test_a_ping_during_the_conns_measurement_is_answered_and_is_no_delivery():
             reader.readline()  # JOIN
             conn.sendall(b":u%05d!u@h JOIN #general\r\n:srv 366 u%05d #general :End\r\n" % (i, i))
             readers.append((conn, reader))
-        (_, first), (second, reader) = readers
+        (first_conn, first), (second, reader) = readers
+        # A server that pings its idle clients all along: the generator's
+        # wait for quiet before measuring must not count the PINGs.
+        deadline = time.monotonic() + 10
+        while not select.select([first_conn], [], [], 0.05)[0] and time.monotonic() < deadline:
+            second.sendall(b":srv PING :still-there\r\n")
+        measured_while_pinged.append(time.monotonic() < deadline)
         said = first.readline()  # the one message, relayed with a PING before it
         assert said.startswith(b"PRIVMSG #general :")
         second.sendall(b":srv PING :idle-check\r\n:u00000!u@h " + said)
-        pongs.append(reader.readline())
+        line = reader.readline()
+        while line == b"PONG :still-there\r\n":  # the answers to the pings before
+            line = reader.readline()
+        pongs.append(line)
         reader.readline()  # until the generator hangs up
         for conn, _ in readers:
             conn.close()
@@ -491,6 +503,7 @@ def test_a_ping_during_the_conns_measurement_is_answered_and_is_no_delivery():
     listener.close()
     assert gen.returncode == 0, gen.stderr
     result = json.loads(gen.stdout)
+    assert measured_while_pinged == [True]  # the PINGs did not hold the measurement back
     assert pongs == [b"PONG :idle-check\r\n"]
     assert (result["lost"], result["duplicates"], result["bad_records"]) == (0, 0, 0), result
 
