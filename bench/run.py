@@ -2,7 +2,7 @@
 
     python3 -m bench.run --tiny      # a few seconds: checks that everything runs
     python3 -m bench.run --quick     # a few minutes
-    python3 -m bench.run             # the full run, about fifty minutes
+    python3 -m bench.run             # the full run, about an hour
     python3 -m bench.run --base ../pychat-old --servers pychat --scenarios A,B
 
 Each scenario starts every server fresh, pinned to core 0 with the load
@@ -621,7 +621,7 @@ def write_markdown(path: Path, rows: list[str], ratio_lines: list[str], target_l
         f"Machine: {data['machine']}. Server pinned to core 0, load generator to core 1.",
         "",
         "Rerun: `python3 -m pip install -e '.[bench]'` then `python3 -m bench.run` "
-        "(full, about fifty minutes, more than half of them ngIRCd's CONNS-10000; writes docs/) or "
+        "(full, about an hour, more than half of it ngIRCd's CONNS-10000; writes docs/) or "
         "`python3 -m bench.run --quick` "
         "(a few minutes; writes bench/results/). As root it installs ngIRCd and InspIRCd "
         "(Debian packages) when they are missing; otherwise it says how and leaves them out.",
