@@ -282,7 +282,7 @@ class ReplicatedHall(RoomRequests, AccountRequests):
         """EVENTS may not have reached the stream (the link to Redis failed): their senders are told."""
         senders = {self.users.get(event[1]) for event in events if len(event) > 1 and isinstance(event[1], str)}
         for user in senders:
-            if user is not None and self._local(user):
+            if user is not None:
                 self._tell(user, ChatError("cluster unavailable: your last request may not have been carried out",
                                            CLUSTER_UNAVAILABLE))
         for outbox, expected in list(self._expected.items()):
@@ -611,8 +611,7 @@ class ReplicatedHall(RoomRequests, AccountRequests):
         try:
             Hall.say(self, user, room, text, now, kind, tags)
         except ChatError as exc:
-            if self._local(user):
-                self._tell(user, exc)
+            self._tell(user, exc)
         else:
             self._chatted.add(room_id)
 
@@ -623,8 +622,7 @@ class ReplicatedHall(RoomRequests, AccountRequests):
             return
         target = self.users.get(target_key)
         if target is None:
-            if self._local(user):
-                self._tell(user, ChatError("that user has left", NO_SUCH_USER))
+            self._tell(user, ChatError("that user has left", NO_SUCH_USER))
             return
         if not (self._local(user) or self._local(target)):
             return  # nothing to do here, not even a message id

@@ -166,14 +166,7 @@ class AccountRequests(StreamHall):
         user = self._sender(key, user_fence)
         if user is None:
             return
-        make = _ACCOUNT_OPS.get(op)
-        try:
-            if make is None:
-                raise ChatError(f"{op} is not known to this node", "")
-            result = make(self, user, args, now)
-        except ChatError as exc:
-            result = exc
-        self._settle(user.outbox, op, "", result)
+        self._carry_out_request(user, op, "", _ACCOUNT_OPS.get(op), args, now)
 
     def _apply_oper(self, node: str, fence: int, event: list[Any]) -> None:
         _, op, key, user_fence, args, now = event

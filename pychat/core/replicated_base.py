@@ -197,7 +197,22 @@ class StreamHall(Hall):
         raise pending
 
     def _tell(self, user: User, exc: ChatError) -> None:
+        """Show USER a refusal; a user of another node hears nothing from here
+        (its outbox discards), so no caller needs to ask whose user it is."""
         user.send(user.renderer.error(str(exc)))
+
+    def _carry_out_request(self, user: User, op: str, key: str, make: Callable[..., Any] | None,
+                           *args: Any) -> None:
+        """Carry out the request OP of USER with MAKE(self, USER, *ARGS) and keep
+        its outcome for USER's connection (MAKE is None for an OP this node does
+        not know: one of a newer version sent it)."""
+        try:
+            if make is None:
+                raise ChatError(f"{op} is not known to this node", "")
+            result = make(self, user, *args)
+        except ChatError as exc:
+            result = exc
+        self._settle(user.outbox, op, key, result)
 
     def _sender(self, key: str, fence: int) -> User | None:
         user = self.users.get(key)

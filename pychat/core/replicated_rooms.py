@@ -124,16 +124,10 @@ class RoomRequests(StreamHall):
         if user is None:
             return
         room = self.rooms.get(room_id)
-        make = _ROOM_OPS.get(op)
-        try:
-            if room is None:
-                raise ChatError(f"#{room_id} is gone", NOT_IN_ROOM)
-            if make is None:
-                raise ChatError(f"{op} is not known to this node", "")
-            result = make(self, user, room, args, now)
-        except ChatError as exc:
-            result = exc
-        self._settle(user.outbox, op, room_id, result)
+        if room is None:
+            self._settle(user.outbox, op, room_id, ChatError(f"#{room_id} is gone", NOT_IN_ROOM))
+            return
+        self._carry_out_request(user, op, room_id, _ROOM_OPS.get(op), room, args, now)
 
     def _apply_tag(self, node: str, fence: int, event: list[Any]) -> None:
         _, key, user_fence, target, tags, now = event
@@ -161,8 +155,7 @@ class RoomRequests(StreamHall):
         try:
             self.say_to_operators(user, room, text, now, kind, status, tags)
         except ChatError as exc:
-            if self._local(user):
-                self._tell(user, exc)
+            self._tell(user, exc)
 
     def _in_force(self, room: Room, kind: str, now: float) -> dict[str, Ban]:
         """The bans in force; expired ones are dropped only while an event is carried
