@@ -257,12 +257,17 @@ def test_a_stalled_handshake_is_closed_at_the_registration_timeout(make_server, 
     wait_for(lambda: "no TLS handshake within 1 s" in srv.log(), what="the log line")
 
 
-def test_bundled_client_over_tls_ends_at_a_password_prompt_its_stdin_cannot_answer(tls_server, certs):
+def _register_alice(tls_server, certs) -> None:
+    """The account alice, registered over TLS by a client that then leaves."""
     owner = TlsLineClient(tls_server.tls_port, certs.client_context())
     owner.register("alice")
     owner.password_command("/register sesame-1234")
     owner.send("/quit")
     owner.wait_closed()
+
+
+def test_bundled_client_over_tls_ends_at_a_password_prompt_its_stdin_cannot_answer(tls_server, certs):
+    _register_alice(tls_server, certs)
     result = subprocess.run([*CLIENT, "localhost", "--tls", "--cafile", str(certs.ca_file),
                              "--port", str(tls_server.tls_port), "--plain"],
                             input=b"alice\n", capture_output=True, timeout=30)
@@ -275,11 +280,7 @@ def test_bundled_client_over_tls_ends_at_a_password_prompt_its_stdin_cannot_answ
 
 def test_bundled_client_over_tls_ends_when_stdin_ends_after_the_password_prompt(tls_server, certs):
     """The other order: the prompt is shown first, then stdin ends."""
-    owner = TlsLineClient(tls_server.tls_port, certs.client_context())
-    owner.register("alice")
-    owner.password_command("/register sesame-1234")
-    owner.send("/quit")
-    owner.wait_closed()
+    _register_alice(tls_server, certs)
     client = subprocess.Popen([*CLIENT, "localhost", "--tls", "--cafile", str(certs.ca_file),
                                "--port", str(tls_server.tls_port), "--plain"],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)

@@ -10,13 +10,13 @@ from typing import Sequence
 from pychat import __version__
 from pychat.core.history import default_db_path
 from pychat.core.text import room_name, room_problem
+from pychat.protocols.irc.session import SERVER_INFO
 
 DEFAULT_PORT = 22222
 DEFAULT_IRC_PORT = 6667
 DEFAULT_TLS_PORT = 22223
 DEFAULT_IRCS_PORT = 6697
 DEFAULT_WEB_PORT = 8080
-DEFAULT_SERVER_INFO = "pychat: a small single-threaded chat server"
 
 
 def default_server_name() -> str:
@@ -40,7 +40,7 @@ class ServerSettings:
     port: int = DEFAULT_PORT
     irc_port: int | None = None
     server_name: str = "pychat.local"
-    server_info: str = DEFAULT_SERVER_INFO
+    server_info: str = SERVER_INFO
     # TLS listeners (PROTOCOL.md section 11): on when both files are given.
     tls_cert: str | None = None
     tls_key: str | None = None

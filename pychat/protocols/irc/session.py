@@ -40,6 +40,7 @@ log = logging.getLogger("pychat.protocols.irc.session")
 CAPS = ("batch", "echo-message", "message-tags", "multi-prefix", "sasl", "server-time")
 CAP_VALUES = {"sasl": "PLAIN"}  # told with CAP LS 302
 NETWORK = "pychat"
+SERVER_INFO = "pychat: a small single-threaded chat server"  # the description, unless --server-info
 VERSION = f"pychat-{__version__}"
 FAST_ROOMS_MAX = 64     # rooms the fast path remembers per session (forgotten all at once past that)
 TARGETS_MAX = 4         # targets in one PRIVMSG, NOTICE or WHOIS (TARGMAX)
@@ -78,7 +79,7 @@ class IrcSession:
                  "account", "sasl", "held", "held_action", "_fast_rooms")
 
     def __init__(self, hall: Hall, outbox: Outbox, peer: str, address: str, server_name: str,
-                 server_info: str = "pychat") -> None:
+                 server_info: str = SERVER_INFO) -> None:
         self.hall = hall
         self.outbox = outbox
         self.send = outbox.queue
@@ -1249,7 +1250,7 @@ def _motd_command(self: IrcSession, msg: Message, now: float) -> None:
 
 @_handles("VERSION")
 def _version(self: IrcSession, msg: Message, now: float) -> None:
-    self._reply(m.RPL_VERSION, VERSION, self.server, "pychat: a small single-threaded chat server")
+    self._reply(m.RPL_VERSION, VERSION, self.server, SERVER_INFO)
     self._reply(m.RPL_ISUPPORT, f"NETWORK={NETWORK}", "are supported by this server")
 
 
