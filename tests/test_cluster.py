@@ -7,12 +7,14 @@ clients and raw IRC clients on each node.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import re
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import time
 from pathlib import Path
@@ -829,3 +831,34 @@ def test_a_node_restarts_on_its_own_file_and_takes_rooms_of_it_again(nodes):
     carol.send("the new #old")
     bob.expect(r"#old carol: the new #old")
     assert "not stored" not in one.log() and "Traceback" not in one.log()
+
+
+def _archived(db: str) -> list[str]:
+    """The messages in a node's history file, as another process reads it."""
+    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as reader:
+        return [text for (text,) in reader.execute("SELECT text FROM events WHERE kind = 0 ORDER BY id")]
+
+
+def test_a_node_archives_behind_the_stream_and_a_locked_file_stops_no_delivery(nodes, tmp_path):
+    one, two = nodes("one"), nodes("two")
+    alice = one.client("alice")
+    bob = two.client("bob")
+    alice.expect(r"#general --> bob has joined")
+    alice.send("archived")
+    bob.expect(r"alice: archived$")
+    # Nothing else happens on the node: its file still gets the message, soon.
+    wait_for(lambda: "archived" in _archived(str(tmp_path / "one.db")), what="node one to archive the message")
+
+    with contextlib.closing(sqlite3.connect(str(tmp_path / "one.db"), isolation_level=None)) as locker:
+        locker.execute("BEGIN EXCLUSIVE")  # node one cannot write its file now
+        alice.send("while locked")
+        bob.expect(r"alice: while locked$")
+        wait_for(lambda: "history write failed" in one.log(), what="node one's archive commit to fail")
+        assert not any(line.startswith("!") for line in alice.sync())  # the stream has it: nothing withheld
+        locker.execute("ROLLBACK")
+
+    alice.send("after")
+    bob.expect(r"alice: after$")
+    wait_for(lambda: "after" in _archived(str(tmp_path / "one.db")), what="node one to archive again")
+    wait_for(lambda: _archived(str(tmp_path / "two.db")) == ["archived", "while locked", "after"],
+             what="node two to archive all three")

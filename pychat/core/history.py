@@ -524,6 +524,14 @@ class HistoryStore:
         self._db.executemany("UPDATE rooms SET last_id = ? WHERE id = ?", [(last[room], room) for room in rooms])
         self._db.execute("UPDATE positions SET value = ? WHERE name = 'heads_through'", (self._next_id - 1,))
 
+    def unsaved(self) -> bool:
+        """True if anything waits for the next commit."""
+        return bool(self._pending or self._writes or self._moved or self._db.in_transaction)
+
+    def unsaved_events(self) -> int:
+        """How many events wait for the next commit."""
+        return len(self._pending) + self._txn_events
+
     def commit(self) -> bool:
         """Make everything written so far durable; False if that failed.
 
@@ -563,7 +571,7 @@ class HistoryStore:
         """Undo in memory what the failed transaction held; keep room changes for the next commit."""
         lost = self._txn_events + len(self._pending)
         self.failed_commits += 1
-        log.error("history write failed, %d events not stored (their delivery was withheld): %s", lost, exc)
+        log.error("history write failed, %d events not stored: %s", lost, exc)
         try:
             if self._db.in_transaction:
                 self._db.execute("ROLLBACK")
