@@ -58,9 +58,9 @@ LISTEN_BACKLOG = 4096
 _ACCEPT_PAUSE_ERRORS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 ACCEPT_PAUSE = 0.1
 GATHER_ROUNDS = 3  # select() passes whose input is flushed together
-# A cluster node's archive: commit once this many events wait, or this long
-# after the first of them (SQLite's cost per event falls by a third from
-# commits of 100 to commits of 500; one commit of 512 holds the loop < 1 ms).
+# A cluster node's archive: commit once this many events wait (checked after
+# each loop pass), or this long after the first of them. SQLite's cost per
+# event falls by a fifth from commits of 100 events to commits of 500.
 ARCHIVE_ROWS = 512
 ARCHIVE_DELAY = 0.2
 HELD_RETRIES_PER_PASS = 32  # held requests (pychat.core.errors.Busy) tried again in one pass
