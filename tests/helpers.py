@@ -219,7 +219,6 @@ class LineClient(SocketLines):
             time.sleep(0.05)
 
 
-
 def connects(server: ServerProcess, source: str) -> list[str]:
     """Connect from SOURCE: the lines of a refused connection, or [] if welcomed."""
     client = LineClient(server.port, source=source)
@@ -228,6 +227,7 @@ def connects(server: ServerProcess, source: str) -> list[str]:
         client.close()
         return []
     return [first, *client.wait_closed()]
+
 
 # The answer to a spent budget (pychat.core.errors.TRY_LATER): "! ...; try again in 3 s".
 TRY_LATER = re.compile(r"^! .*try again in \d+ (s|min)$")

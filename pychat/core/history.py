@@ -539,7 +539,7 @@ class HistoryStore:
         and the caller withholds what this batch would have shown.
         """
         heads_due = self._rows_since_heads >= HEADS_ROWS and self._stale_heads
-        if not self._pending and not self._writes and not self._moved and not self._db.in_transaction and not heads_due:
+        if not heads_due and not self.unsaved():
             return True
         try:
             if self._broken:

@@ -30,7 +30,8 @@ What crosses the stream is a short list per event (see ``apply``): a
 loop pass's events go together as one entry in Python's marshal format,
 the cheapest to write and read there is (Redis is trusted like the nodes
 themselves: whoever can write to it can act as anyone already), and the
-events that Redis's scripts write, and snapshots, go as JSON; the bus (:class:`ClusterBus`) is the server's, which owns the sockets.
+events that Redis's scripts write, and snapshots, go as JSON; the bus
+(:class:`ClusterBus`) is the server's, which owns the sockets.
 This module has names, rooms and chat; a request's trip through the
 stream is replicated_base.py, rooms' settings and moderation are
 replicated_rooms.py, and accounts and server operators replicated_accounts.py.

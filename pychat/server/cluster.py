@@ -20,8 +20,9 @@ its lease again; the feed then reads on from the last id it carried out.
 An entry of the stream has the publishing node (``n``) and either one
 event (``e``, JSON; with the claim's fence ``f`` for a claim) or the
 events its users asked for in one pass of its loop (``m``, a list in
-Python's marshal format, see ``encode_batch``, with a sequence number ``s`` by which the node sees its own entries come
-back): one append and one decode per pass, not per message.
+Python's marshal format, see ``encode_batch``, with a sequence number
+``s`` by which the node sees its own entries come back): one append and
+one decode per pass, not per message.
 
 Keys (all under ``pychat:``): ``events`` the stream; ``names`` name key ->
 "node fence"; ``fence`` the fence counter; ``nodes`` the nodes with a

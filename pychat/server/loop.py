@@ -126,9 +126,8 @@ class Server:
             self.hall = replicated
             self.cluster = Cluster(RedisAddress(settings.cluster), node, replicated, self.sel, self.timers,
                                    time.monotonic)
-        # When the history file is committed: before the output of each pass
-        # (a single server), or behind the stream (a cluster node).
-        self._archive_behind = self.cluster is not None
+        # A cluster node commits its history file behind the stream (_archive_if_due):
+        # whether a timer for that commit is set.
         self._archive_timer_set = False
         self.listeners: list[_Listener] = []
         self.conns: dict[int, Connection] = {}
@@ -312,7 +311,7 @@ class Server:
                 except Exception:
                     log.exception("internal error in a timer")
         self._before_sleep()
-        if self._archive_behind:
+        if self.cluster is not None:
             self._archive_if_due()
         self.history.checkpoint_if_due()  # after the output: it never waits for this
         if self.log_sink is not None and (self.log_sink.pending or self._log_watched):
@@ -401,7 +400,7 @@ class Server:
         if self.cluster is not None:
             self.cluster.flush()  # this pass's events leave for the stream together
         while True:
-            if not self._archive_behind and not self.history.commit():
+            if self.cluster is None and not self.history.commit():  # a node's: _archive_if_due
                 self._withhold_unstored()
             self.hall.uncommitted.clear()
             if touched:

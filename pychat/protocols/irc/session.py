@@ -977,9 +977,9 @@ def _invite(self: IrcSession, msg: Message, now: float) -> None:
 
 def _invitations(self: IrcSession, me: User, now: float) -> None:
     """INVITE alone: the rooms ME is invited to (and has not entered since)."""
-    for room in sorted(self.hall.rooms.values(), key=lambda r: r.key):
-        if room.invited.get(me.key, 0.0) > now:
-            self._reply(m.RPL_INVITELIST, f"#{room.name}")
+    invited = [room for room in self.hall.rooms.values() if room.invited.get(me.key, 0.0) > now]
+    for room in sorted(invited, key=lambda r: r.key):
+        self._reply(m.RPL_INVITELIST, f"#{room.name}")
     self._reply(m.RPL_ENDOFINVITELIST, "End of /INVITE list")
 
 
