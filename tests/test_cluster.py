@@ -23,6 +23,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from helpers import IrcClient, IrcLine, LineClient, ServerProcess, connects, parse_irc, wait_for
+from pychat.core.history import MAX_ID, HistoryStore
+from pychat.core.replicated import IDS_PER_EVENT, first_event_id
 
 pytest.importorskip("hiredis", reason="the cluster extra (hiredis) is installed by tests/run")
 REDIS = shutil.which("redis-server")
@@ -682,11 +684,11 @@ def test_server_operators_act_on_every_node(nodes):
     assert not [line for line in root.sync() if "taken over" in line]
 
 
-def tagged(node: ServerProcess, nick: str) -> IrcClient:
-    """An IRC user with message-tags, in #general."""
+def tagged(node: ServerProcess, nick: str, caps: str = "message-tags") -> IrcClient:
+    """An IRC user with CAPS (message-tags), in #general."""
     client = IrcClient(node.irc_port)
     client.send("CAP LS 302")
-    client.send("CAP REQ :message-tags")
+    client.send(f"CAP REQ :{caps}")
     client.send(f"NICK {nick}")
     client.send(f"USER u 0 * :{nick}")
     client.send("CAP END")
@@ -862,3 +864,66 @@ def test_a_node_archives_behind_the_stream_and_a_locked_file_stops_no_delivery(n
     wait_for(lambda: "after" in _archived(str(tmp_path / "one.db")), what="node one to archive again")
     wait_for(lambda: _archived(str(tmp_path / "two.db")) == ["archived", "while locked", "after"],
              what="node two to archive all three")
+
+
+@given(st.lists(st.tuples(st.integers(0, 3), st.integers(0, 600), st.integers(1, 1500)), min_size=1, max_size=30),
+       st.integers(1, 1000))
+def test_stream_numbering_grows_and_is_the_same_from_any_start(entries, start):
+    """Entries in stream order (ms steps, sequence, events per entry): every event's
+    id grows, and a node that started with other ids (its own file's) gives the same."""
+    def numbered(first_id: int) -> list[int]:
+        store = HistoryStore()
+        room = store.add_room("general", "general", None, 0.0)
+        store.number_from(first_id)
+        ms, ids = 1_700_000_000_000, []
+        for step, seq, events in entries:
+            ms += step
+            first = first_event_id(f"{ms}-{seq}")
+            for _ in range(events):
+                store.number_from(first)
+                ids.append(store.append(room, 0.0, 0, "alice", "hi"))
+                first += IDS_PER_EVENT
+        return ids
+
+    ids = numbered(1)
+    assert all(a < b for a, b in zip(ids, ids[1:])) and ids == numbered(start)
+    assert first_event_id("not-an-id") == 0 and ids[-1] <= MAX_ID
+
+
+def _msgid(line: str) -> str:
+    tags = line.lstrip("@").split(" ", 1)[0].split(";")
+    return next(tag[6:] for tag in tags if tag.startswith("msgid="))
+
+
+def test_a_message_has_one_msgid_on_every_node(nodes):
+    one = nodes("one")
+    alice = one.client("alice")
+    for n in range(3):  # node one's file holds messages node two's never will
+        alice.send(f"before two {n}")
+    alice.sync()
+    two = nodes("two")
+    tia, sam = (tagged(node, nick, "server-time message-tags batch") for node, nick in ((one, "tia"), (two, "sam")))
+    tia.expect(r":sam!\S+ JOIN #general")
+    alice.send("first seen by both")
+    alice.send("second seen by both")
+    firsts = [_msgid(client.expect(r"PRIVMSG #general :first seen by both$")) for client in (tia, sam)]
+    seconds = [_msgid(client.expect(r"PRIVMSG #general :second seen by both$")) for client in (tia, sam)]
+    assert firsts[0] == firsts[1] and seconds[0] == seconds[1] and firsts[0] != seconds[0]
+
+    # A msgid seen on node one finds the same message on node two.
+    sam.send(f"CHATHISTORY BEFORE #general msgid={seconds[0]} 10")
+    batch = sam.lines_until(r" BATCH -\S+$")
+    shown = [line for line in batch if " PRIVMSG #general :" in line]
+    assert shown and shown[-1].endswith(":first seen by both") and _msgid(shown[-1]) == firsts[0]
+    tia.send(f"CHATHISTORY AFTER #general msgid={firsts[1]} 10")
+    batch = tia.lines_until(r" BATCH -\S+$")
+    assert [line.rsplit(":", 1)[-1] for line in batch if " PRIVMSG #general :" in line] == ["second seen by both"]
+
+    # What is not stored (a room's TAGMSG, a DM) is numbered alike on every node too.
+    uma = tagged(one, "uma")
+    sam.expect(r":uma!\S+ JOIN #general")
+    tia.send("@+typing=active TAGMSG #general")
+    typing = [_msgid(client.expect(r" TAGMSG #general$")) for client in (uma, sam)]
+    tia.send("PRIVMSG sam :psst")
+    dm = _msgid(sam.expect(r" PRIVMSG sam :psst$"))
+    assert typing[0] == typing[1] and re.fullmatch(r"x[0-9]+", typing[0]) and re.fullmatch(r"x[0-9]+", dm)

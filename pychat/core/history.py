@@ -47,6 +47,10 @@ _INSERT_EVENTS = "INSERT INTO events (id, room_id, prev_id, ts, kind, sender, te
 _INSERT_ONE: Final = _INSERT_EVENTS + _ROW
 _INSERT_MANY: Final = _INSERT_EVENTS + ", ".join([_ROW] * ROWS_PER_INSERT)
 
+# The largest id SQLite can hold (a signed 64-bit integer): a msgid typed
+# past it names no message.
+MAX_ID: Final = 2**63 - 1
+
 # Event kinds as stored.
 MESSAGE: Final = 0
 ACTION: Final = 1
@@ -442,6 +446,13 @@ class HistoryStore:
         self._pending.append((event_id, room_id, prev, ts, kind, sender, text))
         return event_id
 
+    def number_from(self, first: int) -> None:
+        """Give the next events ids from FIRST on, if that is past the ids given
+        so far (ids only grow). A cluster node numbers a message after its
+        place in the stream, so that every node gives it the same id."""
+        if first > self._next_id:
+            self._next_id = first
+
     def recent(self, room_id: int, limit: int) -> list[StoredEvent]:
         """The last LIMIT messages and actions of a room, oldest first.
 
@@ -463,7 +474,7 @@ class HistoryStore:
         """Up to LIMIT messages and actions of the room just before its message
         EVENT_ID, oldest first ([] if that is not one of the room's messages).
         Raises HistoryError if they cannot be read."""
-        if limit <= 0:
+        if limit <= 0 or not 0 < event_id <= MAX_ID:
             return []
         row = self._read("SELECT room_id, kind, prev_id FROM events WHERE id = ?", (event_id,))
         if not row or row[0][0] != room_id or row[0][1] == NOTICE or row[0][2] is None:

@@ -58,6 +58,26 @@ log = logging.getLogger("pychat.cluster")
 
 RECLAIM_TRIES = 10   # names a user cut off from the cluster tries (its own, then guest names) before it is let go
 
+# A message's id (its msgid, which CHATHISTORY takes; and the id of a DM or a
+# TAGMSG) comes from its place in the stream, so that every node gives it the
+# same: the entry's millisecond since 2020 (40 bits, until 2054) and its
+# sequence within that millisecond (9 bits), the event's place in the entry
+# (10 bits), and 16 ids for what carrying out one event numbers. An entry
+# past those bounds takes the ids after the one before it: the same on every
+# node still, since every node carries out the same entries in that order.
+STREAM_EPOCH_MS = 1_577_836_800_000
+IDS_PER_EVENT = 16
+_SEQ_MAX = 511
+
+
+def first_event_id(entry_id: str) -> int:
+    """The first id of the events of the stream's entry ENTRY_ID ("ms-seq"); 0 if unreadable."""
+    ms, _, seq = entry_id.partition("-")
+    try:
+        return max(0, int(ms) - STREAM_EPOCH_MS) << 23 | min(int(seq or 0), _SEQ_MAX) << 14
+    except ValueError:
+        return 0
+
 
 class _Orphan:
     """A local user whose claim the cluster ended while this node lived (its
@@ -239,25 +259,37 @@ class ReplicatedHall(RoomRequests, AccountRequests):
 
     # -- what comes back from the stream ---------------------------------------
 
-    def apply(self, node: str, fence: int, data: bytes, batch: bool = False) -> None:
-        """Carry out one entry of the stream from NODE: one event in JSON (FENCE:
+    def apply(self, node: str, fence: int, data: bytes, batch: bool = False, entry_id: str = "") -> None:
+        """Carry out the stream's entry ENTRY_ID from NODE: one event in JSON (FENCE:
         the claim's, for claims) or, BATCH, a list of events (encode_batch), one by one."""
         try:
             value = decode_batch(data) if batch else decode(data)
         except ValueError:
             log.warning("cluster: an entry that cannot be read was skipped: %r", clip(repr(data), 80))
             return
+        first = first_event_id(entry_id)
         if not batch:
+            self._number_from(first)
             self._carry_out(node, fence, value)
             return
+        store_from = self.history.number_from  # a message numbers only what it stores
         for event in value if isinstance(value, list) else ():
             try:
                 if event[0] == "say":
+                    store_from(first)
                     self._apply_say(node, fence, event)  # the common event: straight to the base Hall
                 else:
+                    self._number_from(first)
                     self._carry_out(node, fence, event)
             except Exception:
                 log.exception("cluster: internal error carrying out an event from %s; skipped", node)
+            first += IDS_PER_EVENT
+
+    def _number_from(self, first: int) -> None:
+        """What the next event stores or sends is numbered from FIRST on (ids only grow)."""
+        self.history.number_from(first)
+        if self.msgids < first:
+            self.msgids = first
 
     def _carry_out(self, node: str, fence: int, event: Any) -> None:
         try:

@@ -468,7 +468,7 @@ class Cluster:
                         self._in_flight.pop(int(fields[i + 1]), None)
                 self.last_id = entry_id.decode()
                 try:
-                    apply(node, fence, data, batch)
+                    apply(node, fence, data, batch, self.last_id)
                 except Exception:
                     log.exception("cluster: internal error carrying out event %s; skipped", self.last_id)
         if self.ready:

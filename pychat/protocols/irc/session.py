@@ -24,7 +24,7 @@ from typing import Callable
 from pychat import __version__
 from pychat.core import errors as E
 from pychat.core.events import ACTION, MESSAGE, NOTICE, Joined, Parted, Renamed
-from pychat.core.history import HistoryError, StoredEvent
+from pychat.core.history import MAX_ID, HistoryError, StoredEvent
 from pychat.core.errors import Busy, ChatError
 from pychat.core.model import Hall, Outbox, Room, User
 from pychat.core.masks import parse_duration
@@ -51,7 +51,7 @@ WHOWAS_MAX = 10         # entries in one WHOWAS answer
 AWAY_MAX = 200
 ISON_MAX = 64
 CHATHISTORY_MAX = 100   # messages in one CHATHISTORY answer
-_NUMBER = re.compile(r"[0-9]{1,18}")  # a msgid or a count: ASCII digits that fit SQLite's integers
+_NUMBER = re.compile(r"[0-9]{1,19}")  # a msgid or a count: ASCII digits (a msgid also at most MAX_ID)
 MOTD = ("This pychat server's rooms are shared with its line-protocol users (nc HOST 22222).",
         "The history of a room is replayed when you join it.")
 
@@ -1458,7 +1458,8 @@ def _chathistory(self: IrcSession, msg: Message, now: float) -> None:
                                  "You are not in that room", source=self.server))
         return
     anchor = ref[6:] if ref.startswith("msgid=") else ("" if ref == "*" and how == "LATEST" else None)
-    if anchor is None or (anchor and not _NUMBER.fullmatch(anchor)) or not _NUMBER.fullmatch(count):
+    if (anchor is None or (anchor and not (_NUMBER.fullmatch(anchor) and int(anchor) <= MAX_ID))
+            or not _NUMBER.fullmatch(count)):
         self.send(format_message("FAIL", "CHATHISTORY", "INVALID_PARAMS", how, clip(ref, 64),
                                  "Give msgid=ID (or * with LATEST) and a number", source=self.server))
         return
