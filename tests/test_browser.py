@@ -18,6 +18,7 @@ from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import WebDriverWait
 
 from helpers import EVENT, ServerProcess
+from pychat.core.history import MESSAGE, HistoryStore
 
 DEADLINE = 20.0
 
@@ -181,9 +182,26 @@ def test_a_phone_sized_window_shows_the_messages_and_the_input(tmp_path, pages, 
     phone.screenshot(tmp_path, "web-phone-dark.png", dark=True)
 
 
-def test_scrolling_up_loads_older_history_once_each(tmp_path, pages, make_server):
+def history_file(tmp_path: Path, first_id: int) -> str:
+    """A history file whose next message ids start at FIRST_ID (past 2**53 as
+    on a cluster, where ids are made from the stream's clock: a JavaScript
+    Number then no longer holds every id)."""
+    path = str(tmp_path / "history.db")
+    store = HistoryStore(path)
+    room = store.add_room("attic", "attic", None, 0.0)
+    store.number_from(first_id)
+    store.append(room, 0.0, MESSAGE, "past", "kept")
+    store.close()
+    return path
+
+
+ID_STARTS = pytest.mark.parametrize("first_id", [1, 2**60 + 1], ids=["small-ids", "ids-past-2**53"])
+
+
+@ID_STARTS
+def test_scrolling_up_loads_older_history_once_each(tmp_path, pages, make_server, first_id):
     web = free_port()
-    server = make_server("--web-port", str(web), "--flood-rate", "0")
+    server = make_server("--web-port", str(web), "--flood-rate", "0", db=history_file(tmp_path, first_id))
     lou = server.client("lou")
     for n in range(1, 81):
         lou.send(f"old {n}")
@@ -202,9 +220,11 @@ def test_scrolling_up_loads_older_history_once_each(tmp_path, pages, make_server
     assert [int(line.rsplit(" ", 1)[1]) for line in lines] == list(range(1, 81))  # in order, each once
 
 
-def test_a_dropped_page_catches_up_on_what_it_missed(tmp_path, pages, make_server):
+@ID_STARTS
+def test_a_dropped_page_catches_up_on_what_it_missed(tmp_path, pages, make_server, first_id):
     web = free_port()
-    server = make_server("--web-port", str(web), "--oper", "boss", "--flood-rate", "0")
+    server = make_server("--web-port", str(web), "--oper", "boss", "--flood-rate", "0",
+                         db=history_file(tmp_path, first_id))
     boss = server.client("boss")
     boss.password_command("/register boss-pass-1")
     page = Page(web, "ann")

@@ -116,7 +116,8 @@ def test_direct_messages_have_msgids_of_their_own_kind(den, server):
 
 @pytest.mark.parametrize("request_line", ["CHATHISTORY BEFORE #den msgid=\u00b2 5",
                                           "CHATHISTORY BEFORE #den msgid=1 \u00b2",
-                                          "CHATHISTORY AFTER #den msgid=99999999999999999999999 5"])
+                                          "CHATHISTORY AFTER #den msgid=99999999999999999999999 5",
+                                          "CHATHISTORY BEFORE #den msgid=9223372036854775808 5"])
 def test_numbers_that_are_not_ascii_or_too_large_are_a_fail_line(den, server, request_line):
     reader, _, _ = den
     reader.send(request_line)

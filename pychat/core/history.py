@@ -446,6 +446,11 @@ class HistoryStore:
         self._pending.append((event_id, room_id, prev, ts, kind, sender, text))
         return event_id
 
+    @property
+    def next_event_id(self) -> int:
+        """The id the next event will have (unless number_from moves it on)."""
+        return self._next_id
+
     def number_from(self, first: int) -> None:
         """Give the next events ids from FIRST on, if that is past the ids given
         so far (ids only grow). A cluster node numbers a message after its

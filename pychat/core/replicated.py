@@ -61,20 +61,26 @@ RECLAIM_TRIES = 10   # names a user cut off from the cluster tries (its own, the
 # A message's id (its msgid, which CHATHISTORY takes; and the id of a DM or a
 # TAGMSG) comes from its place in the stream, so that every node gives it the
 # same: the entry's millisecond since 2020 (40 bits, until 2054) and its
-# sequence within that millisecond (9 bits), the event's place in the entry
-# (10 bits), and 16 ids for what carrying out one event numbers. An entry
-# past those bounds takes the ids after the one before it: the same on every
-# node still, since every node carries out the same entries in that order.
+# sequence within that millisecond (9 bits), then 16 ids for each event of
+# the entry (10 bits of events), of which carrying the event out uses one or
+# a few. Ids only grow, so an entry or event past those bounds (a quit shown
+# in many rooms, a burst of entries in one millisecond) takes the ids after
+# the one before it: the same on every node that carried out the ones before,
+# and a node that joins later starts from the counters of the snapshot it takes.
 STREAM_EPOCH_MS = 1_577_836_800_000
 IDS_PER_EVENT = 16
 _SEQ_MAX = 511
+_MS_BITS = 40
 
 
 def first_event_id(entry_id: str) -> int:
     """The first id of the events of the stream's entry ENTRY_ID ("ms-seq"); 0 if unreadable."""
     ms, _, seq = entry_id.partition("-")
     try:
-        return max(0, int(ms) - STREAM_EPOCH_MS) << 23 | min(int(seq or 0), _SEQ_MAX) << 14
+        since = int(ms) - STREAM_EPOCH_MS
+        if not 0 <= since < 1 << _MS_BITS:  # a clock before 2020 or past 2054: the ids just count on
+            return 0
+        return since << 23 | min(int(seq or 0), _SEQ_MAX) << 14
     except ValueError:
         return 0
 
@@ -433,11 +439,15 @@ class ReplicatedHall(RoomRequests, AccountRequests):
         ignores = [[account, sorted(names)] for account, names in self.account_ignores.items()]
         klines = [[mask, *kline] for mask, kline in self.klines.items()]
         return encode({"rooms": rooms, "users": users, "accounts": accounts, "ignores": ignores,
-                       "klines": klines, "chatted": sorted(self._chatted)})
+                       "klines": klines, "chatted": sorted(self._chatted),
+                       "ids": [self.history.next_event_id, self.msgids]})
 
     def load_snapshot(self, data: bytes) -> None:
         """Take the world of another node's snapshot (this node's own world is empty of users)."""
         world = decode(data)
+        next_event_id, msgids = world["ids"]  # numbered on from here as the other node does
+        self.history.number_from(next_event_id)
+        self.msgids = max(self.msgids, msgids)
         self._load_accounts_of(world)
         self._chatted = set(world["chatted"])
         kept = {room_key(entry[0]) for entry in world["rooms"]}

@@ -199,7 +199,8 @@ function handle(msg) {
       const batch = state.batches.get(msg.tags.batch);
       if (batch) { batch.lines.push(line); return; }  // history: merged in order when the batch ends
       addLine(view, line);
-      if (line.id && /^\d+$/.test(line.id)) view.newest = Math.max(view.newest || 0, Number(line.id));
+      const id = idOf(line);
+      if (id !== null) view.newest = later(view.newest, id);
       if (mention) notify(view, who, text);
       return;
     }
@@ -257,35 +258,48 @@ function addLine(view, line) {
   }
 }
 
+// A stored message's id, or null. Ids are BigInts: a cluster's, made from its
+// stream's clock, are past 2**53, where a Number no longer holds every integer.
+function idOf(line) {
+  return /^\d+$/.test(line.id || "") ? BigInt(line.id) : null;
+}
+
+function later(a, b) { return a === undefined || b > a ? b : a; }
+function earlier(a, b) { return a === undefined || b < a ? b : a; }
+
+// Lines with ids in their order, those without after them.
+function byId(a, b) {
+  const x = idOf(a), y = idOf(b);
+  if (x === null || y === null) return (x === null) - (y === null);
+  return x < y ? -1 : x > y ? 1 : 0;
+}
+
 // Stored messages (a replay on joining, or CHATHISTORY): merged into the view in
 // order of their ids, each once however often it comes.
 function mergeHistory(view, lines) {
   const fresh = lines.filter((line) => !view.seen.has(line.key));
   for (const line of fresh) view.seen.add(line.key);
-  const ids = lines.filter((line) => /^\d+$/.test(line.id)).map((line) => Number(line.id));
+  const ids = lines.map(idOf).filter((id) => id !== null);
+  const lowest = ids.reduce(earlier, undefined), highest = ids.reduce(later, undefined);
   // A whole page of messages after the catch-up's anchor (the answer to AFTER;
   // a replay on joining is shorter) may not be all: ask for the next page.
   const more = lines.length >= CATCH_UP_PAGE && ids.length && view.catchUpFrom !== undefined
-    && Math.min(...ids) > view.catchUpFrom;
-  if (view.asked && !more && (!ids.length || Math.max(...ids) < (view.oldest || Infinity))) {
+    && lowest > view.catchUpFrom;
+  if (view.asked && !more && (!ids.length || highest < (view.oldest || Infinity))) {
     view.loading = view.asked = false;  // the answer to BEFORE
     if (!lines.length) view.complete = true;  // nothing older: the start of the room
   }
-  for (const line of lines) {
-    if (/^\d+$/.test(line.id)) {
-      const id = Number(line.id);
-      view.oldest = view.oldest ? Math.min(view.oldest, id) : id;
-      view.newest = Math.max(view.newest || 0, id);
-    }
+  for (const id of ids) {
+    view.oldest = earlier(view.oldest, id);
+    view.newest = later(view.newest, id);
   }
   if (more) {
-    view.catchUpFrom = Math.max(...ids);
+    view.catchUpFrom = highest;
     send(`CHATHISTORY AFTER ${view.name} msgid=${view.catchUpFrom} ${CATCH_UP_PAGE}`);
   }
   if (!fresh.length) return;
   // In time order (stored and live lines alike carry the server's time), ties by id.
-  const order = (line) => (/^\d+$/.test(line.id) ? Number(line.id) : Infinity);
-  view.lines = view.lines.concat(fresh).sort((a, b) => (a.time < b.time ? -1 : a.time > b.time ? 1 : order(a) - order(b)));
+  view.lines = view.lines.concat(fresh).sort((a, b) => (a.time < b.time ? -1 : a.time > b.time ? 1 : byId(a, b)));
   trim(view);
   if (state.current === view) {
     const log = $("log");
