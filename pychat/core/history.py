@@ -479,7 +479,7 @@ class HistoryStore:
         """Up to LIMIT messages and actions of the room just before its message
         EVENT_ID, oldest first ([] if that is not one of the room's messages).
         Raises HistoryError if they cannot be read."""
-        if limit <= 0 or not 0 < event_id <= MAX_ID:
+        if limit <= 0:
             return []
         row = self._read("SELECT room_id, kind, prev_id FROM events WHERE id = ?", (event_id,))
         if not row or row[0][0] != room_id or row[0][1] == NOTICE or row[0][2] is None:

@@ -69,7 +69,8 @@ RECLAIM_TRIES = 10   # names a user cut off from the cluster tries (its own, the
 # and a node that joins later starts from the counters of the snapshot it takes.
 STREAM_EPOCH_MS = 1_577_836_800_000
 IDS_PER_EVENT = 16
-_SEQ_MAX = 511
+_EVENT_BITS = 10 + 4   # 1024 events an entry, IDS_PER_EVENT ids each
+_SEQ_BITS = 9
 _MS_BITS = 40
 
 
@@ -80,7 +81,7 @@ def first_event_id(entry_id: str) -> int:
         since = int(ms) - STREAM_EPOCH_MS
         if not 0 <= since < 1 << _MS_BITS:  # a clock before 2020 or past 2054: the ids just count on
             return 0
-        return since << 23 | min(int(seq or 0), _SEQ_MAX) << 14
+        return (since << _SEQ_BITS | min(int(seq or 0), (1 << _SEQ_BITS) - 1)) << _EVENT_BITS
     except ValueError:
         return 0
 
