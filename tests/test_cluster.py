@@ -942,3 +942,60 @@ def test_a_message_has_one_msgid_on_every_node(nodes, tmp_path):
     tia.send("PRIVMSG sam :psst")
     dm = _msgid(sam.expect(r" PRIVMSG sam :psst$"))
     assert typing[0] == typing[1] and re.fullmatch(r"x[0-9]+", typing[0]) and re.fullmatch(r"x[0-9]+", dm)
+
+
+def test_nodes_that_share_a_file_write_it_once_and_a_survivor_takes_it_over(nodes, tmp_path):
+    """Two nodes on one history file: one writes it, the other reads it and keeps
+    what the file lacks; when the writer is stopped and then killed, the other
+    still shows and pages through the newest messages, takes the file over, and
+    the file ends up with every message once, in order."""
+    shared = str(tmp_path / "shared.db")
+    one = nodes("one", "--db", shared)
+    wait_for(lambda: "node one writes its history file" in one.log(), what="node one to take the file's lock")
+    two = nodes("two", "--db", shared)
+    wait_for(lambda: "node two reads its history file" in two.log(), what="node two to follow the file")
+    alice, bob, dan = one.client("alice"), two.client("bob"), two.client("dan")
+    alice.expect(r"#general --> dan has joined")
+    said_all = []
+    for n in range(3):
+        said_all.append(f"before {n}")
+        alice.send(said_all[-1])
+    bob.expect(r"alice: before 2$")
+    wait_for(lambda: _archived(shared) == said_all, what="node one to write the file")
+
+    one.proc.send_signal(signal.SIGSTOP)  # the writer writes nothing now; node two carries on
+    try:
+        for n in range(4):
+            said_all.append(f"while one sleeps {n}")
+            bob.send(said_all[-1])
+        dan.expect(r"bob: while one sleeps 3$")
+        carol = two.client("carol")  # her replay: node two's tail after the file's rows
+        replay = [line.rsplit(": ", 1)[-1] for line in carol.seen if re.search(r"(alice|bob): ", line)]
+        assert replay[-7:] == said_all and _archived(shared) == said_all[:3]
+        reader = tagged(two, "reader", "server-time message-tags batch")
+        reader.sync()  # its replay
+
+        def chathistory(request: str) -> list[str]:
+            reader.send(request)
+            return [line for line in reader.lines_until(r" BATCH -\S+$") if " PRIVMSG #general :" in line]
+
+        latest = chathistory("CHATHISTORY LATEST #general * 7")
+        assert [line.rsplit(" :", 1)[-1] for line in latest] == said_all
+        ids = [_msgid(line) for line in latest]
+        before = chathistory(f"CHATHISTORY BEFORE #general msgid={ids[4]} 3")  # from the tail into the file
+        assert [line.rsplit(" :", 1)[-1] for line in before] == said_all[1:4]
+        after = chathistory(f"CHATHISTORY AFTER #general msgid={ids[1]} 10")  # from the file into the tail
+        assert [line.rsplit(" :", 1)[-1] for line in after] == said_all[2:]
+    finally:
+        one.proc.send_signal(signal.SIGKILL)
+        one.proc.send_signal(signal.SIGCONT)
+    one.proc.wait(10)
+
+    for n in range(2):
+        said_all.append(f"after one died {n}")
+        bob.send(said_all[-1])
+    dan.expect(r"bob: after one died 1$")
+    wait_for(lambda: "node two writes its history file" in two.log(), timeout=30,
+             what="node two to take the file over once node one's lock expired")
+    wait_for(lambda: _archived(shared) == said_all, what="node two to write what node one never did")
+    assert "Traceback" not in two.log()

@@ -16,7 +16,9 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
+from bisect import bisect_left, bisect_right
 from itertools import chain
+from operator import itemgetter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -42,8 +44,11 @@ HEADS_ROWS: Final = 4000
 # (binding, stepping, resetting) is then paid once for all of them, and a
 # row costs a third less than with a statement per row.
 ROWS_PER_INSERT: Final = 64
+# Rows a node that follows the file (see HistoryStore) keeps at most, while
+# the file's writer is behind: about 30 s of messages at 10,000 a second.
+TAIL_ROWS: Final = 300_000
 _ROW = "(?, ?, ?, ?, ?, ?, ?)"
-_INSERT_EVENTS = "INSERT INTO events (id, room_id, prev_id, ts, kind, sender, text) VALUES "
+_INSERT_EVENTS = "INSERT OR IGNORE INTO events (id, room_id, prev_id, ts, kind, sender, text) VALUES "
 _INSERT_ONE: Final = _INSERT_EVENTS + _ROW
 _INSERT_MANY: Final = _INSERT_EVENTS + ", ".join([_ROW] * ROWS_PER_INSERT)
 
@@ -168,8 +173,18 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     );
     INSERT INTO positions (name, value) VALUES ('heads_through', (SELECT coalesce(max(id), 0) FROM events));
     """,
+    # 7: nodes of a cluster may share the file, one of them writing it: the file
+    # has an id of its own (the name of the lock they take turns with), and
+    # the id of the last event in it (the others keep what comes after).
+    """
+    INSERT INTO positions (name, value) VALUES ('file_id', abs(random() % 1000000000000000));
+    INSERT INTO positions (name, value) VALUES ('archived_through', (SELECT coalesce(max(id), 0) FROM events));
+    """,
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)
+
+
+_row_id = itemgetter(0)
 
 
 class HistoryError(Exception):
@@ -206,17 +221,22 @@ def default_db_path() -> str:
 
 
 def migrate(db: sqlite3.Connection, target: int = SCHEMA_VERSION) -> None:
-    """Bring the schema of DB up to version TARGET, one step at a time."""
-    version = db.execute("PRAGMA user_version").fetchone()[0]
-    if version > SCHEMA_VERSION:
-        raise HistoryError(f"database schema version {version} is newer than this pychat ({SCHEMA_VERSION})")
-    for step in range(version, target):
-        db.execute("BEGIN")
+    """Bring the schema of DB up to version TARGET, one step at a time. Each
+    step reads the version inside its own write transaction: two processes
+    opening one file at once (a cluster's nodes) take the steps once."""
+    while True:
+        db.execute("BEGIN IMMEDIATE")
         try:
-            for statement in MIGRATIONS[step].split(";"):
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise HistoryError(f"database schema version {version} is newer than this pychat ({SCHEMA_VERSION})")
+            if version >= target:
+                db.execute("COMMIT")
+                return
+            for statement in MIGRATIONS[version].split(";"):
                 if statement.strip():
                     db.execute(statement)
-            db.execute(f"PRAGMA user_version = {step + 1}")
+            db.execute(f"PRAGMA user_version = {version + 1}")
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
@@ -262,17 +282,31 @@ class HistoryStore:
     the server then withholds from everyone; room rows and deletions stay
     queued and are written by the next commit that succeeds. Ids only ever
     grow, in memory and on disk, so no id is given twice.
+
+    Nodes of a cluster on one machine may share one file: they carry out the
+    same events in the same order, so they queue the same rows with the same
+    ids, and one of them (``archiving``, the holder of the file's lock in
+    Redis) writes them. The others only read the file, and keep what they
+    queued until the file has it (its ``archived_through`` position, read
+    by :meth:`commit`): their reads join that tail to the file's rows, and
+    if the writer dies, the one that takes its place writes the tail first.
+    Rows written twice (by two writers for a moment) are the same rows,
+    so the second is ignored.
     """
 
     def __init__(self, path: str = MEMORY) -> None:
         self.path = path
+        self.archiving = True    # this process writes the file (see lead and follow)
+        self.shared = False      # other processes may read the file: each commit saves archived_through
         # Written at the next commit: room inserts and deletions (in order),
-        # then events.
-        self._writes: list[tuple[str, tuple]] = []
+        # each with the next event id when it was queued (its place among the
+        # events, by which a node that follows the file drops it), then events.
+        self._writes: list[tuple[str, tuple, int]] = []
         self._pending: list[tuple[int, int, int | None, float, int, str, str]] = []
+        self._tail_cut = False   # following: the tail outgrew TAIL_ROWS and lost its oldest rows
         # Already in the open transaction, not yet committed: what a failed
         # commit must undo in memory or try again.
-        self._txn_writes: list[tuple[str, tuple]] = []
+        self._txn_writes: list[tuple[str, tuple, int]] = []
         self._txn_events = 0
         self._broken = False                     # a write in the open transaction failed
         self._last: dict[int, int | None] = {}   # room id -> its last message or action
@@ -285,11 +319,13 @@ class HistoryStore:
         self._next_room_id = 1
         self._rows_since_checkpoint = 0
         self.failed_commits = 0
+        self.file_id = ""
         try:
             if path != MEMORY:
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
             # Autocommit mode: transactions are begun and committed by hand.
             self._db = sqlite3.connect(path, isolation_level=None)
+            self._db.execute("PRAGMA busy_timeout = 5000")  # at open only: another node may be migrating it
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             migrate(self._db)
@@ -303,6 +339,11 @@ class HistoryStore:
     def _load_positions(self) -> None:
         """Read the next ids and each room's last message from the database."""
         db = self._db
+        file_id = db.execute("SELECT value FROM positions WHERE name = 'file_id'").fetchone()[0]
+        # Copies of a file have the same id but are not the same file: the
+        # lock is named by the id and where the file is.
+        where = os.stat(self.path) if self.path != MEMORY else None
+        self.file_id = f"{file_id}:{where.st_dev}:{where.st_ino}" if where else f"{file_id}:{id(self)}"
         self._next_id = db.execute("SELECT coalesce(max(id), 0) + 1 FROM events").fetchone()[0]
         highest = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'rooms'").fetchone()
         top_row = db.execute("SELECT coalesce(max(id), 0) FROM rooms").fetchone()[0]
@@ -319,6 +360,9 @@ class HistoryStore:
         self._committed_last = dict(self._last)
         self._moved.clear()
 
+    def _queue(self, write: tuple[str, tuple]) -> None:
+        self._writes.append((*write, self._next_id))
+
     def rooms(self) -> list[StoredRoom]:
         rows = self._db.execute("SELECT id, name, key_hash, created, owner, topic, topic_by, topic_at, modes, "
                                 "user_limit FROM rooms ORDER BY id")
@@ -330,55 +374,55 @@ class HistoryStore:
     # rows, and kept for the commit after if one fails.
 
     def save_account(self, key: str, name: str, password_hash: str, created: float) -> None:
-        self._writes.append(("INSERT OR REPLACE INTO accounts (key, name, hash, created) VALUES (?, ?, ?, ?)",
+        self._queue(("INSERT OR REPLACE INTO accounts (key, name, hash, created) VALUES (?, ?, ?, ?)",
                              (key, name, password_hash, created)))
 
     def delete_account(self, key: str) -> None:
         """An account and everything kept for it: its roles, its ignore list, its rooms' ownership."""
-        self._writes.append(("DELETE FROM accounts WHERE key = ?", (key,)))
-        self._writes.append(("DELETE FROM room_roles WHERE account = ?", (key,)))
-        self._writes.append(("DELETE FROM ignores WHERE account = ?", (key,)))
-        self._writes.append(("UPDATE rooms SET owner = NULL WHERE owner = ?", (key,)))
+        self._queue(("DELETE FROM accounts WHERE key = ?", (key,)))
+        self._queue(("DELETE FROM room_roles WHERE account = ?", (key,)))
+        self._queue(("DELETE FROM ignores WHERE account = ?", (key,)))
+        self._queue(("UPDATE rooms SET owner = NULL WHERE owner = ?", (key,)))
 
     def save_room_settings(self, room_id: int, owner: str | None, topic: str | None, topic_by: str | None,
                            topic_at: float | None, modes: str, user_limit: int | None) -> None:
-        self._writes.append(("UPDATE rooms SET owner = ?, topic = ?, topic_by = ?, topic_at = ?, modes = ?, "
+        self._queue(("UPDATE rooms SET owner = ?, topic = ?, topic_by = ?, topic_at = ?, modes = ?, "
                              "user_limit = ? WHERE id = ?",
                              (owner, topic, topic_by, topic_at, modes, user_limit, room_id)))
 
     def set_room_key(self, room_id: int, key_hash: str | None) -> None:
-        self._writes.append(("UPDATE rooms SET key_hash = ? WHERE id = ?", (key_hash, room_id)))
+        self._queue(("UPDATE rooms SET key_hash = ? WHERE id = ?", (key_hash, room_id)))
 
     def save_role(self, room_id: int, account: str, role: str | None) -> None:
         """ROLE ('o' or 'v') for ACCOUNT in the room, or none."""
         if role is None:
-            self._writes.append(("DELETE FROM room_roles WHERE room_id = ? AND account = ?", (room_id, account)))
+            self._queue(("DELETE FROM room_roles WHERE room_id = ? AND account = ?", (room_id, account)))
         else:
-            self._writes.append(("INSERT OR REPLACE INTO room_roles (room_id, account, role) VALUES (?, ?, ?)",
+            self._queue(("INSERT OR REPLACE INTO room_roles (room_id, account, role) VALUES (?, ?, ?)",
                                  (room_id, account, role)))
 
     def save_ban(self, room_id: int, kind: str, mask: str, shown: str, set_by: str, set_at: float,
                  expires: float | None) -> None:
-        self._writes.append(("INSERT OR REPLACE INTO room_bans (room_id, kind, mask, shown, set_by, set_at, expires) "
+        self._queue(("INSERT OR REPLACE INTO room_bans (room_id, kind, mask, shown, set_by, set_at, expires) "
                              "VALUES (?, ?, ?, ?, ?, ?, ?)", (room_id, kind, mask, shown, set_by, set_at, expires)))
 
     def delete_ban(self, room_id: int, kind: str, mask: str) -> None:
-        self._writes.append(("DELETE FROM room_bans WHERE room_id = ? AND kind = ? AND mask = ?",
+        self._queue(("DELETE FROM room_bans WHERE room_id = ? AND kind = ? AND mask = ?",
                              (room_id, kind, mask)))
 
     def save_kline(self, mask: str, set_by: str, set_at: float, expires: float | None, reason: str) -> None:
-        self._writes.append(("INSERT OR REPLACE INTO klines (mask, set_by, set_at, expires, reason) "
+        self._queue(("INSERT OR REPLACE INTO klines (mask, set_by, set_at, expires, reason) "
                              "VALUES (?, ?, ?, ?, ?)", (mask, set_by, set_at, expires, reason)))
 
     def delete_kline(self, mask: str) -> None:
-        self._writes.append(("DELETE FROM klines WHERE mask = ?", (mask,)))
+        self._queue(("DELETE FROM klines WHERE mask = ?", (mask,)))
 
     def save_ignore(self, account: str, ignored: str, on: bool) -> None:
         if on:
-            self._writes.append(("INSERT OR REPLACE INTO ignores (account, ignored) VALUES (?, ?)",
+            self._queue(("INSERT OR REPLACE INTO ignores (account, ignored) VALUES (?, ?)",
                                  (account, ignored)))
         else:
-            self._writes.append(("DELETE FROM ignores WHERE account = ? AND ignored = ?", (account, ignored)))
+            self._queue(("DELETE FROM ignores WHERE account = ? AND ignored = ?", (account, ignored)))
 
     def accounts(self) -> list[tuple[str, str, str, float]]:
         """(key, name, hash, created) of every account."""
@@ -401,7 +445,7 @@ class HistoryStore:
         """A new room's id, at once; its row is written with the next commit."""
         room_id = self._next_room_id
         self._next_room_id = room_id + 1
-        self._writes.append(("INSERT INTO rooms (id, key, name, created, key_hash) VALUES (?, ?, ?, ?, ?)",
+        self._queue(("INSERT OR IGNORE INTO rooms (id, key, name, created, key_hash) VALUES (?, ?, ?, ?, ?)",
                                (room_id, key, name, ts, key_hash)))
         self._last[room_id] = None
         self._committed_last[room_id] = None
@@ -410,11 +454,11 @@ class HistoryStore:
     def reset_room(self, room_id: int, name: str, key_hash: str | None, ts: float) -> None:
         """The room ROOM_ID's row becomes a new room's: its settings, roles and bans go
         (its messages stay). A cluster's node takes a room of its file again so."""
-        self._writes.append(("UPDATE rooms SET name = ?, created = ?, key_hash = ?, owner = NULL, topic = NULL, "
+        self._queue(("UPDATE rooms SET name = ?, created = ?, key_hash = ?, owner = NULL, topic = NULL, "
                              "topic_by = NULL, topic_at = NULL, modes = 'nt', user_limit = NULL WHERE id = ?",
                              (name, ts, key_hash, room_id)))
-        self._writes.append(("DELETE FROM room_roles WHERE room_id = ?", (room_id,)))
-        self._writes.append(("DELETE FROM room_bans WHERE room_id = ?", (room_id,)))
+        self._queue(("DELETE FROM room_roles WHERE room_id = ?", (room_id,)))
+        self._queue(("DELETE FROM room_bans WHERE room_id = ?", (room_id,)))
 
     def has_chat(self, room_id: int) -> bool:
         """True if the room has messages or actions (history worth keeping)."""
@@ -427,9 +471,9 @@ class HistoryStore:
         """
         if self.has_chat(room_id):
             raise ValueError("a room with history is not forgotten")
-        self._writes.append(("DELETE FROM rooms WHERE id = ?", (room_id,)))
-        self._writes.append(("DELETE FROM room_roles WHERE room_id = ?", (room_id,)))
-        self._writes.append(("DELETE FROM room_bans WHERE room_id = ?", (room_id,)))
+        self._queue(("DELETE FROM rooms WHERE id = ?", (room_id,)))
+        self._queue(("DELETE FROM room_roles WHERE room_id = ?", (room_id,)))
+        self._queue(("DELETE FROM room_bans WHERE room_id = ?", (room_id,)))
         self._last.pop(room_id, None)
         self._committed_last.pop(room_id, None)
         self._moved.discard(room_id)
@@ -452,11 +496,41 @@ class HistoryStore:
         return self._next_id
 
     def number_from(self, first: int) -> None:
-        """Give the next events ids from FIRST on, if that is past the ids given
-        so far (ids only grow). A cluster node numbers a message after its
-        place in the stream, so that every node gives it the same id."""
+        """Give the next events (and a new room) ids from FIRST on, if that is
+        past the ids given so far (ids only grow). A cluster node numbers an
+        event after its place in the stream, so that every node gives its
+        message, and a room it makes, the same id."""
         if first > self._next_id:
             self._next_id = first
+        if first > self._next_room_id:
+            self._next_room_id = first
+
+    def room_id_for(self, key: str, room_id: int) -> bool:
+        """True if ROOM_ID may be the id of the new room KEY here: no other room
+        has it, in memory or in the file (a node that shares the file takes the
+        id the others gave the room)."""
+        if room_id <= 0 or room_id > MAX_ID or room_id in self._last:
+            return False
+        row = self._db.execute("SELECT key FROM rooms WHERE id = ?", (room_id,)).fetchone()
+        return row is None or row[0] == key
+
+    def add_room_as(self, room_id: int, key: str, name: str, key_hash: str | None, ts: float,
+                    last: int | None) -> None:
+        """The new room KEY with the id (and last message) another node gave it (see room_id_for)."""
+        self._next_room_id = max(self._next_room_id, room_id + 1)
+        self._queue(("INSERT OR IGNORE INTO rooms (id, key, name, created, key_hash) VALUES (?, ?, ?, ?, ?)",
+                     (room_id, key, name, ts, key_hash)))
+        self._last[room_id] = self._committed_last[room_id] = last
+
+    def last_message(self, room_id: int) -> int | None:
+        return self._last.get(room_id)
+
+    def move_last(self, room_id: int, last: int | None) -> None:
+        """The room's last message is LAST (a later one than this process
+        stored, that a node sharing the file gave it before this one joined)."""
+        if last is not None and room_id in self._last and (self._last[room_id] or 0) < last:
+            self._last[room_id] = last
+            self._moved.add(room_id)
 
     def recent(self, room_id: int, limit: int) -> list[StoredEvent]:
         """The last LIMIT messages and actions of a room, oldest first.
@@ -466,14 +540,34 @@ class HistoryStore:
         last = self._last.get(room_id)
         if last is None or limit <= 0:
             return []
-        try:
-            self._flush_pending()
-            rows = self._db.execute(_REPLAY, (last, limit)).fetchall()
-        except sqlite3.Error as exc:
-            self._broken = True  # the commit will roll back and report the batch lost
-            log.error("history read failed: %s", exc)
-            raise HistoryError(str(exc)) from exc
-        return [StoredEvent(*row) for row in rows]
+        return self._chain(last, limit)
+
+    def _chain(self, last: int, limit: int) -> list[StoredEvent]:
+        """The last LIMIT messages of the chain that ends with LAST, oldest first:
+        the tail's (a following node's, see the class), then the file's."""
+        newest, at = self._walk_tail(last, limit, 0)
+        if at is not None and len(newest) < limit:
+            return [StoredEvent(*row) for row in self._read(_REPLAY, (at, limit - len(newest)))] + newest
+        return newest
+
+    def _walk_tail(self, last: int, steps: int, after: int) -> tuple[list[StoredEvent], int | None]:
+        """Up to STEPS messages of the chain that ends with LAST and are past AFTER,
+        from this following node's tail, oldest first; and where the chain goes on
+        (None: it ended, or went past AFTER), which the file has."""
+        walked: list[StoredEvent] = []
+        tail = self._pending if not self.archiving else ()
+        at: int | None = last
+        while tail and at is not None and at > after and len(walked) < steps:
+            index = bisect_left(tail, at, key=_row_id)
+            if index == len(tail) or tail[index][0] != at:
+                break  # archived already: in the file
+            row = tail[index]
+            walked.append(StoredEvent(row[3], row[4], row[5], row[6], row[0]))
+            at = row[2]
+        walked.reverse()
+        if at is not None and (at <= after or len(walked) >= steps):
+            at = None
+        return walked, at
 
     def before(self, room_id: int, event_id: int, limit: int) -> list[StoredEvent]:
         """Up to LIMIT messages and actions of the room just before its message
@@ -481,10 +575,15 @@ class HistoryStore:
         Raises HistoryError if they cannot be read."""
         if limit <= 0:
             return []
-        row = self._read("SELECT room_id, kind, prev_id FROM events WHERE id = ?", (event_id,))
+        tail = self._pending if not self.archiving else ()
+        index = bisect_left(tail, event_id, key=_row_id) if tail else 0
+        if index < len(tail) and tail[index][0] == event_id:
+            row = [(tail[index][1], tail[index][4], tail[index][2])]
+        else:
+            row = self._read("SELECT room_id, kind, prev_id FROM events WHERE id = ?", (event_id,))
         if not row or row[0][0] != room_id or row[0][1] == NOTICE or row[0][2] is None:
             return []
-        return [StoredEvent(*r) for r in self._read(_REPLAY, (row[0][2], limit))]
+        return self._chain(row[0][2], limit)
 
     def after(self, room_id: int, event_id: int, limit: int) -> list[StoredEvent]:
         """Up to LIMIT messages and actions of the room after EVENT_ID, oldest
@@ -492,7 +591,9 @@ class HistoryStore:
         last = self._last.get(room_id)
         if last is None or last <= event_id or limit <= 0:
             return []
-        return [StoredEvent(*r) for r in self._read(_AFTER, (last, event_id, AFTER_WALK, limit))]
+        newest, at = self._walk_tail(last, AFTER_WALK, event_id)
+        older = [] if at is None else self._read(_AFTER, (at, event_id, AFTER_WALK - len(newest), limit))
+        return ([StoredEvent(*row) for row in older] + newest)[:limit]
 
     def _read(self, sql: str, args: tuple) -> list[tuple]:
         try:
@@ -504,21 +605,25 @@ class HistoryStore:
             raise HistoryError(str(exc)) from exc
 
     def _flush_pending(self) -> None:
-        """Write what is queued into the open transaction (begun if needed)."""
+        """Write what is queued into the open transaction (begun if needed); a
+        node that follows the file keeps it queued (see the class)."""
+        if not self.archiving:
+            return
         db = self._db
         if not db.in_transaction:
             db.execute("BEGIN")
         if self._writes:
             ops, self._writes = self._writes, []
             self._txn_writes.extend(ops)
-            for sql, args in ops:
+            for op in ops:
+                sql, args, _ = op
                 try:
                     db.execute(sql, args)
                 except sqlite3.IntegrityError as exc:
                     # A row the database will never take would fail every
                     # commit from now on if it were retried: it is dropped.
                     log.error("room change not stored (%s): %s %r", exc, sql.split()[0], args[:3])
-                    self._txn_writes.remove((sql, args))
+                    self._txn_writes.remove(op)
         if self._pending:
             rows, self._pending = self._pending, []
             self._txn_events += len(rows)
@@ -541,12 +646,12 @@ class HistoryStore:
         self._db.execute("UPDATE positions SET value = ? WHERE name = 'heads_through'", (self._next_id - 1,))
 
     def unsaved(self) -> bool:
-        """True if anything waits for the next commit."""
+        """True if anything waits for the next commit (following: for the file's writer)."""
         return bool(self._pending or self._writes or self._moved or self._db.in_transaction)
 
     def unsaved_events(self) -> int:
-        """How many events wait for the next commit."""
-        return len(self._pending) + self._txn_events
+        """How many events wait for the next commit (following, none: what waits is the writer's to commit)."""
+        return len(self._pending) + self._txn_events if self.archiving else 0
 
     def commit(self) -> bool:
         """Make everything written so far durable; False if that failed.
@@ -554,6 +659,8 @@ class HistoryStore:
         Errors are logged, not raised: the chat goes on when the disk fails,
         and the caller withholds what this batch would have shown.
         """
+        if not self.archiving:
+            return self._follow()
         heads_due = self._rows_since_heads >= HEADS_ROWS and self._stale_heads
         if not heads_due and not self.unsaved():
             return True
@@ -565,6 +672,9 @@ class HistoryStore:
             heads = self._rows_since_heads + self._txn_events >= HEADS_ROWS
             if heads:
                 self._save_heads()
+            if self.shared:
+                self._db.execute("UPDATE positions SET value = max(value, ?) WHERE name = 'archived_through'",
+                                 (self._next_id - 1,))
             self._db.execute("COMMIT")
         except sqlite3.Error as exc:
             self._roll_back(exc)
@@ -605,6 +715,46 @@ class HistoryStore:
                 self._last[room] = self._committed_last[room]
         self._txn_moved.clear()
         self._moved.clear()
+
+    def _follow(self) -> bool:
+        """A following node: drop what the file has now (everything queued when
+        the ids had not passed its archived_through). False if it cannot be read."""
+        try:
+            row = self._db.execute("SELECT value FROM positions WHERE name = 'archived_through'").fetchone()
+        except sqlite3.Error as exc:
+            log.error("history read failed: %s", exc)
+            return False
+        through = row[0] if row else 0
+        self._writes = [write for write in self._writes if write[2] > through]
+        del self._pending[:bisect_right(self._pending, through, key=_row_id)]
+        if len(self._pending) > TAIL_ROWS:  # its writer is gone, and no node took its place yet
+            if not self._tail_cut:
+                log.error("history: the file's writer is %d events behind; the oldest are no longer kept here",
+                          len(self._pending))
+            self._tail_cut = True
+            del self._pending[:len(self._pending) - TAIL_ROWS]
+        self._moved.clear()
+        return True
+
+    def lead(self) -> None:
+        """This process writes the file from now on (it took the file's lock): what
+        it kept (its tail and the room changes) goes first, with every room's
+        last message and where those are exact."""
+        if self.archiving:
+            return
+        self._follow()
+        self.archiving = True
+        self._tail_cut = False
+        self._stale_heads = set(self._last)
+        self._rows_since_heads = HEADS_ROWS
+        self._committed_last = dict(self._last)
+
+    def follow(self) -> None:
+        """Another process writes the file from now on: what this one has is
+        committed now (harmless if the other has it too), then kept, not written."""
+        if self.archiving:
+            self.commit()
+            self.archiving = False
 
     def checkpoint_if_due(self) -> None:
         """Copy the WAL into the database when enough has been written (called

@@ -430,7 +430,8 @@ class ReplicatedHall(RoomRequests, AccountRequests):
                   list(room.topic) if room.topic is not None else None,
                   [[kind, mask, *ban] for kind, table in (("b", room.bans), ("m", room.mutes))
                    for mask, ban in table.items()],
-                  room.invited, room.owner, sorted(room.op_accounts), sorted(room.voice_accounts)]
+                  room.invited, room.owner, sorted(room.op_accounts), sorted(room.voice_accounts),
+                  room.id, self.history.last_message(room.id)]
                  for room in self.rooms.values()]
         users = [[user.name, user.node, user.fence, user.ident, user.host, user.realname,
                   [[room.key, user in room.ops, user in room.voiced] for room in user.rooms], user.account or "",
@@ -441,7 +442,7 @@ class ReplicatedHall(RoomRequests, AccountRequests):
         klines = [[mask, *kline] for mask, kline in self.klines.items()]
         return encode({"rooms": rooms, "users": users, "accounts": accounts, "ignores": ignores,
                        "klines": klines, "chatted": sorted(self._chatted),
-                       "ids": [self.history.next_event_id, self.msgids]})
+                       "ids": [self.history.next_event_id, self.msgids], "file": self.history.file_id})
 
     def load_snapshot(self, data: bytes) -> None:
         """Take the world of another node's snapshot (this node's own world is empty of users)."""
@@ -454,12 +455,24 @@ class ReplicatedHall(RoomRequests, AccountRequests):
         kept = {room_key(entry[0]) for entry in world["rooms"]}
         for stale in [room for room in self.rooms.values() if room.key not in kept and not room.members]:
             self._drop_stale_room(stale)
+        # A node that shares this node's file gave the rooms the ids of the
+        # file's rows, and knows their last messages, which the file may not
+        # have yet (see HistoryStore): this node takes both.
+        same_file = world.get("file") == self.history.file_id
         for (name, key_hash, created, modes, limit, topic, bans, invited,
-             owner, op_accounts, voice_accounts) in world["rooms"]:
+             owner, op_accounts, voice_accounts, *where) in world["rooms"]:
+            room_id, last = (where + [0, None])[:2]
             room = self.rooms.get(room_key(name))
             if room is None:
-                room = Room(name, self._new_room_id(name, key_hash or None, created), key_hash or None, created)
+                if same_file and room_key(name) not in self._dormant and self.history.room_id_for(room_key(name),
+                                                                                                 room_id):
+                    self.history.add_room_as(room_id, room_key(name), name, key_hash or None, created, last)
+                else:
+                    room_id = self._new_room_id(name, key_hash or None, created)
+                room = Room(name, room_id, key_hash or None, created)
                 self._add_room(room)
+            elif same_file and room.id == room_id:
+                self.history.move_last(room.id, last)
             if (key_hash or None) != room.key_hash:
                 room.key_hash, room.good_key = key_hash or None, None
                 self.history.set_room_key(room.id, room.key_hash)

@@ -30,7 +30,10 @@ lease; ``lease:NODE`` NODE's lease (a token, with a TTL); ``held:NODE``
 the names NODE holds (key -> fence); ``epoch`` a random value set once:
 if it changes, Redis lost its data; ``cloak`` the secret every node makes
 users' shown hosts with, so that a user's host, and a ban of it, is the
-same whichever node it came through.
+same whichever node it came through; ``archiver:FILE`` the node that
+writes the history file FILE (its id, see HistoryStore.file_id), held like
+a lease: nodes on one machine may share one file, and only the holder
+writes it (the others read it, and take the lock if the holder dies).
 """
 
 from __future__ import annotations
@@ -54,6 +57,7 @@ FENCE = PREFIX + "fence"
 NODES = PREFIX + "nodes"
 EPOCH = PREFIX + "epoch"
 CLOAK = PREFIX + "cloak"
+ARCHIVER = PREFIX + "archiver:"
 STREAM_KEPT = 1_000_000     # entries kept in the stream (MAXLEN ~): at least this many
 LEASE_MS = 10_000           # a node not heard from for this long is declared lost
 RENEW_EVERY = 2.0           # seconds between lease renewals (and sweeps)
@@ -147,6 +151,21 @@ return 1
 """
 
 
+# Hold the lock of a history file for ARGV[2] ms (1), unless another process holds it (0).
+HOLD = """
+local holder = redis.call('GET', KEYS[1])
+if holder and holder ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+"""
+
+# Give up the lock of a history file, if this process holds it.
+LET_GO = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+return 1
+"""
+
+
 def _claim_answer(refused: Callable[[str], None]) -> Callable[[Reply], None]:
     """The callback of CLAIM or MOVE: 0 is a name held by someone else; an error,
     or a negative answer (no lease, the old claim lost), is the cluster being unavailable."""
@@ -196,6 +215,12 @@ class Cluster:
         hall.on_snapshot_request = self._snapshot_requested
         self._stopped = False
         hall.bus = self
+        # The history file is written by one node of those sharing it: until this
+        # one holds its lock, it keeps what it would write (HistoryStore.follow).
+        self.archive_key = ARCHIVER + hall.history.file_id
+        hall.history.shared = True
+        hall.history.follow()
+        self._archive_role = ""  # "leads" or "follows", as last logged
 
     # -- the bus the Hall publishes to ----------------------------------------------
 
@@ -261,6 +286,8 @@ class Cluster:
         self._append_pending()
         if self.cmd.up:
             self.cmd.call(lambda reply: None, "DEL", self.lease_key)
+            if self.hall.history.archiving:  # another node sharing the file takes it at once
+                self.cmd.call(lambda reply: None, "EVAL", LET_GO, 1, self.archive_key, self.token)
 
     def flush(self) -> None:
         """The end of a loop pass: this pass's events and commands leave for Redis."""
@@ -310,6 +337,7 @@ class Cluster:
         if not self.ready:
             return
         self.cmd.call(self._renewed, "EVAL", RENEW, 1, self.lease_key, self.token, LEASE_MS)
+        self._hold_archive()
         self.cmd.call(self._swept, "EVAL", SWEEP, 3, NODES, NAMES, STREAM, PREFIX, STREAM_KEPT, "",
                       "node lost", time.time())
 
@@ -320,6 +348,24 @@ class Cluster:
             log.error("cluster: this node's lease expired and it was declared lost; taking it again")
             self.ready = False
             self._take_lease()
+
+    def _hold_archive(self) -> None:
+        """Take or keep the lock of this node's history file (with the lease)."""
+        self.cmd.call(self._archive_answer, "EVAL", HOLD, 1, self.archive_key, self.token, LEASE_MS)
+
+    def _archive_answer(self, reply: Reply) -> None:
+        if isinstance(reply, Exception) or self._stopped:
+            return
+        history = self.hall.history
+        role = "leads" if reply == 1 else "follows"
+        if role == "leads":
+            history.lead()
+        else:
+            history.follow()
+        if role != self._archive_role:
+            self._archive_role = role
+            log.info("cluster: node %s %s", self.node, "writes its history file" if role == "leads" else
+                     "reads its history file, which another node writes")
 
     def _swept(self, reply: Reply) -> None:
         if isinstance(reply, int) and reply > 0:
@@ -392,6 +438,7 @@ class Cluster:
         self._releases.clear()
         if not self.feed.waiting:  # the feed carries only XREADs: never two, they would read the same entries
             self._read()
+        self._hold_archive()
         self.hall.reclaim_orphans()
 
     # -- joining a running cluster: the world as of a request in the stream -------------------
