@@ -69,9 +69,10 @@ class ServerKind:
         return ([self.daemon] if self.daemon in daemons.DEBIAN else []) + (["redis"] if self.nodes else [])
 
     def node_command(self, port: int, workdir: Path, node: int, redis_port: int) -> list[str]:
-        """The command of cluster node NODE (from 0): the port shared, its own history file."""
+        """The command of cluster node NODE (from 0): the port and the history file
+        shared, as nodes on one machine are run (one of them writes the file)."""
         return [*self.command(port, workdir), "--cluster", f"redis://127.0.0.1:{redis_port}",
-                "--node-name", f"n{node + 1}", "--db", str(workdir / f"n{node + 1}.db")]
+                "--node-name", f"n{node + 1}", "--db", str(workdir / "cluster.db")]
 
     def command(self, port: int, workdir: Path) -> list[str]:
         if self.daemon == "miniircd":
