@@ -587,8 +587,8 @@ def cluster_section(results: dict) -> list[str]:
         "",
         "`pychat-cluster1` is one node with `--cluster` (every event goes through Redis and back); "
         "`pychat-cluster2` is two nodes sharing the port with `SO_REUSEPORT`, the kernel spreading the "
-        "clients over them (clients per node below), each with its own history file; `pychat` is the "
-        "single process without Redis. Each node has `pychat`'s flags. Redis is Debian's "
+        "clients over them (clients per node below), and one history file, which one of them writes; "
+        "`pychat` is the single process without Redis. Each node has `pychat`'s flags. Redis is Debian's "
         f"`redis-server` with `appendonly yes`, `appendfsync {REDIS_FSYNC}` and no snapshots, its "
         "files in the run's directory.",
         "",

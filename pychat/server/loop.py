@@ -431,7 +431,10 @@ class Server:
         (a timer then wakes a quiet loop). What a user saw is already in
         Redis, so a failed commit withholds nothing; it is logged, and those
         events are missing from this node's file. A node killed with
-        ``kill -9`` loses at most the last ARCHIVE_DELAY from its file."""
+        ``kill -9`` loses at most the last ARCHIVE_DELAY from a file it
+        writes alone; nodes sharing the file keep that, and one of them
+        writes it (HistoryStore.lead). A node that reads a file another
+        writes commits nothing: its commit drops what the file now has."""
         history = self.history
         if not history.unsaved():
             return
