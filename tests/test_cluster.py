@@ -999,3 +999,37 @@ def test_nodes_that_share_a_file_write_it_once_and_a_survivor_takes_it_over(node
              what="node two to take the file over once node one's lock expired")
     wait_for(lambda: _archived(shared) == said_all, what="node two to write what node one never did")
     assert "Traceback" not in two.log()
+
+
+def test_a_shared_file_keeps_a_failed_batch_and_knows_who_lacks_events(tmp_path):
+    """The stores of nodes on one file: a failed commit of the writer is kept and
+    written by the next (the followers drop what the file's position passes); a
+    node that joined after events the file lacks is not complete, so it waits
+    for one that has them before it writes the file (Cluster's HOLD)."""
+    path = str(tmp_path / "shared.db")
+    writer, follower = HistoryStore(path), HistoryStore(path)
+    follower.shared = writer.shared = True
+    follower.follow()
+    rooms = [store.add_room("general", "general", None, 0.0) for store in (writer, follower)]
+    assert rooms[0] == rooms[1] and writer.commit()
+    for store, room in zip((writer, follower), rooms):
+        for n in range(3):
+            store.append(room, 0.0, 0, "alice", f"kept {n}")
+    with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as locker:
+        locker.execute("BEGIN EXCLUSIVE")
+        assert not writer.commit()  # the file is locked: the batch waits
+        locker.execute("ROLLBACK")
+    assert follower.commit() and [e.text for e in follower.recent(rooms[1], 10)] == ["kept 0", "kept 1", "kept 2"]
+    assert writer.commit() and _archived(path) == ["kept 0", "kept 1", "kept 2"]
+    assert follower.commit() and follower.complete and [e.text for e in follower.recent(rooms[1], 2)] == \
+        ["kept 1", "kept 2"]
+
+    writer.append(rooms[0], 0.0, 0, "alice", "not written yet")
+    latecomer = HistoryStore(path)
+    latecomer.shared = True
+    latecomer.follow()
+    assert latecomer.complete  # the file holds everything before it
+    latecomer.number_from(writer.next_event_id)  # it joins after the message the file lacks
+    latecomer.keep_from_here()
+    assert not latecomer.complete
+    assert writer.commit() and latecomer.commit() and latecomer.complete

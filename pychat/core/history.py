@@ -308,6 +308,12 @@ class HistoryStore:
         # commit must undo in memory or try again.
         self._txn_writes: list[tuple[str, tuple, int]] = []
         self._txn_events = 0
+        self._txn_rows: list[tuple[int, int, int | None, float, int, str, str]] = []  # shared: kept if it fails
+        # Following: the first id this process numbered itself (the file must hold
+        # every event before it for this process to be a complete writer), and
+        # whether it does, as of the last read of the file's position.
+        self._kept_from = 0
+        self.complete = True
         self._broken = False                     # a write in the open transaction failed
         self._last: dict[int, int | None] = {}   # room id -> its last message or action
         self._committed_last: dict[int, int | None] = {}
@@ -627,6 +633,8 @@ class HistoryStore:
         if self._pending:
             rows, self._pending = self._pending, []
             self._txn_events += len(rows)
+            if self.shared:
+                self._txn_rows.extend(rows)
             whole = len(rows) - len(rows) % ROWS_PER_INSERT
             if whole:
                 db.executemany(_INSERT_MANY, [tuple(chain.from_iterable(rows[i:i + ROWS_PER_INSERT]))
@@ -689,6 +697,7 @@ class HistoryStore:
             if room in self._last:
                 self._committed_last[room] = self._last[room]
         self._txn_writes.clear()
+        self._txn_rows.clear()
         self._txn_moved.clear()
         self._txn_events = 0
         return True
@@ -705,9 +714,19 @@ class HistoryStore:
             log.error("history rollback failed: %s", again)
         self._writes[:0] = self._txn_writes
         self._txn_writes.clear()
-        self._pending.clear()
         self._txn_events = 0
         self._broken = False
+        if self.shared:
+            # An archive behind the stream (a cluster node's): its users saw these
+            # events already, and nodes sharing the file drop them once its position
+            # passes them, so they are kept for the next commit, not dropped.
+            self._pending[:0] = self._txn_rows
+            self._txn_rows.clear()
+            self._moved |= self._txn_moved
+            self._txn_moved.clear()
+            self._cap_kept()
+            return
+        self._pending.clear()
         # The chains ran ahead of the database: back to what is committed.
         # Ids keep growing (the next event id is not taken back).
         for room in self._txn_moved | self._moved:
@@ -725,16 +744,31 @@ class HistoryStore:
             log.error("history read failed: %s", exc)
             return False
         through = row[0] if row else 0
+        self._broken = False  # (a failed read; no transaction is open while following)
+        self.complete = through + 1 >= self._kept_from
         self._writes = [write for write in self._writes if write[2] > through]
         del self._pending[:bisect_right(self._pending, through, key=_row_id)]
-        if len(self._pending) > TAIL_ROWS:  # its writer is gone, and no node took its place yet
+        self._cap_kept()
+        self._moved.clear()
+        return True
+
+    def _cap_kept(self) -> None:
+        """Keep at most TAIL_ROWS events and room changes waiting (the file's writer is
+        gone or failing, and no node took its place yet): the oldest go."""
+        if len(self._pending) > TAIL_ROWS or len(self._writes) > TAIL_ROWS:
             if not self._tail_cut:
-                log.error("history: the file's writer is %d events behind; the oldest are no longer kept here",
+                log.error("history: %d events wait for the file; the oldest are no longer kept",
                           len(self._pending))
             self._tail_cut = True
             del self._pending[:len(self._pending) - TAIL_ROWS]
-        self._moved.clear()
-        return True
+            del self._writes[:len(self._writes) - TAIL_ROWS]
+
+    def keep_from_here(self) -> None:
+        """This process carries out events from here on (it joined a cluster): the
+        file must hold every one before for it to write the file alone (complete)."""
+        self._kept_from = self._next_id
+        if not self.archiving:
+            self._follow()
 
     def lead(self) -> None:
         """This process writes the file from now on (it took the file's lock): what
@@ -755,6 +789,8 @@ class HistoryStore:
         if self.archiving:
             self.commit()
             self.archiving = False
+            self._kept_from = self._kept_from or self._next_id
+            self._follow()
 
     def checkpoint_if_due(self) -> None:
         """Copy the WAL into the database when enough has been written (called

@@ -449,6 +449,7 @@ class ReplicatedHall(RoomRequests, AccountRequests):
         world = decode(data)
         next_event_id, msgids = world["ids"]  # numbered on from here as the other node does
         self.history.number_from(next_event_id)
+        self.history.keep_from_here()
         self.msgids = max(self.msgids, msgids)
         self._load_accounts_of(world)
         self._chatted = set(world["chatted"])

@@ -151,13 +151,18 @@ return 1
 """
 
 
-# Hold the lock of a history file for ARGV[2] ms (1), unless another process holds it (0).
+# Hold the lock of a history file for ARGV[2] ms (1), unless another process holds it (0),
+# or nobody does and this one may not take it yet (2; ARGV[3] '0').
 HOLD = """
 local holder = redis.call('GET', KEYS[1])
 if holder and holder ~= ARGV[1] then return 0 end
+if not holder and ARGV[3] == '0' then return 2 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return 1
 """
+# Tries (one every RENEW_EVERY) a node that lacks events the file lacks too waits
+# for a node that has them to take a free lock, before it takes it itself.
+INCOMPLETE_WAIT = 3
 
 # Give up the lock of a history file, if this process holds it.
 LET_GO = """
@@ -221,6 +226,7 @@ class Cluster:
         hall.history.shared = True
         hall.history.follow()
         self._archive_role = ""  # "leads" or "follows", as last logged
+        self._free_tries = 0     # HOLD found the lock free and left it (this node is not complete)
 
     # -- the bus the Hall publishes to ----------------------------------------------
 
@@ -351,12 +357,18 @@ class Cluster:
 
     def _hold_archive(self) -> None:
         """Take or keep the lock of this node's history file (with the lease)."""
-        self.cmd.call(self._archive_answer, "EVAL", HOLD, 1, self.archive_key, self.token, LEASE_MS)
+        history = self.hall.history
+        # A node that joined after events the file lacks (its writer died before
+        # writing them) would write the file with a hole: one that has them goes first.
+        may_take = history.archiving or history.complete or self._free_tries >= INCOMPLETE_WAIT
+        self.cmd.call(self._archive_answer, "EVAL", HOLD, 1, self.archive_key, self.token, LEASE_MS,
+                      int(may_take))
 
     def _archive_answer(self, reply: Reply) -> None:
         if isinstance(reply, Exception) or self._stopped:
             return
         history = self.hall.history
+        self._free_tries = self._free_tries + 1 if reply == 2 else 0
         role = "leads" if reply == 1 else "follows"
         if role == "leads":
             history.lead()
