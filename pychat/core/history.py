@@ -381,7 +381,7 @@ class HistoryStore:
 
     def save_account(self, key: str, name: str, password_hash: str, created: float) -> None:
         self._queue(("INSERT OR REPLACE INTO accounts (key, name, hash, created) VALUES (?, ?, ?, ?)",
-                             (key, name, password_hash, created)))
+                     (key, name, password_hash, created)))
 
     def delete_account(self, key: str) -> None:
         """An account and everything kept for it: its roles, its ignore list, its rooms' ownership."""
@@ -393,8 +393,8 @@ class HistoryStore:
     def save_room_settings(self, room_id: int, owner: str | None, topic: str | None, topic_by: str | None,
                            topic_at: float | None, modes: str, user_limit: int | None) -> None:
         self._queue(("UPDATE rooms SET owner = ?, topic = ?, topic_by = ?, topic_at = ?, modes = ?, "
-                             "user_limit = ? WHERE id = ?",
-                             (owner, topic, topic_by, topic_at, modes, user_limit, room_id)))
+                     "user_limit = ? WHERE id = ?",
+                     (owner, topic, topic_by, topic_at, modes, user_limit, room_id)))
 
     def set_room_key(self, room_id: int, key_hash: str | None) -> None:
         self._queue(("UPDATE rooms SET key_hash = ? WHERE id = ?", (key_hash, room_id)))
@@ -405,20 +405,20 @@ class HistoryStore:
             self._queue(("DELETE FROM room_roles WHERE room_id = ? AND account = ?", (room_id, account)))
         else:
             self._queue(("INSERT OR REPLACE INTO room_roles (room_id, account, role) VALUES (?, ?, ?)",
-                                 (room_id, account, role)))
+                         (room_id, account, role)))
 
     def save_ban(self, room_id: int, kind: str, mask: str, shown: str, set_by: str, set_at: float,
                  expires: float | None) -> None:
         self._queue(("INSERT OR REPLACE INTO room_bans (room_id, kind, mask, shown, set_by, set_at, expires) "
-                             "VALUES (?, ?, ?, ?, ?, ?, ?)", (room_id, kind, mask, shown, set_by, set_at, expires)))
+                     "VALUES (?, ?, ?, ?, ?, ?, ?)", (room_id, kind, mask, shown, set_by, set_at, expires)))
 
     def delete_ban(self, room_id: int, kind: str, mask: str) -> None:
         self._queue(("DELETE FROM room_bans WHERE room_id = ? AND kind = ? AND mask = ?",
-                             (room_id, kind, mask)))
+                     (room_id, kind, mask)))
 
     def save_kline(self, mask: str, set_by: str, set_at: float, expires: float | None, reason: str) -> None:
         self._queue(("INSERT OR REPLACE INTO klines (mask, set_by, set_at, expires, reason) "
-                             "VALUES (?, ?, ?, ?, ?)", (mask, set_by, set_at, expires, reason)))
+                     "VALUES (?, ?, ?, ?, ?)", (mask, set_by, set_at, expires, reason)))
 
     def delete_kline(self, mask: str) -> None:
         self._queue(("DELETE FROM klines WHERE mask = ?", (mask,)))
@@ -426,7 +426,7 @@ class HistoryStore:
     def save_ignore(self, account: str, ignored: str, on: bool) -> None:
         if on:
             self._queue(("INSERT OR REPLACE INTO ignores (account, ignored) VALUES (?, ?)",
-                                 (account, ignored)))
+                         (account, ignored)))
         else:
             self._queue(("DELETE FROM ignores WHERE account = ? AND ignored = ?", (account, ignored)))
 
@@ -450,19 +450,15 @@ class HistoryStore:
     def add_room(self, key: str, name: str, key_hash: str | None, ts: float) -> int:
         """A new room's id, at once; its row is written with the next commit."""
         room_id = self._next_room_id
-        self._next_room_id = room_id + 1
-        self._queue(("INSERT OR IGNORE INTO rooms (id, key, name, created, key_hash) VALUES (?, ?, ?, ?, ?)",
-                               (room_id, key, name, ts, key_hash)))
-        self._last[room_id] = None
-        self._committed_last[room_id] = None
+        self.add_room_as(room_id, key, name, key_hash, ts, None)
         return room_id
 
     def reset_room(self, room_id: int, name: str, key_hash: str | None, ts: float) -> None:
         """The room ROOM_ID's row becomes a new room's: its settings, roles and bans go
         (its messages stay). A cluster's node takes a room of its file again so."""
         self._queue(("UPDATE rooms SET name = ?, created = ?, key_hash = ?, owner = NULL, topic = NULL, "
-                             "topic_by = NULL, topic_at = NULL, modes = 'nt', user_limit = NULL WHERE id = ?",
-                             (name, ts, key_hash, room_id)))
+                     "topic_by = NULL, topic_at = NULL, modes = 'nt', user_limit = NULL WHERE id = ?",
+                     (name, ts, key_hash, room_id)))
         self._queue(("DELETE FROM room_roles WHERE room_id = ?", (room_id,)))
         self._queue(("DELETE FROM room_bans WHERE room_id = ?", (room_id,)))
 
@@ -522,7 +518,8 @@ class HistoryStore:
 
     def add_room_as(self, room_id: int, key: str, name: str, key_hash: str | None, ts: float,
                     last: int | None) -> None:
-        """The new room KEY with the id (and last message) another node gave it (see room_id_for)."""
+        """The new room KEY with the id ROOM_ID (and last message LAST): add_room's, or
+        the ones a node sharing the file gave it (see room_id_for)."""
         self._next_room_id = max(self._next_room_id, room_id + 1)
         self._queue(("INSERT OR IGNORE INTO rooms (id, key, name, created, key_hash) VALUES (?, ?, ?, ?, ?)",
                      (room_id, key, name, ts, key_hash)))
@@ -561,13 +558,11 @@ class HistoryStore:
         from this following node's tail, oldest first; and where the chain goes on
         (None: it ended, or went past AFTER), which the file has."""
         walked: list[StoredEvent] = []
-        tail = self._pending if not self.archiving else ()
         at: int | None = last
-        while tail and at is not None and at > after and len(walked) < steps:
-            index = bisect_left(tail, at, key=_row_id)
-            if index == len(tail) or tail[index][0] != at:
-                break  # archived already: in the file
-            row = tail[index]
+        while at is not None and at > after and len(walked) < steps:
+            row = self._tail_row(at)
+            if row is None:
+                break  # archived already (or not following): in the file
             walked.append(StoredEvent(row[3], row[4], row[5], row[6], row[0]))
             at = row[2]
         walked.reverse()
@@ -575,16 +570,21 @@ class HistoryStore:
             at = None
         return walked, at
 
+    def _tail_row(self, event_id: int) -> tuple[int, int, int | None, float, int, str, str] | None:
+        """The row of EVENT_ID in this following node's tail, if it is there."""
+        tail = self._pending if not self.archiving else ()
+        index = bisect_left(tail, event_id, key=_row_id) if tail else 0
+        return tail[index] if index < len(tail) and tail[index][0] == event_id else None
+
     def before(self, room_id: int, event_id: int, limit: int) -> list[StoredEvent]:
         """Up to LIMIT messages and actions of the room just before its message
         EVENT_ID, oldest first ([] if that is not one of the room's messages).
         Raises HistoryError if they cannot be read."""
         if limit <= 0:
             return []
-        tail = self._pending if not self.archiving else ()
-        index = bisect_left(tail, event_id, key=_row_id) if tail else 0
-        if index < len(tail) and tail[index][0] == event_id:
-            row = [(tail[index][1], tail[index][4], tail[index][2])]
+        kept = self._tail_row(event_id)
+        if kept is not None:
+            row = [(kept[1], kept[4], kept[2])]
         else:
             row = self._read("SELECT room_id, kind, prev_id FROM events WHERE id = ?", (event_id,))
         if not row or row[0][0] != room_id or row[0][1] == NOTICE or row[0][2] is None:
@@ -706,7 +706,8 @@ class HistoryStore:
         """Undo in memory what the failed transaction held; keep room changes for the next commit."""
         lost = self._txn_events + len(self._pending)
         self.failed_commits += 1
-        log.error("history write failed, %d events not stored: %s", lost, exc)
+        log.error("history write failed, %d events not stored%s: %s", lost,
+                  " (kept for the next commit)" if self.shared else "", exc)
         try:
             if self._db.in_transaction:
                 self._db.execute("ROLLBACK")
@@ -781,7 +782,6 @@ class HistoryStore:
         self._tail_cut = False
         self._stale_heads = set(self._last)
         self._rows_since_heads = HEADS_ROWS
-        self._committed_last = dict(self._last)
 
     def follow(self) -> None:
         """Another process writes the file from now on: what this one has is

@@ -429,8 +429,8 @@ class Server:
         """A cluster node's commit of its history file, behind the stream:
         once ARCHIVE_ROWS events wait, or ARCHIVE_DELAY after the first one
         (a timer then wakes a quiet loop). What a user saw is already in
-        Redis, so a failed commit withholds nothing; it is logged, and those
-        events are missing from this node's file. A node killed with
+        Redis, so a failed commit withholds nothing; it is logged, and its
+        events are kept for the next commit (HistoryStore, shared). A node killed with
         ``kill -9`` loses at most the last ARCHIVE_DELAY from a file it
         writes alone; nodes sharing the file keep that, and one of them
         writes it (HistoryStore.lead). A node that reads a file another
