@@ -1033,3 +1033,40 @@ def test_a_shared_file_keeps_a_failed_batch_and_knows_who_lacks_events(tmp_path)
     latecomer.keep_from_here()
     assert not latecomer.complete
     assert writer.commit() and latecomer.commit() and latecomer.complete
+
+
+def test_a_node_carries_out_its_own_batch_read_back_only_if_the_stream_holds_it(tmp_path):
+    """Reading back the entry it appended, a node carries out the events it
+    kept instead of decoding them again; an entry of its name that holds
+    something else (a process of the same name before a restart numbered its
+    batches from 1 too) is decoded as any other, and earlier batches that never
+    came back are let go."""
+    import selectors
+
+    from pychat.core.replicated import ReplicatedHall, encode_batch
+    from pychat.core.timers import Timers
+    from pychat.server.cluster import Cluster
+    from pychat.server.redis import RedisAddress
+
+    carried: list[tuple[str, list | None]] = []
+
+    class Recording(ReplicatedHall):
+        def apply(self, node, fence, data, batch=False, entry_id="", events=None):
+            carried.append((entry_id, events))
+            super().apply(node, fence, data, batch, entry_id, events)
+
+    hall = Recording(HistoryStore(str(tmp_path / "n1.db")), node="n1")
+    with contextlib.closing(selectors.DefaultSelector()) as sel:
+        cluster = Cluster(RedisAddress("redis://127.0.0.1:9"), "n1", hall, sel, Timers(), time.monotonic)
+        mine = [["bc", "nobody", 1, "sent by this process", 1.0]]
+        for seq in (1, 2, 3):
+            cluster._in_flight[seq] = (mine, encode_batch(mine))
+
+        def entry(entry_id: str, seq: int, events: list) -> list:
+            return [entry_id.encode(), [b"n", b"n1", b"s", str(seq).encode(), b"m", encode_batch(events)]]
+
+        older = [["bc", "nobody", 1, "sent before a restart", 1.0]]
+        cluster._entries([[b"pychat:stream", [entry("1-1", 2, older), entry("1-2", 3, mine)]]])
+    assert carried == [("1-1", None), ("1-2", mine)]
+    assert carried[1][1] is mine  # not decoded again
+    assert cluster._in_flight == {}  # batch 1 never came back: let go

@@ -266,11 +266,13 @@ class ReplicatedHall(RoomRequests, AccountRequests):
 
     # -- what comes back from the stream ---------------------------------------
 
-    def apply(self, node: str, fence: int, data: bytes, batch: bool = False, entry_id: str = "") -> None:
+    def apply(self, node: str, fence: int, data: bytes, batch: bool = False, entry_id: str = "",
+              events: list[Any] | None = None) -> None:
         """Carry out the stream's entry ENTRY_ID from NODE: one event in JSON (FENCE:
-        the claim's, for claims) or, BATCH, a list of events (encode_batch), one by one."""
+        the claim's, for claims) or, BATCH, a list of events (encode_batch), one by one.
+        EVENTS: the batch as this node published it, when DATA is its own (no decoding)."""
         try:
-            value = decode_batch(data) if batch else decode(data)
+            value = events if events is not None else decode_batch(data) if batch else decode(data)
         except ValueError:
             log.warning("cluster: an entry that cannot be read was skipped: %r", clip(repr(data), 80))
             return
@@ -279,12 +281,26 @@ class ReplicatedHall(RoomRequests, AccountRequests):
             self._number_from(first)
             self._carry_out(node, fence, value)
             return
-        store_from = self.history.number_from  # a message numbers only what it stores
+        # A room message is most of what crosses the stream: it is carried out
+        # here, straight to the base Hall (it needs no ``_applying``), with no
+        # call per message but Hall.say's. It numbers only what it stores.
+        store_from = self.history.number_from
+        users, rooms, chatted, say = self.users, self.rooms, self._chatted, Hall.say
         for event in value if isinstance(value, list) else ():
             try:
                 if event[0] == "say":
+                    _, key, user_fence, room_id, text, kind, now, tags = event
                     store_from(first)
-                    self._apply_say(node, fence, event)  # the common event: straight to the base Hall
+                    user = users.get(key)
+                    room = rooms.get(room_id)
+                    # No user of that claim: it ended (its node was declared lost).
+                    if user is not None and room is not None and user.fence == user_fence:
+                        try:
+                            say(self, user, room, text, now, kind, tags)
+                        except ChatError as exc:
+                            self._tell(user, exc)
+                        else:
+                            chatted.add(room_id)
                 else:
                     self._number_from(first)
                     self._carry_out(node, fence, event)

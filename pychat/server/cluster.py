@@ -213,9 +213,11 @@ class Cluster:
         # This loop pass's events, appended to the stream together as one entry
         # (one XADD, one decode per node), before any script and when the pass ends.
         self._batch: list[list[Any]] = []
-        # Batches appended and neither confirmed by Redis nor read back, by sequence number.
+        # Batches appended and not read back yet, by sequence number, with what
+        # was sent: reading its own entry back, a node carries out the events
+        # it has instead of decoding them again.
         self._sent = 0
-        self._in_flight: dict[int, list[list[Any]]] = {}
+        self._in_flight: dict[int, tuple[list[list[Any]], bytes]] = {}
         self._started_asking = 0.0
         hall.on_snapshot_request = self._snapshot_requested
         self._stopped = False
@@ -244,16 +246,31 @@ class Cluster:
         batch, self._batch = self._batch, []
         self._sent += 1
         seq = self._sent
-        self._in_flight[seq] = batch
+        payload = encode_batch(batch)
+        self._in_flight[seq] = (batch, payload)
         self.cmd.call(lambda reply: self._published(reply, seq), "XADD", STREAM, "MAXLEN", "~", STREAM_KEPT,
-                      "*", "n", self.node, "s", seq, "m", encode_batch(batch))
+                      "*", "n", self.node, "s", seq, "m", payload)
 
     def _published(self, reply: Reply, seq: int) -> None:
-        batch = self._in_flight.pop(seq, None)
-        if batch is not None and isinstance(reply, Exception):
+        if not isinstance(reply, Exception):
+            return  # kept until it is read back
+        sent = self._in_flight.pop(seq, None)
+        if sent is not None:
             # Not read back from the stream either: it may be lost.
-            log.warning("cluster: %d event(s) may not have been published: %s", len(batch), reply)
-            self.hall.publish_failed(batch)
+            log.warning("cluster: %d event(s) may not have been published: %s", len(sent[0]), reply)
+            self.hall.publish_failed(sent[0])
+
+    def _read_back(self, seq: int, data: bytes) -> list[list[Any]] | None:
+        """This node's batch SEQ came back from the stream as DATA: its events,
+        if they are what was sent (a node of the same name before a restart
+        numbered its batches from 1 too). Batches sent before it and not read
+        back never will be (a gap): they are let go."""
+        in_flight = self._in_flight
+        sent = in_flight.pop(seq, None)
+        if in_flight and min(in_flight) < seq:
+            for earlier in [k for k in in_flight if k < seq]:
+                del in_flight[earlier]
+        return sent[0] if sent is not None and sent[1] == data else None
 
     def claim(self, key: str, event: list[Any], refused: Callable[[str], None]) -> None:
         self._append_pending()  # what was asked before stays before, in the stream too
@@ -512,7 +529,7 @@ class Cluster:
         if reply:
             apply = self.hall.apply
             for entry_id, fields in reply[0][1]:
-                node, fence, data, batch = "", 0, b"", False
+                node, fence, data, batch, seq = "", 0, b"", False, 0
                 for i in range(0, len(fields), 2):
                     name = fields[i]
                     if name == b"m":
@@ -524,10 +541,11 @@ class Cluster:
                     elif name == b"f":
                         fence = int(fields[i + 1])
                     elif name == b"s" and node == self.node:
-                        self._in_flight.pop(int(fields[i + 1]), None)
+                        seq = int(fields[i + 1])
+                own = self._read_back(seq, data) if seq else None
                 self.last_id = entry_id.decode()
                 try:
-                    apply(node, fence, data, batch, self.last_id)
+                    apply(node, fence, data, batch, self.last_id, own)
                 except Exception:
                     log.exception("cluster: internal error carrying out event %s; skipped", self.last_id)
         if self.ready:
