@@ -45,6 +45,7 @@ import time
 from typing import Any, Callable
 
 from pychat.core.replicated import ReplicatedHall, encode, encode_batch
+from pychat.core.text import clip
 from pychat.core.timers import Timers
 from pychat.server.redis import LinkDown, RedisAddress, RedisLink, Reply
 
@@ -523,27 +524,40 @@ class Cluster:
                        self.last_id)
         self.feed.flush(self._mono())
 
+    def _fields(self, fields: list[bytes]) -> tuple[str, int, bytes, bool, int]:
+        """An entry's fields: its node, the claim's fence, its data, whether that is
+        a batch, and the batch's number if this node sent it (ValueError, IndexError
+        if they cannot be read)."""
+        node, fence, data, batch, seq = "", 0, b"", False, 0
+        for i in range(0, len(fields), 2):
+            name = fields[i]
+            if name == b"m":
+                data, batch = fields[i + 1], True
+            elif name == b"e":
+                data = fields[i + 1]
+            elif name == b"n":
+                node = fields[i + 1].decode()
+            elif name == b"f":
+                fence = int(fields[i + 1])
+            elif name == b"s" and node == self.node:
+                seq = int(fields[i + 1])
+        return node, fence, data, batch, seq
+
     def _entries(self, reply: Reply) -> None:
         if isinstance(reply, Exception):
             return
         if reply:
             apply = self.hall.apply
             for entry_id, fields in reply[0][1]:
-                node, fence, data, batch, seq = "", 0, b"", False, 0
-                for i in range(0, len(fields), 2):
-                    name = fields[i]
-                    if name == b"m":
-                        data, batch = fields[i + 1], True
-                    elif name == b"e":
-                        data = fields[i + 1]
-                    elif name == b"n":
-                        node = fields[i + 1].decode()
-                    elif name == b"f":
-                        fence = int(fields[i + 1])
-                    elif name == b"s" and node == self.node:
-                        seq = int(fields[i + 1])
-                own = self._read_back(seq, data) if seq else None
                 self.last_id = entry_id.decode()
+                try:
+                    node, fence, data, batch, seq = self._fields(fields)
+                except (ValueError, IndexError):
+                    # Read again after a reconnection, it would stop the stream for good.
+                    log.warning("cluster: an entry that cannot be read was skipped: %s %r", self.last_id,
+                                clip(repr(fields), 80))
+                    continue
+                own = self._read_back(seq, data) if seq else None
                 try:
                     apply(node, fence, data, batch, self.last_id, own)
                 except Exception:
