@@ -281,9 +281,10 @@ class ReplicatedHall(RoomRequests, AccountRequests):
             self._number_from(first)
             self._carry_out(node, fence, value)
             return
-        # A room message is most of what crosses the stream: it is carried out
-        # here, straight to the base Hall (it needs no ``_applying``), with no
-        # call per message but Hall.say's. It numbers only what it stores.
+        # A room message is most of what crosses the stream, and always in a
+        # batch: it is carried out here, and only here, straight to the base
+        # Hall (it needs no ``_applying``), with no call per message but
+        # Hall.say's. It numbers only what it stores.
         store_from = self.history.number_from
         users, rooms, chatted, say = self.users, self.rooms, self._chatted, Hall.say
         for event in value if isinstance(value, list) else ():
@@ -675,20 +676,6 @@ class ReplicatedHall(RoomRequests, AccountRequests):
             return
         self._settle(user.outbox, "part", room_id, None)
 
-    def _apply_say(self, node: str, fence: int, event: list[Any]) -> None:
-        """A room message (it calls only the base Hall: it needs no ``_applying``)."""
-        _, key, user_fence, room_id, text, kind, now, tags = event
-        user = self._sender(key, user_fence)
-        room = self.rooms.get(room_id)
-        if user is None or room is None:
-            return
-        try:
-            Hall.say(self, user, room, text, now, kind, tags)
-        except ChatError as exc:
-            self._tell(user, exc)
-        else:
-            self._chatted.add(room_id)
-
     def _apply_dm(self, node: str, fence: int, event: list[Any]) -> None:
         _, key, user_fence, target_key, text, kind, now, tags = event
         user = self._sender(key, user_fence)
@@ -773,7 +760,6 @@ _APPLY: dict[str, Callable[[ReplicatedHall, str, int, list[Any]], None]] = {
     "nick": ReplicatedHall._apply_nick,
     "join": ReplicatedHall._apply_join,
     "part": ReplicatedHall._apply_part,
-    "say": ReplicatedHall._apply_say,
     "dm": ReplicatedHall._apply_dm,
     "bc": ReplicatedHall._apply_bc,
     "snapreq": ReplicatedHall._apply_snapreq,

@@ -289,9 +289,9 @@ function mergeHistory(view, lines) {
     view.loading = view.asked = false;  // the answer to BEFORE
     if (!lines.length) view.complete = true;  // nothing older: the start of the room
   }
-  for (const id of ids) {
-    view.oldest = earlier(view.oldest, id);
-    view.newest = later(view.newest, id);
+  if (ids.length) {
+    view.oldest = earlier(view.oldest, lowest);
+    view.newest = later(view.newest, highest);
   }
   if (more) {
     view.catchUpFrom = highest;
