@@ -379,6 +379,93 @@ def test_a_lost_redis_gives_a_gap_notice(nodes, redis):
     wait_for(lambda: _named(one.client(), "alice"), timeout=20, what="the node to start over")
 
 
+def test_a_node_that_missed_trimmed_entries_tells_its_users_and_starts_over(nodes, redis):
+    """Entries trimmed from the stream before a node read them (it lagged behind
+    more than the stream keeps) leave a gap the node finds by their numbers:
+    its users are told and let go (their quits reach the other nodes), and it
+    starts over from the others' world. A node that had read them goes on."""
+    one, two = nodes("one"), nodes("two")
+    alice, carol = one.client("alice"), one.client("carol")
+    bob = two.client("bob")
+    alice.expect(r"#general --> bob has joined")
+    two.proc.send_signal(signal.SIGSTOP)
+    try:
+        alice.send("read by two after its stop")  # answers the read node two had asked for
+        carol.expect(r"alice: read by two after its stop$")
+        alice.send("never read by two")
+        carol.expect(r"alice: never read by two$")
+        assert _redis_command(redis, b"XTRIM", b"pychat:events", b"MAXLEN", b"0").startswith(b":")
+        alice.send("after the trim")
+        carol.expect(r"alice: after the trim$")
+    finally:
+        two.proc.send_signal(signal.SIGCONT)
+    bob.expect(r"alice: read by two after its stop$")
+    assert bob.expect(r"^! ", timeout=20) == "! the cluster lost recent events; please reconnect"
+    closing = bob.wait_closed()
+    assert not any("never read by two" in line or "after the trim" in line for line in closing), closing
+    carol.expect(r"#general <-- bob has quit \(its server lost touch with the cluster\)$", timeout=20)
+    assert "were trimmed before this node read them" in two.log()
+    assert "trimmed" not in one.log() and "starts over" not in one.log()
+    # Node two serves again, with the world of node one.
+    wait_for(lambda: _named(two.client(), "eve"), timeout=20, what="node two to start over")
+    dave = two.client("dave")
+    dave.send("/users")
+    dave.expect(r"alice")
+    alice.send("welcome back")
+    dave.expect(r"#general alice: welcome back$")
+
+
+def _stream_entries(redis: RedisServer) -> list[tuple[bytes, dict[bytes, bytes]]]:
+    """Every entry of the stream, read with XRANGE: its id and fields."""
+    import hiredis
+    request = b"*4\r\n$6\r\nXRANGE\r\n$13\r\npychat:events\r\n$1\r\n-\r\n$1\r\n+\r\n"
+    reader = hiredis.Reader()
+    with socket.create_connection(("127.0.0.1", redis.port), timeout=5) as s:
+        s.sendall(request)
+        reply = False
+        while reply is False:
+            data = s.recv(1 << 20)
+            assert data, "Redis closed the connection"
+            reader.feed(data)
+            reply = reader.gets()
+    return [(entry_id, dict(zip(fields[::2], fields[1::2]))) for entry_id, fields in reply]
+
+
+def test_a_pass_of_many_or_long_messages_goes_in_bounded_entries(nodes, redis):
+    """What a node's users said in one pass of its loop is appended in entries of
+    at most ENTRY_EVENTS events and about ENTRY_BYTES, numbered one after another
+    (so that Redis can keep the stream to a size in bytes), and arrives whole and
+    in order."""
+    import marshal
+
+    from pychat.server.cluster import ENTRY_BYTES, ENTRY_EVENTS
+    one, two = nodes("one", "--flood-rate", "0"), nodes("two")
+    alice, carol, dave = one.client("alice"), one.client("carol"), one.client("dave")
+    bob = two.client("bob")
+    alice.expect(r"#general --> bob has joined")
+    shorts = [f"short {i}" for i in range(ENTRY_EVENTS + 500)]
+    longs = {name: [f"{name} {i} " + "x" * 3990 for i in range(16)] for name in ("carol", "dave")}  # 64 KiB: one read
+    one.proc.send_signal(signal.SIGSTOP)  # so that node one reads all of it in one pass
+    try:
+        alice.send_raw("".join(f"{text}\n" for text in shorts).encode())
+        for writer in (carol, dave):
+            writer.send_raw("".join(f"{text}\n" for text in longs[writer.name]).encode())
+    finally:
+        one.proc.send_signal(signal.SIGCONT)
+    got = [bob.expect(r"#general (alice|carol|dave): ", timeout=30) for _ in range(len(shorts) + 32)]
+    assert [line.split(": ", 1)[1] for line in got if " alice: " in line] == shorts
+    for name, texts in longs.items():
+        assert [line.split(": ", 1)[1] for line in got if f" {name}: " in line] == texts
+    batches = [fields for _, fields in _stream_entries(redis) if fields.get(b"n") == b"one" and b"m" in fields]
+    sizes = [(len(marshal.loads(fields[b"m"])), len(fields[b"m"])) for fields in batches]
+    said = [events for events, _ in sizes if events > 1]
+    assert sum(said) >= len(shorts) + 32 and len(said) >= 3, sizes  # split by count, then by size
+    assert max(events for events, _ in sizes) <= ENTRY_EVENTS, sizes
+    assert max(size for _, size in sizes) <= ENTRY_BYTES + 4200, sizes  # one event past the bound at most
+    numbers = [int(fields[b"c"]) for _, fields in _stream_entries(redis)]
+    assert numbers == list(range(numbers[0], numbers[0] + len(numbers))), numbers
+
+
 def _named(client, name: str) -> bool:
     client.give_name(name)
     line = client.expect(r"^(\* hello|! )")

@@ -346,14 +346,17 @@ class ReplicatedHall(RoomRequests, AccountRequests):
             for op, key in list(expected):
                 self._settle(outbox, op, key, unavailable())
 
-    def lose_local_users(self, text: str) -> None:
-        """This node's place in the cluster is lost (its lease expired, or Redis lost
-        its data): its users are told TEXT and disconnected, and its world is emptied
-        (it is rebuilt from the stream)."""
+    def lose_local_users(self, text: str, now: float) -> None:
+        """This node's world is no longer the cluster's (Redis lost its data, or
+        events this node had not carried out): its users are told TEXT and
+        disconnected, their names given up (their quits go through the stream,
+        where the claim is still theirs), and its world is emptied (it is
+        rebuilt from the other nodes' world, or the stream)."""
         for user in list(self.users.values()):
             if self._local(user):
                 self._tell(user, ChatError(text, CLUSTER_UNAVAILABLE))
                 user.outbox.disconnect()
+                self._release(user, "its server lost touch with the cluster", now)
         for user in list(self.users.values()):
             for room in list(user.rooms):
                 self._remove_member(room, user)

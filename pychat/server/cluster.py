@@ -24,7 +24,20 @@ Python's marshal format, see ``encode_batch``, with a sequence number
 ``s`` by which the node sees its own entries come back): one append and
 one decode per pass, not per message.
 
-Keys (all under ``pychat:``): ``events`` the stream; ``names`` name key ->
+Every entry is numbered (field ``c``) from a counter that the same script
+increments (``appended``): a node that finds a number skipped knows that
+entries were trimmed from the stream before it read them (it lagged more
+than the stream keeps), tells its users of the gap and starts over.
+
+What the stream keeps is bounded in bytes, not only in entries: a pass's
+events go in entries of at most ENTRY_BYTES (about) and ENTRY_EVENTS, and
+each append trims the stream to about STREAM_BYTES at this node's average
+entry size (``_kept``), between KEPT_MIN and KEPT_MAX entries. Small
+entries are kept long (a node cut off for a while reads on where it
+stopped); large ones cannot fill Redis's memory.
+
+Keys (all under ``pychat:``): ``events`` the stream; ``appended`` how many
+entries were ever appended (the last one's ``c``); ``names`` name key ->
 "node fence"; ``fence`` the fence counter; ``nodes`` the nodes with a
 lease; ``lease:NODE`` NODE's lease (a token, with a TTL); ``held:NODE``
 the names NODE holds (key -> fence); ``epoch`` a random value set once:
@@ -59,7 +72,12 @@ NODES = PREFIX + "nodes"
 EPOCH = PREFIX + "epoch"
 CLOAK = PREFIX + "cloak"
 ARCHIVER = PREFIX + "archiver:"
-STREAM_KEPT = 1_000_000     # entries kept in the stream (MAXLEN ~): at least this many
+APPENDED = PREFIX + "appended"
+STREAM_BYTES = 512 << 20    # about how much of the stream Redis keeps (see _kept)
+KEPT_MIN, KEPT_MAX = 4_000, 1_000_000   # entries kept (MAXLEN ~): at least, at most
+ENTRY_BYTES = 128 << 10     # a pass's events go in entries of about this much at most,
+ENTRY_EVENTS = 1024         # and this many (the ids each event has, replicated.first_event_id)
+ENTRY_OVERHEAD = 100        # bytes an entry takes in Redis besides its data (its id and fields)
 LEASE_MS = 10_000           # a node not heard from for this long is declared lost
 RENEW_EVERY = 2.0           # seconds between lease renewals (and sweeps)
 TIMEOUT = 5.0               # seconds without an expected reply before a link is closed
@@ -75,7 +93,8 @@ if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return 0 end
 local f = redis.call('INCR', KEYS[2])
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. ' ' .. f)
 redis.call('HSET', KEYS[4], ARGV[1], f)
-redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], '*', 'n', ARGV[2], 'f', f, 'e', ARGV[3])
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], '*', 'c', redis.call('INCR', KEYS[6]), 'n', ARGV[2], 'f', f,
+           'e', ARGV[3])
 return f
 """
 
@@ -89,7 +108,8 @@ redis.call('HDEL', KEYS[1], ARGV[1])
 redis.call('HDEL', KEYS[4], ARGV[1])
 redis.call('HSET', KEYS[1], ARGV[3], ARGV[4] .. ' ' .. f)
 redis.call('HSET', KEYS[4], ARGV[3], f)
-redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[6], '*', 'n', ARGV[4], 'f', f, 'e', ARGV[5])
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[6], '*', 'c', redis.call('INCR', KEYS[6]), 'n', ARGV[4], 'f', f,
+           'e', ARGV[5])
 return f
 """
 
@@ -98,7 +118,8 @@ RELEASE = """
 if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[3] .. ' ' .. ARGV[2] then return 0 end
 redis.call('HDEL', KEYS[1], ARGV[1])
 redis.call('HDEL', KEYS[2], ARGV[1])
-redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[5], '*', 'n', ARGV[3], 'e', ARGV[4])
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[5], '*', 'c', redis.call('INCR', KEYS[4]), 'n', ARGV[3],
+           'e', ARGV[4])
 return 1
 """
 
@@ -115,7 +136,8 @@ for _, node in ipairs(nodes) do
       if redis.call('HGET', KEYS[2], held[i]) == node .. ' ' .. held[i + 1] then
         redis.call('HDEL', KEYS[2], held[i])
         local quit = cjson.encode({'quit', held[i], tonumber(held[i + 1]), ARGV[4], tonumber(ARGV[5])})
-        redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[2], '*', 'n', node, 'e', quit)
+        redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[2], '*', 'c', redis.call('INCR', KEYS[4]), 'n', node,
+                   'e', quit)
       end
     end
     redis.call('DEL', ARGV[1] .. 'held:' .. node)
@@ -129,7 +151,7 @@ return swept
 """
 
 # Take this node's lease (1), unless another process holds it (0); then the stream's last id,
-# and how many other nodes hold a lease.
+# how many other nodes hold a lease, and the number of the last entry appended.
 TAKE_LEASE = """
 local holder = redis.call('GET', KEYS[1])
 if holder and holder ~= ARGV[1] then return {0, ''} end
@@ -139,9 +161,18 @@ local others = 0
 for _, node in ipairs(redis.call('SMEMBERS', KEYS[2])) do
   if node ~= ARGV[3] and redis.call('EXISTS', ARGV[4] .. 'lease:' .. node) == 1 then others = others + 1 end
 end
+local appended = tonumber(redis.call('GET', KEYS[4]) or '0')
 local last = redis.call('XREVRANGE', KEYS[3], '+', '-', 'COUNT', 1)
-if #last == 0 then return {1, '0-0', others} end
-return {1, last[1][1], others}
+if #last == 0 then return {1, '0-0', others, appended} end
+return {1, last[1][1], others, appended}
+"""
+
+# Append an entry (ARGV[2..]: its fields) numbered after the last; returns its id and number.
+APPEND = """
+local c = redis.call('INCR', KEYS[2])
+local args = {'XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'c', c}
+for i = 2, #ARGV do args[#args + 1] = ARGV[i] end
+return {redis.call(unpack(args)), c}
 """
 
 # Renew the lease if it is still this node's (1), else 0: the node was declared lost.
@@ -206,6 +237,7 @@ class Cluster:
         self.ready = False            # both links up, lease held, reading the stream
         self.started = False          # this process took its lease once (its old claims were swept)
         self.last_id: str | None = None   # the last stream id carried out
+        self.last_number = 0              # the last entry's number (field c) read; 0: none yet
         self.epoch: str | None = None
         self.backoff = BACKOFF_FIRST
         self._down_reason = ""  # why Redis could not be used, as last logged
@@ -218,6 +250,7 @@ class Cluster:
         # was sent: reading its own entry back, a node carries out the events
         # it has instead of decoding them again.
         self._sent = 0
+        self._entry_size = float(ENTRY_OVERHEAD)  # this node's entries' average size in Redis (moving)
         self._in_flight: dict[int, tuple[list[list[Any]], bytes]] = {}
         self._started_asking = 0.0
         hall.on_snapshot_request = self._snapshot_requested
@@ -241,16 +274,31 @@ class Cluster:
         self._batch.append(event)
 
     def _append_pending(self) -> None:
-        """This pass's events so far, if any, as one entry of the stream (field ``m``: a list of events, encode_batch)."""
+        """This pass's events so far, if any, as entries of the stream (field ``m``: a list of events, encode_batch)."""
         if not self._batch:
             return
         batch, self._batch = self._batch, []
+        self._append_batch(batch, encode_batch(batch))
+
+    def _append_batch(self, batch: list[list[Any]], payload: bytes) -> None:
+        """BATCH (encoded as PAYLOAD) as one entry, or halves of it as entries of
+        their own while it is over ENTRY_BYTES or ENTRY_EVENTS."""
+        if (len(payload) > ENTRY_BYTES or len(batch) > ENTRY_EVENTS) and len(batch) > 1:
+            half = len(batch) // 2
+            for part in (batch[:half], batch[half:]):
+                self._append_batch(part, encode_batch(part))
+            return
         self._sent += 1
         seq = self._sent
-        payload = encode_batch(batch)
         self._in_flight[seq] = (batch, payload)
-        self.cmd.call(lambda reply: self._published(reply, seq), "XADD", STREAM, "MAXLEN", "~", STREAM_KEPT,
-                      "*", "n", self.node, "s", seq, "m", payload)
+        self._entry_size += (len(payload) + ENTRY_OVERHEAD - self._entry_size) / 64
+        self.cmd.call(lambda reply: self._published(reply, seq), "EVAL", APPEND, 2, STREAM, APPENDED, self._kept(),
+                      "n", self.node, "s", seq, "m", payload)
+
+    def _kept(self) -> int:
+        """How many entries the stream keeps (MAXLEN ~ of this node's appends):
+        about STREAM_BYTES at the size of this node's recent entries."""
+        return max(KEPT_MIN, min(KEPT_MAX, int(STREAM_BYTES / self._entry_size)))
 
     def _published(self, reply: Reply, seq: int) -> None:
         if not isinstance(reply, Exception):
@@ -275,13 +323,13 @@ class Cluster:
 
     def claim(self, key: str, event: list[Any], refused: Callable[[str], None]) -> None:
         self._append_pending()  # what was asked before stays before, in the stream too
-        self.cmd.call(_claim_answer(refused), "EVAL", CLAIM, 5, NAMES, FENCE, STREAM, self.held_key,
-                      self.lease_key, key, self.node, encode(event), STREAM_KEPT, self.token)
+        self.cmd.call(_claim_answer(refused), "EVAL", CLAIM, 6, NAMES, FENCE, STREAM, self.held_key,
+                      self.lease_key, APPENDED, key, self.node, encode(event), self._kept(), self.token)
 
     def move(self, old_key: str, fence: int, key: str, event: list[Any], refused: Callable[[str], None]) -> None:
         self._append_pending()
-        self.cmd.call(_claim_answer(refused), "EVAL", MOVE, 5, NAMES, FENCE, STREAM, self.held_key,
-                      self.lease_key, old_key, fence, key, self.node, encode(event), STREAM_KEPT, self.token)
+        self.cmd.call(_claim_answer(refused), "EVAL", MOVE, 6, NAMES, FENCE, STREAM, self.held_key,
+                      self.lease_key, APPENDED, old_key, fence, key, self.node, encode(event), self._kept(), self.token)
 
     def release(self, key: str, fence: int, event: list[Any]) -> None:
         if not self.cmd.up:
@@ -293,8 +341,8 @@ class Cluster:
         def answer(reply: Reply) -> None:
             if isinstance(reply, LinkDown):
                 self._releases.append((key, fence, event))  # sent again once back
-        self.cmd.call(answer, "EVAL", RELEASE, 3, NAMES, self.held_key, STREAM, key, fence, self.node, payload,
-                      STREAM_KEPT)
+        self.cmd.call(answer, "EVAL", RELEASE, 4, NAMES, self.held_key, STREAM, APPENDED, key, fence, self.node,
+                      payload, self._kept())
 
     # -- links --------------------------------------------------------------------
 
@@ -362,7 +410,7 @@ class Cluster:
             return
         self.cmd.call(self._renewed, "EVAL", RENEW, 1, self.lease_key, self.token, LEASE_MS)
         self._hold_archive()
-        self.cmd.call(self._swept, "EVAL", SWEEP, 3, NODES, NAMES, STREAM, PREFIX, STREAM_KEPT, "",
+        self.cmd.call(self._swept, "EVAL", SWEEP, 4, NODES, NAMES, STREAM, APPENDED, PREFIX, self._kept(), "",
                       "node lost", time.time())
 
     def _renewed(self, reply: Reply) -> None:
@@ -427,12 +475,12 @@ class Cluster:
         if self.epoch is not None and epoch != self.epoch:
             log.error("cluster: Redis lost its data (new epoch); this node starts over")
             self.hall.lose_local_users("the cluster lost recent events (its Redis lost its data); "
-                                       "please reconnect")
-            self.last_id = None
+                                       "please reconnect", time.time())
+            self.last_id, self.last_number = None, 0
             self.started = False
         self.epoch = epoch
-        self.cmd.call(self._leased, "EVAL", TAKE_LEASE, 3, self.lease_key, NODES, STREAM, self.token, LEASE_MS,
-                      self.node, PREFIX)
+        self.cmd.call(self._leased, "EVAL", TAKE_LEASE, 4, self.lease_key, NODES, STREAM, APPENDED, self.token,
+                      LEASE_MS, self.node, PREFIX)
 
     def _leased(self, reply: Reply) -> None:
         if isinstance(reply, Exception):
@@ -444,17 +492,18 @@ class Cluster:
             self.timers.call_at(self._mono() + RENEW_EVERY, self._take_lease_again)
             return
         if not self.started:  # the claims of an earlier process of this node are freed
-            self.cmd.call(lambda reply: None, "EVAL", SWEEP, 3, NODES, NAMES, STREAM, PREFIX, STREAM_KEPT,
+            self.cmd.call(lambda reply: None, "EVAL", SWEEP, 4, NODES, NAMES, STREAM, APPENDED, PREFIX, self._kept(),
                           self.node, "node restarted", time.time())
         if self.last_id is not None and _id_tuple(last) < _id_tuple(self.last_id):
             log.error("cluster: the stream lost events this node had read; this node starts over")
-            self.hall.lose_local_users("the cluster lost recent events; please reconnect")
-            self.last_id = None
+            self.hall.lose_local_users("the cluster lost recent events; please reconnect", time.time())
+            self.last_id, self.last_number = None, 0
         if self.last_id is None and reply[2]:
             self._ask_snapshot()  # other nodes are running: the world is theirs
             return
         if self.last_id is None:
             self.last_id = last  # the first node: the world is what this node holds
+            self.last_number = reply[3] if len(reply) > 3 else 0
         self._now_ready()
 
     def _now_ready(self) -> None:
@@ -482,10 +531,10 @@ class Cluster:
         def appended(reply: Reply) -> None:
             if isinstance(reply, Exception):
                 return  # the link's close starts over
-            self.last_id = reply.decode()
+            self.last_id, self.last_number = reply[0].decode(), reply[1]
             self._started_asking = self._mono()
             self._poll_snapshot(token)
-        self.cmd.call(appended, "XADD", STREAM, "MAXLEN", "~", STREAM_KEPT, "*", "n", self.node, "e", payload)
+        self.cmd.call(appended, "EVAL", APPEND, 2, STREAM, APPENDED, self._kept(), "n", self.node, "e", payload)
 
     def _poll_snapshot(self, token: str) -> None:
         if not self.cmd.up or self.ready:
@@ -524,15 +573,28 @@ class Cluster:
                        self.last_id)
         self.feed.flush(self._mono())
 
-    def _fields(self, fields: list[bytes]) -> tuple[str, int, bytes, bool, int]:
-        """An entry's fields: its node, the claim's fence, its data, whether that is
-        a batch, and the batch's number if this node sent it (ValueError, IndexError
-        if they cannot be read)."""
-        node, fence, data, batch, seq = "", 0, b"", False, 0
+    def _trimmed(self, missed: int) -> None:
+        """Entries were trimmed from the stream before this node read them: its
+        world lacks their events. Its users are told and let go, and it starts
+        over from the world of the other nodes, as when it joined."""
+        log.error("cluster: %d entries of the stream were trimmed before this node read them "
+                  "(it fell too far behind); this node starts over", missed)
+        self.hall.lose_local_users("the cluster lost recent events; please reconnect", time.time())
+        self.last_id, self.last_number = None, 0
+        self.ready = False
+        self._take_lease()
+
+    def _fields(self, fields: list[bytes]) -> tuple[int, str, int, bytes, bool, int]:
+        """An entry's fields: its number (0 if it has none), its node, the claim's
+        fence, its data, whether that is a batch, and the batch's number if this
+        node sent it (ValueError, IndexError if they cannot be read)."""
+        number, node, fence, data, batch, seq = 0, "", 0, b"", False, 0
         for i in range(0, len(fields), 2):
             name = fields[i]
             if name == b"m":
                 data, batch = fields[i + 1], True
+            elif name == b"c":
+                number = int(fields[i + 1])
             elif name == b"e":
                 data = fields[i + 1]
             elif name == b"n":
@@ -541,7 +603,7 @@ class Cluster:
                 fence = int(fields[i + 1])
             elif name == b"s" and node == self.node:
                 seq = int(fields[i + 1])
-        return node, fence, data, batch, seq
+        return number, node, fence, data, batch, seq
 
     def _entries(self, reply: Reply) -> None:
         if isinstance(reply, Exception):
@@ -551,12 +613,17 @@ class Cluster:
             for entry_id, fields in reply[0][1]:
                 self.last_id = entry_id.decode()
                 try:
-                    node, fence, data, batch, seq = self._fields(fields)
+                    number, node, fence, data, batch, seq = self._fields(fields)
                 except (ValueError, IndexError):
                     # Read again after a reconnection, it would stop the stream for good.
                     log.warning("cluster: an entry that cannot be read was skipped: %s %r", self.last_id,
                                 clip(repr(fields), 80))
                     continue
+                if number:
+                    if self.last_number and number > self.last_number + 1:
+                        self._trimmed(number - self.last_number - 1)
+                        return
+                    self.last_number = number
                 own = self._read_back(seq, data) if seq else None
                 try:
                     apply(node, fence, data, batch, self.last_id, own)
