@@ -303,11 +303,15 @@ def test_redis_restart_loses_and_repeats_nothing(nodes, redis):
     assert all("while down" not in line for line in lines)
 
 
+def _request(*args: bytes) -> bytes:
+    """A command to Redis as RESP."""
+    return b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in args)
+
+
 def _redis_command(redis: RedisServer, *args: bytes) -> bytes:
     """One command to REDIS over a raw socket (RESP); its reply's first line."""
-    request = b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in args)
     with socket.create_connection(("127.0.0.1", redis.port), timeout=5) as s:
-        s.sendall(request)
+        s.sendall(_request(*args))
         return s.recv(4096).split(b"\r\n", 1)[0]
 
 
@@ -418,10 +422,9 @@ def test_a_node_that_missed_trimmed_entries_tells_its_users_and_starts_over(node
 def _stream_entries(redis: RedisServer) -> list[tuple[bytes, dict[bytes, bytes]]]:
     """Every entry of the stream, read with XRANGE: its id and fields."""
     import hiredis
-    request = b"*4\r\n$6\r\nXRANGE\r\n$13\r\npychat:events\r\n$1\r\n-\r\n$1\r\n+\r\n"
     reader = hiredis.Reader()
     with socket.create_connection(("127.0.0.1", redis.port), timeout=5) as s:
-        s.sendall(request)
+        s.sendall(_request(b"XRANGE", b"pychat:events", b"-", b"+"))
         reply = False
         while reply is False:
             data = s.recv(1 << 20)

@@ -76,7 +76,7 @@ APPENDED = PREFIX + "appended"
 STREAM_BYTES = 512 << 20    # about how much of the stream Redis keeps (see _kept)
 KEPT_MIN, KEPT_MAX = 4_000, 1_000_000   # entries kept (MAXLEN ~): at least, at most
 ENTRY_BYTES = 128 << 10     # a pass's events go in entries of about this much at most,
-ENTRY_EVENTS = 1024         # and this many (the ids each event has, replicated.first_event_id)
+ENTRY_EVENTS = 1024         # and this many (the events an entry has ids for, replicated.first_event_id)
 ENTRY_OVERHEAD = 100        # bytes an entry takes in Redis besides its data (its id and fields)
 LEASE_MS = 10_000           # a node not heard from for this long is declared lost
 RENEW_EVERY = 2.0           # seconds between lease renewals (and sweeps)
@@ -86,20 +86,29 @@ READ_COUNT = 1000           # entries per XREAD
 BACKOFF_FIRST, BACKOFF_MAX = 0.2, 5.0
 SNAPSHOT_WAIT = 5.0         # seconds a joining node waits for another node's world
 
+# Every script that appends to the stream appends with this: the entry (fields ...)
+# numbered after the last one (field c, from the counter COUNTER), the stream trimmed
+# to about KEPT entries; its id and its number.
+_NUMBERED = """
+local function append(stream, counter, kept, ...)
+  local c = redis.call('INCR', counter)
+  return redis.call('XADD', stream, 'MAXLEN', '~', kept, '*', 'c', c, ...), c
+end
+"""
+
 # Claim a name: refused if this node has no lease (-1) or the name is held (0).
-CLAIM = """
+CLAIM = _NUMBERED + """
 if redis.call('GET', KEYS[5]) ~= ARGV[5] then return -1 end
 if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return 0 end
 local f = redis.call('INCR', KEYS[2])
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. ' ' .. f)
 redis.call('HSET', KEYS[4], ARGV[1], f)
-redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], '*', 'c', redis.call('INCR', KEYS[6]), 'n', ARGV[2], 'f', f,
-           'e', ARGV[3])
+append(KEYS[3], KEYS[6], ARGV[4], 'n', ARGV[2], 'f', f, 'e', ARGV[3])
 return f
 """
 
 # Give up a name for another: -1 no lease, -2 the old claim is no longer ours, 0 the new name is held.
-MOVE = """
+MOVE = _NUMBERED + """
 if redis.call('GET', KEYS[5]) ~= ARGV[7] then return -1 end
 if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[4] .. ' ' .. ARGV[2] then return -2 end
 if ARGV[3] ~= ARGV[1] and redis.call('HEXISTS', KEYS[1], ARGV[3]) == 1 then return 0 end
@@ -108,24 +117,22 @@ redis.call('HDEL', KEYS[1], ARGV[1])
 redis.call('HDEL', KEYS[4], ARGV[1])
 redis.call('HSET', KEYS[1], ARGV[3], ARGV[4] .. ' ' .. f)
 redis.call('HSET', KEYS[4], ARGV[3], f)
-redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[6], '*', 'c', redis.call('INCR', KEYS[6]), 'n', ARGV[4], 'f', f,
-           'e', ARGV[5])
+append(KEYS[3], KEYS[6], ARGV[6], 'n', ARGV[4], 'f', f, 'e', ARGV[5])
 return f
 """
 
 # Give up a name, if the claim is still ours, and append the quit.
-RELEASE = """
+RELEASE = _NUMBERED + """
 if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[3] .. ' ' .. ARGV[2] then return 0 end
 redis.call('HDEL', KEYS[1], ARGV[1])
 redis.call('HDEL', KEYS[2], ARGV[1])
-redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[5], '*', 'c', redis.call('INCR', KEYS[4]), 'n', ARGV[3],
-           'e', ARGV[4])
+append(KEYS[3], KEYS[4], ARGV[5], 'n', ARGV[3], 'e', ARGV[4])
 return 1
 """
 
 # Free the names of every node whose lease is gone (ARGV[3]: also this node's, at its start),
 # appending a quit for each; returns how many nodes were swept.
-SWEEP = """
+SWEEP = _NUMBERED + """
 local swept = 0
 local nodes = redis.call('SMEMBERS', KEYS[1])
 if ARGV[3] ~= '' then table.insert(nodes, ARGV[3]) end
@@ -136,8 +143,7 @@ for _, node in ipairs(nodes) do
       if redis.call('HGET', KEYS[2], held[i]) == node .. ' ' .. held[i + 1] then
         redis.call('HDEL', KEYS[2], held[i])
         local quit = cjson.encode({'quit', held[i], tonumber(held[i + 1]), ARGV[4], tonumber(ARGV[5])})
-        redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[2], '*', 'c', redis.call('INCR', KEYS[4]), 'n', node,
-                   'e', quit)
+        append(KEYS[3], KEYS[4], ARGV[2], 'n', node, 'e', quit)
       end
     end
     redis.call('DEL', ARGV[1] .. 'held:' .. node)
@@ -168,11 +174,9 @@ return {1, last[1][1], others, appended}
 """
 
 # Append an entry (ARGV[2..]: its fields) numbered after the last; returns its id and number.
-APPEND = """
-local c = redis.call('INCR', KEYS[2])
-local args = {'XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'c', c}
-for i = 2, #ARGV do args[#args + 1] = ARGV[i] end
-return {redis.call(unpack(args)), c}
+APPEND = _NUMBERED + """
+local id, c = append(KEYS[1], KEYS[2], ARGV[1], unpack(ARGV, 2))
+return {id, c}
 """
 
 # Renew the lease if it is still this node's (1), else 0: the node was declared lost.
@@ -503,7 +507,7 @@ class Cluster:
             return
         if self.last_id is None:
             self.last_id = last  # the first node: the world is what this node holds
-            self.last_number = reply[3] if len(reply) > 3 else 0
+            self.last_number = reply[3]
         self._now_ready()
 
     def _now_ready(self) -> None:
