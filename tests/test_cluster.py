@@ -1130,6 +1130,69 @@ def test_a_shared_file_keeps_a_failed_batch_and_knows_who_lacks_events(tmp_path)
     assert writer.commit() and latecomer.commit() and latecomer.complete
 
 
+def test_a_following_store_that_stops_writes_the_messages_the_file_lacks(tmp_path):
+    """A node that follows the file and stops writes the messages of its tail that
+    the file lacks, and the rows of the rooms they were said in; it leaves the
+    room changes to the writer, so a newer one the writer made stays."""
+    path = str(tmp_path / "shared.db")
+    writer, follower = HistoryStore(path), HistoryStore(path)
+    follower.shared = writer.shared = True
+    follower.follow()
+    general = [store.add_room("general", "general", None, 0.0) for store in (writer, follower)][0]
+    for store in (writer, follower):
+        for text in ("one", "two"):
+            store.append(general, 0.0, 0, "alice", text)
+        store.save_room_settings(general, None, "old topic", "alice", 0.0, "nt", None)
+    writer.save_room_settings(general, None, "new topic", "alice", 1.0, "nt", None)
+    assert writer.commit() and follower.commit()
+    # The writer stops writing (it died); the follower carries on, then stops.
+    follower.append(general, 0.0, 0, "bob", "three")
+    late = follower.add_room("late", "late", None, 0.0)
+    follower.append(late, 0.0, 0, "bob", "four")
+    follower.close()
+
+    assert _archived(path) == ["one", "two", "three", "four"]
+    with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as reader:
+        assert reader.execute("SELECT topic FROM rooms WHERE id = ?", (general,)).fetchone() == ("new topic",)
+    reopened = HistoryStore(path)
+    assert [e.text for e in reopened.recent(general, 10)] == ["one", "two", "three"]
+    assert [e.text for e in reopened.recent(late, 10)] == ["four"]
+    reopened.close()
+    writer.close()
+
+
+def test_a_follower_stopped_while_the_writer_is_dead_leaves_no_message_out_of_the_file(nodes, tmp_path):
+    """Two nodes on one file: the writer is stopped, then killed, and the other
+    node is stopped before it could take the file over; what its users said
+    meanwhile is in the file all the same, once."""
+    shared = str(tmp_path / "shared.db")
+    one = nodes("one", "--db", shared)
+    wait_for(lambda: "node one writes its history file" in one.log(), what="node one to take the file's lock")
+    two = nodes("two", "--db", shared)
+    wait_for(lambda: "node two reads its history file" in two.log(), what="node two to follow the file")
+    alice, bob = one.client("alice"), two.client("bob")
+    alice.expect(r"#general --> bob has joined")
+    said_all = ["before"]
+    alice.send("before")
+    bob.expect(r"alice: before$")
+    wait_for(lambda: _archived(shared) == said_all, what="node one to write the file")
+
+    one.proc.send_signal(signal.SIGSTOP)  # the writer writes nothing now; node two carries on
+    for n in range(3):
+        said_all.append(f"while one sleeps {n}")
+        bob.send(said_all[-1])
+    dave = two.client("dave")
+    dave.expect(r"bob: while one sleeps 2$")
+    one.proc.send_signal(signal.SIGKILL)
+    one.proc.send_signal(signal.SIGCONT)
+    one.proc.wait(10)
+    assert _archived(shared) == said_all[:1]
+    assert two.stop() == 0  # well before node one's lock expires
+    assert "node two writes its history file" not in two.log()
+    assert _archived(shared) == said_all
+    assert "Traceback" not in two.log()
+
+
 def test_a_node_carries_out_its_own_batch_read_back_only_if_the_stream_holds_it(tmp_path):
     """Reading back the entry it appended, a node carries out the events it
     kept instead of decoding them again; an entry of its name that holds

@@ -51,6 +51,9 @@ _ROW = "(?, ?, ?, ?, ?, ?, ?)"
 _INSERT_EVENTS = "INSERT OR IGNORE INTO events (id, room_id, prev_id, ts, kind, sender, text) VALUES "
 _INSERT_ONE: Final = _INSERT_EVENTS + _ROW
 _INSERT_MANY: Final = _INSERT_EVENTS + ", ".join([_ROW] * ROWS_PER_INSERT)
+_INSERT_ROOM: Final = "INSERT OR IGNORE INTO rooms"
+# How long a following node that stops waits for the file's writer to finish a commit.
+STOP_WAIT_MS: Final = 2000
 
 # The largest id SQLite can hold (a signed 64-bit integer): a msgid typed
 # past it names no message.
@@ -289,7 +292,8 @@ class HistoryStore:
     Redis) writes them. The others only read the file, and keep what they
     queued until the file has it (its ``archived_through`` position, read
     by :meth:`commit`): their reads join that tail to the file's rows, and
-    if the writer dies, the one that takes its place writes the tail first.
+    if the writer dies, the one that takes its place writes the tail first;
+    one that stops writes the tail's messages (see :meth:`_save_tail`).
     Rows written twice (by two writers for a moment) are the same rows,
     so the second is ignored.
     """
@@ -521,7 +525,7 @@ class HistoryStore:
         """The new room KEY with the id ROOM_ID (and last message LAST): add_room's, or
         the ones a node sharing the file gave it (see room_id_for)."""
         self._next_room_id = max(self._next_room_id, room_id + 1)
-        self._queue(("INSERT OR IGNORE INTO rooms (id, key, name, created, key_hash) VALUES (?, ?, ?, ?, ?)",
+        self._queue((_INSERT_ROOM + " (id, key, name, created, key_hash) VALUES (?, ?, ?, ?, ?)",
                      (room_id, key, name, ts, key_hash)))
         self._last[room_id] = self._committed_last[room_id] = last
 
@@ -635,15 +639,20 @@ class HistoryStore:
             self._txn_events += len(rows)
             if self.shared:
                 self._txn_rows.extend(rows)
-            whole = len(rows) - len(rows) % ROWS_PER_INSERT
-            if whole:
-                db.executemany(_INSERT_MANY, [tuple(chain.from_iterable(rows[i:i + ROWS_PER_INSERT]))
-                                              for i in range(0, whole, ROWS_PER_INSERT)])
-            if whole < len(rows):
-                db.executemany(_INSERT_ONE, rows[whole:])
+            self._insert_events(rows)
         if self._moved:
             self._txn_moved |= self._moved
             self._moved = set()
+
+    def _insert_events(self, rows: list[tuple[int, int, int | None, float, int, str, str]]) -> None:
+        """Insert ROWS into the open transaction, ROWS_PER_INSERT to a statement."""
+        db = self._db
+        whole = len(rows) - len(rows) % ROWS_PER_INSERT
+        if whole:
+            db.executemany(_INSERT_MANY, [tuple(chain.from_iterable(rows[i:i + ROWS_PER_INSERT]))
+                                          for i in range(0, whole, ROWS_PER_INSERT)])
+        if whole < len(rows):
+            db.executemany(_INSERT_ONE, rows[whole:])
 
     def _save_heads(self) -> None:
         """Write each stale room's last message, and the event id every saved head
@@ -804,6 +813,43 @@ class HistoryStore:
             log.error("history checkpoint failed: %s", exc)
 
     def close(self) -> None:
-        self._rows_since_heads = HEADS_ROWS  # a clean close saves the heads: the next open reads no rows back
-        self.commit()
+        if self.archiving:
+            self._rows_since_heads = HEADS_ROWS  # a clean close saves the heads: the next open reads no rows back
+            self.commit()
+        else:
+            self._save_tail()
         self._db.close()
+
+    def _save_tail(self) -> None:
+        """A following process that stops writes the messages it kept and the file
+        lacks, with the rows of the rooms they were said in. Were the writer dead,
+        nobody would write them later: a node started afterwards reads the
+        stream on from where the running nodes are, not from the file's end.
+
+        Only rows that never change are written, so a live writer loses
+        nothing: it writes the same rows again (ignored), and no room change of
+        this node can land after a newer one of the writer's. The file's
+        positions stay as they are: other followers keep their tails, and the
+        next open reads these rows back to find each room's last message."""
+        db = self._db
+        try:
+            db.execute(f"PRAGMA busy_timeout = {STOP_WAIT_MS}")  # the writer may be committing
+            db.execute("BEGIN IMMEDIATE")  # the file's position and the writes in one transaction
+            try:
+                row = db.execute("SELECT value FROM positions WHERE name = 'archived_through'").fetchone()
+                through = row[0] if row else 0
+                rows = self._pending[bisect_right(self._pending, through, key=_row_id):]
+                for sql, args, at in self._writes:
+                    if at > through and sql.startswith(_INSERT_ROOM):
+                        db.execute(sql, args)
+                self._insert_events(rows)
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            log.error("history: %d messages this node kept for the file were not written as it stopped: %s",
+                      len(self._pending), exc)
+        else:
+            if rows:
+                log.info("history: wrote the %d messages this node kept that the file lacked", len(rows))
