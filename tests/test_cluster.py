@@ -1132,13 +1132,15 @@ def test_a_shared_file_keeps_a_failed_batch_and_knows_who_lacks_events(tmp_path)
 
 def test_a_following_store_that_stops_writes_the_messages_the_file_lacks(tmp_path):
     """A node that follows the file and stops writes the messages of its tail that
-    the file lacks, and the rows of the rooms they were said in; it leaves the
-    room changes to the writer, so a newer one the writer made stays."""
+    the file lacks, the rows of the rooms they were said in, and the deletion of
+    a room forgotten since (whose name a new room took); it leaves the other room
+    changes to the writer, so a newer one the writer made stays."""
     path = str(tmp_path / "shared.db")
     writer, follower = HistoryStore(path), HistoryStore(path)
     follower.shared = writer.shared = True
     follower.follow()
-    general = [store.add_room("general", "general", None, 0.0) for store in (writer, follower)][0]
+    general, quiet = ([store.add_room(name, name, None, 0.0) for store in (writer, follower)][0]
+                      for name in ("general", "quiet"))
     for store in (writer, follower):
         for text in ("one", "two"):
             store.append(general, 0.0, 0, "alice", text)
@@ -1149,14 +1151,22 @@ def test_a_following_store_that_stops_writes_the_messages_the_file_lacks(tmp_pat
     follower.append(general, 0.0, 0, "bob", "three")
     late = follower.add_room("late", "late", None, 0.0)
     follower.append(late, 0.0, 0, "bob", "four")
+    follower.forget_room(quiet)
+    quiet_again = follower.add_room("quiet", "quiet", None, 0.0)
+    follower.append(quiet_again, 0.0, 0, "bob", "five")
+    gone = follower.add_room("gone", "gone", None, 0.0)
+    follower.forget_room(gone)
     follower.close()
 
-    assert _archived(path) == ["one", "two", "three", "four"]
+    assert _archived(path) == ["one", "two", "three", "four", "five"]
     with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as reader:
         assert reader.execute("SELECT topic FROM rooms WHERE id = ?", (general,)).fetchone() == ("new topic",)
     reopened = HistoryStore(path)
     assert [e.text for e in reopened.recent(general, 10)] == ["one", "two", "three"]
     assert [e.text for e in reopened.recent(late, 10)] == ["four"]
+    assert [e.text for e in reopened.recent(quiet_again, 10)] == ["five"]
+    assert sorted((room.id, room.name) for room in reopened.rooms()) == \
+        [(general, "general"), (late, "late"), (quiet_again, "quiet")]
     reopened.close()
     writer.close()
 

@@ -51,7 +51,8 @@ _ROW = "(?, ?, ?, ?, ?, ?, ?)"
 _INSERT_EVENTS = "INSERT OR IGNORE INTO events (id, room_id, prev_id, ts, kind, sender, text) VALUES "
 _INSERT_ONE: Final = _INSERT_EVENTS + _ROW
 _INSERT_MANY: Final = _INSERT_EVENTS + ", ".join([_ROW] * ROWS_PER_INSERT)
-_INSERT_ROOM: Final = "INSERT OR IGNORE INTO rooms"
+_ROOM_INSERT: Final = "INSERT OR IGNORE INTO rooms (id, key, name, created, key_hash) VALUES (?, ?, ?, ?, ?)"
+_ROOM_DELETE: Final = "DELETE FROM rooms WHERE id = ?"
 # How long a following node that stops waits for the file's writer to finish a commit.
 STOP_WAIT_MS: Final = 2000
 
@@ -293,7 +294,7 @@ class HistoryStore:
     queued until the file has it (its ``archived_through`` position, read
     by :meth:`commit`): their reads join that tail to the file's rows, and
     if the writer dies, the one that takes its place writes the tail first;
-    one that stops writes the tail's messages (see :meth:`_save_tail`).
+    one that stops writes the tail's events (see :meth:`_save_tail`).
     Rows written twice (by two writers for a moment) are the same rows,
     so the second is ignored.
     """
@@ -477,7 +478,7 @@ class HistoryStore:
         """
         if self.has_chat(room_id):
             raise ValueError("a room with history is not forgotten")
-        self._queue(("DELETE FROM rooms WHERE id = ?", (room_id,)))
+        self._queue((_ROOM_DELETE, (room_id,)))
         self._queue(("DELETE FROM room_roles WHERE room_id = ?", (room_id,)))
         self._queue(("DELETE FROM room_bans WHERE room_id = ?", (room_id,)))
         self._last.pop(room_id, None)
@@ -525,8 +526,7 @@ class HistoryStore:
         """The new room KEY with the id ROOM_ID (and last message LAST): add_room's, or
         the ones a node sharing the file gave it (see room_id_for)."""
         self._next_room_id = max(self._next_room_id, room_id + 1)
-        self._queue((_INSERT_ROOM + " (id, key, name, created, key_hash) VALUES (?, ?, ?, ?, ?)",
-                     (room_id, key, name, ts, key_hash)))
+        self._queue((_ROOM_INSERT, (room_id, key, name, ts, key_hash)))
         self._last[room_id] = self._committed_last[room_id] = last
 
     def last_message(self, room_id: int) -> int | None:
@@ -813,24 +813,34 @@ class HistoryStore:
             log.error("history checkpoint failed: %s", exc)
 
     def close(self) -> None:
-        if self.archiving:
-            self._rows_since_heads = HEADS_ROWS  # a clean close saves the heads: the next open reads no rows back
-            self.commit()
-        else:
-            self._save_tail()
-        self._db.close()
+        try:
+            if self.archiving:
+                self._rows_since_heads = HEADS_ROWS  # a clean close saves the heads: the next open reads no rows back
+                self.commit()
+            else:
+                self._save_tail()
+        finally:
+            self._db.close()
 
     def _save_tail(self) -> None:
-        """A following process that stops writes the messages it kept and the file
-        lacks, with the rows of the rooms they were said in. Were the writer dead,
-        nobody would write them later: a node started afterwards reads the
-        stream on from where the running nodes are, not from the file's end.
+        """A following process that stops writes the events it kept and the file
+        lacks. Were the writer dead, nobody would write them later: a node
+        started afterwards reads the stream on from where the running nodes
+        are, not from the file's end.
 
-        Only rows that never change are written, so a live writer loses
-        nothing: it writes the same rows again (ignored), and no room change of
-        this node can land after a newer one of the writer's. The file's
-        positions stay as they are: other followers keep their tails, and the
-        next open reads these rows back to find each room's last message."""
+        Only what a live writer (or the next one) cannot be harmed by is
+        written: event rows, which it writes again as the same rows (ignored);
+        the row of each room they belong to, unless the room was forgotten
+        since; and the deletion of a room this node saw forgotten, which frees
+        its name for a room made again. Other room changes (topics, roles,
+        bans, accounts) stay the writer's: written here, one could land after
+        a newer one the writer already wrote. The file's positions stay too,
+        so the other followers keep their tails. The next open reads these
+        rows back to find each room's last message; a node that then follows
+        the file sees events past its position and waits, as for any file
+        that may lack some, before it writes the file alone."""
+        if not self._pending or not self._follow() or not self._pending:
+            return  # nothing kept, the file unreadable, or the file has it all
         db = self._db
         try:
             db.execute(f"PRAGMA busy_timeout = {STOP_WAIT_MS}")  # the writer may be committing
@@ -839,17 +849,19 @@ class HistoryStore:
                 row = db.execute("SELECT value FROM positions WHERE name = 'archived_through'").fetchone()
                 through = row[0] if row else 0
                 rows = self._pending[bisect_right(self._pending, through, key=_row_id):]
+                rooms = {row[1] for row in rows}
                 for sql, args, at in self._writes:
-                    if at > through and sql.startswith(_INSERT_ROOM):
+                    if at > through and (sql == _ROOM_INSERT and args[0] in rooms and args[0] in self._last
+                                         or sql == _ROOM_DELETE and args[0] not in self._last):
                         db.execute(sql, args)
                 self._insert_events(rows)
                 db.execute("COMMIT")
             except BaseException:
-                db.execute("ROLLBACK")
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
                 raise
         except sqlite3.Error as exc:
-            log.error("history: %d messages this node kept for the file were not written as it stopped: %s",
+            log.error("history write failed as this node stopped, %d events it kept for the file not stored: %s",
                       len(self._pending), exc)
-        else:
-            if rows:
-                log.info("history: wrote the %d messages this node kept that the file lacked", len(rows))
+            return
+        log.info("history: wrote the %d events this node kept and the file lacked", len(rows))
