@@ -11,7 +11,7 @@ import pytest
 
 from helpers import EVENT, ROOT, LineClient, ServerProcess
 from pychat.core import history as history_module
-from pychat.core.history import ACTION, MESSAGE, NOTICE, SCHEMA_VERSION, HistoryError, HistoryStore, migrate
+from pychat.core.history import ACTION, MAX_ID, MESSAGE, NOTICE, SCHEMA_VERSION, HistoryError, HistoryStore, migrate
 
 
 def test_restart_keeps_history_in_order(tmp_path):
@@ -348,3 +348,17 @@ def test_migration_to_version_6_marks_every_saved_head_exact(tmp_path):
     assert [e.text for e in store.recent(3, 10)] == ["one", "two"]
     store._db.close()
     assert _saved_heads(path) == ({3: 2}, 2)
+
+
+def test_a_store_asked_around_an_id_no_message_can_have_finds_nothing(tmp_path):
+    """Messages before or after an id past what SQLite holds, or not above 0, are
+    none (not an error), in a file that has messages."""
+    store = HistoryStore(str(tmp_path / "h.db"))
+    room = store.add_room("general", "general", None, 0.0)
+    said = [store.append(room, 0.0, 0, "alice", f"m{n}") for n in range(3)]
+    assert store.commit()
+    for event_id in (0, -1, MAX_ID + 1, 2**64):
+        assert store.before(room, event_id, 5) == []
+    assert store.after(room, MAX_ID + 1, 5) == []
+    assert [e.text for e in store.before(room, said[2], 5)] == ["m0", "m1"]
+    store.close()

@@ -584,7 +584,7 @@ class HistoryStore:
         """Up to LIMIT messages and actions of the room just before its message
         EVENT_ID, oldest first ([] if that is not one of the room's messages).
         Raises HistoryError if they cannot be read."""
-        if limit <= 0:
+        if limit <= 0 or not 0 < event_id <= MAX_ID:
             return []
         kept = self._tail_row(event_id)
         if kept is not None:
@@ -749,11 +749,10 @@ class HistoryStore:
         """A following node: drop what the file has now (everything queued when
         the ids had not passed its archived_through). False if it cannot be read."""
         try:
-            row = self._db.execute("SELECT value FROM positions WHERE name = 'archived_through'").fetchone()
+            through = self._archived_through()
         except sqlite3.Error as exc:
             log.error("history read failed: %s", exc)
             return False
-        through = row[0] if row else 0
         self._broken = False  # (a failed read; no transaction is open while following)
         self.complete = through + 1 >= self._kept_from
         self._writes = [write for write in self._writes if write[2] > through]
@@ -761,6 +760,11 @@ class HistoryStore:
         self._cap_kept()
         self._moved.clear()
         return True
+
+    def _archived_through(self) -> int:
+        """The file's position: the id of the last event its writer wrote."""
+        row = self._db.execute("SELECT value FROM positions WHERE name = 'archived_through'").fetchone()
+        return row[0] if row else 0
 
     def _cap_kept(self) -> None:
         """Keep at most TAIL_ROWS events and room changes waiting (the file's writer is
@@ -840,16 +844,15 @@ class HistoryStore:
         the file sees events past its position and waits, as for any file
         that may lack some, before it writes the file alone."""
         if not self._pending or not self._follow() or not self._pending:
-            return  # nothing kept, the file unreadable, or the file has it all
+            return  # nothing kept, the file unreadable, or (read without the lock) the file has it all
         db = self._db
         try:
             db.execute(f"PRAGMA busy_timeout = {STOP_WAIT_MS}")  # the writer may be committing
             db.execute("BEGIN IMMEDIATE")  # the file's position and the writes in one transaction
             try:
-                row = db.execute("SELECT value FROM positions WHERE name = 'archived_through'").fetchone()
-                through = row[0] if row else 0
+                through = self._archived_through()
                 rows = self._pending[bisect_right(self._pending, through, key=_row_id):]
-                rooms = {row[1] for row in rows}
+                rooms = {room_id for _, room_id, *_ in rows}
                 for sql, args, at in self._writes:
                     if at > through and (sql == _ROOM_INSERT and args[0] in rooms and args[0] in self._last
                                          or sql == _ROOM_DELETE and args[0] not in self._last):
@@ -864,4 +867,5 @@ class HistoryStore:
             log.error("history write failed as this node stopped, %d events it kept for the file not stored: %s",
                       len(self._pending), exc)
             return
-        log.info("history: wrote the %d events this node kept and the file lacked", len(rows))
+        if rows:
+            log.info("history: wrote the %d events this node kept and the file lacked", len(rows))
