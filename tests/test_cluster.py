@@ -459,13 +459,14 @@ def test_a_pass_of_many_or_long_messages_goes_in_bounded_entries(nodes, redis):
     assert [line.split(": ", 1)[1] for line in got if " alice: " in line] == shorts
     for name, texts in longs.items():
         assert [line.split(": ", 1)[1] for line in got if f" {name}: " in line] == texts
-    batches = [fields for _, fields in _stream_entries(redis) if fields.get(b"n") == b"one" and b"m" in fields]
+    entries = [fields for _, fields in _stream_entries(redis)]
+    batches = [fields for fields in entries if fields.get(b"n") == b"one" and b"m" in fields]
     sizes = [(len(marshal.loads(fields[b"m"])), len(fields[b"m"])) for fields in batches]
     said = [events for events, _ in sizes if events > 1]
     assert sum(said) >= len(shorts) + 32 and len(said) >= 3, sizes  # split by count, then by size
     assert max(events for events, _ in sizes) <= ENTRY_EVENTS, sizes
     assert max(size for _, size in sizes) <= ENTRY_BYTES + 4200, sizes  # one event past the bound at most
-    numbers = [int(fields[b"c"]) for _, fields in _stream_entries(redis)]
+    numbers = [int(fields[b"c"]) for fields in entries]
     assert numbers == list(range(numbers[0], numbers[0] + len(numbers))), numbers
 
 

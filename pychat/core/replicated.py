@@ -483,11 +483,11 @@ class ReplicatedHall(RoomRequests, AccountRequests):
         for (name, key_hash, created, modes, limit, topic, bans, invited,
              owner, op_accounts, voice_accounts, *where) in world["rooms"]:
             room_id, last = (where + [0, None])[:2]
-            room = self.rooms.get(room_key(name))
+            key = room_key(name)
+            room = self.rooms.get(key)
             if room is None:
-                if same_file and room_key(name) not in self._dormant and self.history.room_id_for(room_key(name),
-                                                                                                 room_id):
-                    self.history.add_room_as(room_id, room_key(name), name, key_hash or None, created, last)
+                if same_file and key not in self._dormant and self.history.room_id_for(key, room_id):
+                    self.history.add_room_as(room_id, key, name, key_hash or None, created, last)
                 else:
                     room_id = self._new_room_id(name, key_hash or None, created)
                 room = Room(name, room_id, key_hash or None, created)

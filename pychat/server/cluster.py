@@ -477,10 +477,7 @@ class Cluster:
             return  # the link's close handles it
         epoch = reply.decode()
         if self.epoch is not None and epoch != self.epoch:
-            log.error("cluster: Redis lost its data (new epoch); this node starts over")
-            self.hall.lose_local_users("the cluster lost recent events (its Redis lost its data); "
-                                       "please reconnect", time.time())
-            self.last_id, self.last_number = None, 0
+            self._start_over("Redis lost its data (new epoch)", " (its Redis lost its data)")
             self.started = False
         self.epoch = epoch
         self.cmd.call(self._leased, "EVAL", TAKE_LEASE, 4, self.lease_key, NODES, STREAM, APPENDED, self.token,
@@ -499,9 +496,7 @@ class Cluster:
             self.cmd.call(lambda reply: None, "EVAL", SWEEP, 4, NODES, NAMES, STREAM, APPENDED, PREFIX, self._kept(),
                           self.node, "node restarted", time.time())
         if self.last_id is not None and _id_tuple(last) < _id_tuple(self.last_id):
-            log.error("cluster: the stream lost events this node had read; this node starts over")
-            self.hall.lose_local_users("the cluster lost recent events; please reconnect", time.time())
-            self.last_id, self.last_number = None, 0
+            self._start_over("the stream lost events this node had read")
         if self.last_id is None and reply[2]:
             self._ask_snapshot()  # other nodes are running: the world is theirs
             return
@@ -577,14 +572,20 @@ class Cluster:
                        self.last_id)
         self.feed.flush(self._mono())
 
+    def _start_over(self, why: str, cause: str = "") -> None:
+        """This node's world is no longer the cluster's (WHY, logged): its users are
+        told (CAUSE, what they are told of it) and let go, and it reads the stream
+        on from its end, with the world of the other nodes if there are any."""
+        log.error("cluster: %s; this node starts over", why)
+        self.hall.lose_local_users(f"the cluster lost recent events{cause}; please reconnect", time.time())
+        self.last_id, self.last_number = None, 0
+
     def _trimmed(self, missed: int) -> None:
         """Entries were trimmed from the stream before this node read them: its
         world lacks their events. Its users are told and let go, and it starts
         over from the world of the other nodes, as when it joined."""
-        log.error("cluster: %d entries of the stream were trimmed before this node read them "
-                  "(it fell too far behind); this node starts over", missed)
-        self.hall.lose_local_users("the cluster lost recent events; please reconnect", time.time())
-        self.last_id, self.last_number = None, 0
+        self._start_over(f"{missed} entries of the stream were trimmed before this node read them "
+                         "(it fell too far behind)")
         self.ready = False
         self._take_lease()
 
