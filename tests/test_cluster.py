@@ -1239,3 +1239,110 @@ def test_a_node_carries_out_its_own_batch_read_back_only_if_the_stream_holds_it(
     assert carried == [("1-1", None), ("1-2", mine)]
     assert carried[1][1] is mine  # not decoded again
     assert cluster._in_flight == {}  # batch 1 never came back: let go
+
+
+def test_a_busy_pass_is_encoded_once_in_entries_within_bounds(tmp_path, monkeypatch):
+    """A pass of thousands of events is cut into entries before it is encoded,
+    so that each event is encoded once (not once per halving of a batch too
+    large); a pass of long events cut by a size guessed too small is halved
+    until it fits, and the next such pass is cut right at once."""
+    import marshal
+    import selectors
+
+    from pychat.core.replicated import ReplicatedHall
+    from pychat.core.timers import Timers
+    from pychat.server import cluster as cluster_module
+    from pychat.server.redis import RedisAddress
+
+    encoded: list[int] = []
+    real_encode = cluster_module.encode_batch
+    monkeypatch.setattr(cluster_module, "encode_batch", lambda events: encoded.append(len(events)) or real_encode(events))
+    hall = ReplicatedHall(HistoryStore(str(tmp_path / "n1.db")), node="n1")
+    with contextlib.closing(selectors.DefaultSelector()) as sel:
+        cluster = cluster_module.Cluster(RedisAddress("redis://127.0.0.1:9"), "n1", hall, sel, Timers(), time.monotonic)
+        appended: list[bytes] = []
+        monkeypatch.setattr(cluster.cmd, "call", lambda callback, *args: appended.append(args[-1]))
+
+        def one_pass(texts: list[str]) -> tuple[int, list[bytes]]:
+            encoded.clear()
+            appended.clear()
+            for text in texts:
+                cluster.publish(["bc", "nobody", 1, text, 1.0])
+            cluster._append_pending()
+            assert [event[3] for payload in appended for event in marshal.loads(payload)] == texts
+            return sum(encoded), list(appended)
+
+        shorts = [f"short {i}" for i in range(5 * cluster_module.ENTRY_EVENTS - 100)]
+        times, entries = one_pass(shorts)
+        assert times == len(shorts)
+        assert len(entries) >= 5
+        assert all(len(marshal.loads(entry)) <= cluster_module.ENTRY_EVENTS for entry in entries)
+
+        longs = [f"long {i} " + "x" * 4000 for i in range(100)]
+        times, entries = one_pass(longs)
+        assert len(longs) < times <= 3 * len(longs)  # halved twice at most: the guess was 40 bytes an event
+        assert max(map(len, entries)) <= cluster_module.ENTRY_BYTES
+        times, entries = one_pass(longs)
+        assert times == len(longs)
+        assert max(map(len, entries)) <= cluster_module.ENTRY_BYTES
+
+
+def test_a_busy_node_reads_the_stream_at_most_every_read_every(tmp_path, monkeypatch):
+    """After a read of LARGE_READ bytes or more, the next XREAD waits until
+    READ_EVERY after that read arrived (a busy node carries out the stream in a
+    few large passes); after a small read, a read that took longer than that to
+    carry out, or a full one (the node is behind), it is asked for at once."""
+    import selectors
+
+    from pychat.core.replicated import ReplicatedHall, encode_batch
+    from pychat.core.timers import Timers
+    from pychat.server import cluster as cluster_module
+    from pychat.server.redis import RedisAddress
+
+    now = [100.0]
+    timers = Timers()
+    hall = ReplicatedHall(HistoryStore(str(tmp_path / "n1.db")), node="n1")
+    with contextlib.closing(selectors.DefaultSelector()) as sel:
+        cluster = cluster_module.Cluster(RedisAddress("redis://127.0.0.1:9"), "n1", hall, sel, timers, lambda: now[0])
+        reads: list[tuple] = []
+        monkeypatch.setattr(cluster.feed, "call", lambda callback, *args: reads.append(args))
+        monkeypatch.setattr(cluster.feed, "flush", lambda mono: None)
+        cluster.ready, cluster.last_id = True, "0-0"
+        ids = itertools.count(1)
+
+        def reply(entries: int, size: int) -> list:
+            text = "x" * (size // entries)  # broadcasts of a user nobody has: carried out as nothing
+            payload = encode_batch([["bc", "nobody", 1, text, 1.0]])
+            return [[b"pychat:events", [[f"1-{next(ids)}".encode(), [b"n", b"n2", b"m", payload]]
+                                        for _ in range(entries)]]]
+
+        cluster._entries(reply(1, 1000))
+        assert len(reads) == 1 and reads[-1][0] == "XREAD"  # small: at once
+
+        cluster._entries(reply(2, cluster_module.LARGE_READ))
+        assert len(reads) == 1 and len(timers) == 1  # large: later
+        now[0] += cluster_module.READ_EVERY / 2
+        assert timers.pop_due(now[0]) == []
+        now[0] += cluster_module.READ_EVERY / 2
+        for callback in timers.pop_due(now[0]):
+            callback()
+        assert len(reads) == 2 and reads[-1][-1] == cluster.last_id
+
+        carried = cluster.hall.apply
+
+        def slow_apply(*args, **kwargs):  # carrying it out takes longer than READ_EVERY
+            now[0] += cluster_module.READ_EVERY
+            return carried(*args, **kwargs)
+        monkeypatch.setattr(cluster.hall, "apply", slow_apply)
+        cluster._entries(reply(2, cluster_module.LARGE_READ))
+        assert len(reads) == 3 and len(timers) == 0
+        monkeypatch.setattr(cluster.hall, "apply", carried)
+
+        cluster._entries(reply(cluster_module.READ_COUNT, 2 * cluster_module.LARGE_READ))
+        assert len(reads) == 4 and len(timers) == 0  # behind: at once
+
+        cluster._entries(reply(2, cluster_module.LARGE_READ))
+        cluster.ready = False  # the link went down meanwhile: the pause asks for nothing
+        for callback in timers.pop_due(now[0] + cluster_module.READ_EVERY):
+            callback()
+        assert len(reads) == 4

@@ -77,12 +77,15 @@ STREAM_BYTES = 512 << 20    # about how much of the stream Redis keeps (see _kep
 KEPT_MIN, KEPT_MAX = 4_000, 1_000_000   # entries kept (MAXLEN ~): at least, at most
 ENTRY_BYTES = 128 << 10     # a pass's events go in entries of about this much at most,
 ENTRY_EVENTS = 1024         # and this many (the events an entry has ids for, replicated.first_event_id)
+EVENT_SIZE = 128            # what an event is expected to take in an entry, until this node has sent some
 ENTRY_OVERHEAD = 100        # bytes an entry takes in Redis besides its data (its id and fields)
 LEASE_MS = 10_000           # a node not heard from for this long is declared lost
 RENEW_EVERY = 2.0           # seconds between lease renewals (and sweeps)
 TIMEOUT = 5.0               # seconds without an expected reply before a link is closed
 READ_BLOCK_MS = 1000        # the longest one XREAD waits
 READ_COUNT = 1000           # entries per XREAD
+LARGE_READ = 64 << 10       # a read of this many bytes of events or more: the node is busy, and
+READ_EVERY = 0.05           # then reads the stream at most this often (seconds), see _entries
 BACKOFF_FIRST, BACKOFF_MAX = 0.2, 5.0
 SNAPSHOT_WAIT = 5.0         # seconds a joining node waits for another node's world
 
@@ -255,6 +258,7 @@ class Cluster:
         # it has instead of decoding them again.
         self._sent = 0
         self._entry_size = float(ENTRY_OVERHEAD)  # this node's entries' average size in Redis (moving)
+        self._event_size = float(EVENT_SIZE)      # and an event's in them (moving)
         self._in_flight: dict[int, tuple[list[list[Any]], bytes]] = {}
         self._started_asking = 0.0
         hall.on_snapshot_request = self._snapshot_requested
@@ -282,22 +286,35 @@ class Cluster:
         if not self._batch:
             return
         batch, self._batch = self._batch, []
-        self._append_batch(batch, encode_batch(batch))
+        # A busy pass has thousands of events: it is cut by count and by the size
+        # its events are expected to take before it is encoded, so that each event
+        # is encoded once (halving an encoded batch until it fits encoded each of
+        # them once per halving). A part that still comes out too large is halved.
+        count = len(batch)
+        parts = max(-(-count // ENTRY_EVENTS), int(count * self._event_size / (ENTRY_BYTES * 7 / 8)) + 1)
+        if parts == 1:
+            size = self._append_batch(batch, encode_batch(batch))
+        else:
+            step = -(-count // parts)
+            size = sum(self._append_batch(batch[start:start + step], encode_batch(batch[start:start + step]))
+                       for start in range(0, count, step))
+        # The guess (used with an eighth to spare) follows the passes, a large one more than a small one.
+        self._event_size += (size / count - self._event_size) * count / (count + 16)
 
-    def _append_batch(self, batch: list[list[Any]], payload: bytes) -> None:
+    def _append_batch(self, batch: list[list[Any]], payload: bytes) -> int:
         """BATCH (encoded as PAYLOAD) as one entry, or halves of it as entries of
-        their own while it is over ENTRY_BYTES or ENTRY_EVENTS."""
+        their own while it is over ENTRY_BYTES or ENTRY_EVENTS. Returns the
+        bytes appended."""
         if (len(payload) > ENTRY_BYTES or len(batch) > ENTRY_EVENTS) and len(batch) > 1:
             half = len(batch) // 2
-            for part in (batch[:half], batch[half:]):
-                self._append_batch(part, encode_batch(part))
-            return
+            return sum(self._append_batch(part, encode_batch(part)) for part in (batch[:half], batch[half:]))
         self._sent += 1
         seq = self._sent
         self._in_flight[seq] = (batch, payload)
         self._entry_size += (len(payload) + ENTRY_OVERHEAD - self._entry_size) / 64
         self.cmd.call(lambda reply: self._published(reply, seq), "EVAL", APPEND, 2, STREAM, APPENDED, self._kept(),
                       "n", self.node, "s", seq, "m", payload)
+        return len(payload)
 
     def _kept(self) -> int:
         """How many entries the stream keeps (MAXLEN ~ of this node's appends):
@@ -566,6 +583,11 @@ class Cluster:
 
     # -- reading the stream ---------------------------------------------------------------
 
+    def _read_again(self) -> None:
+        """The pause after a large read is over (see _entries)."""
+        if self.ready and self.last_id is not None and not self.feed.waiting:
+            self._read()
+
     def _read(self) -> None:
         assert self.last_id is not None
         self.feed.call(self._entries, "XREAD", "COUNT", READ_COUNT, "BLOCK", READ_BLOCK_MS, "STREAMS", STREAM,
@@ -613,9 +635,12 @@ class Cluster:
     def _entries(self, reply: Reply) -> None:
         if isinstance(reply, Exception):
             return
-        if reply:
+        arrived = self._mono()
+        size = 0
+        entries = reply[0][1] if reply else ()
+        if entries:
             apply = self.hall.apply
-            for entry_id, fields in reply[0][1]:
+            for entry_id, fields in entries:
                 self.last_id = entry_id.decode()
                 try:
                     number, node, fence, data, batch, seq = self._fields(fields)
@@ -629,10 +654,20 @@ class Cluster:
                         self._trimmed(number - self.last_number - 1)
                         return
                     self.last_number = number
+                size += len(data)
                 own = self._read_back(seq, data) if seq else None
                 try:
                     apply(node, fence, data, batch, self.last_id, own)
                 except Exception:
                     log.exception("cluster: internal error carrying out event %s; skipped", self.last_id)
-        if self.ready:
+        if not self.ready:
+            return
+        # A large read means that the nodes are busy: the next one waits until
+        # READ_EVERY after this one arrived, so that this node carries out the
+        # stream, and writes to its clients, in a few large passes rather than
+        # many small ones (each pass costs a send() per client). A node that is
+        # slower than that, or behind (a full read), reads again at once.
+        if size >= LARGE_READ and len(entries) < READ_COUNT and self._mono() < arrived + READ_EVERY:
+            self.timers.call_at(arrived + READ_EVERY, self._read_again)
+        else:
             self._read()
