@@ -64,11 +64,15 @@ def raise_nofile() -> int:
     return soft
 
 
-def server_cpu(pid: int) -> float:
-    """User + system CPU seconds of process PID."""
+def server_cpu(pid: int, children: bool = False) -> float:
+    """User + system CPU seconds of process PID; with CHILDREN, those of the
+    children it has waited for too (Redis rewrites its AOF in a child)."""
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    ticks = int(fields[11]) + int(fields[12])
+    if children:
+        ticks += int(fields[13]) + int(fields[14])
+    return ticks / CLK_TCK
 
 
 def socket_owners(port: int, pids: list[int], listening: bool = False) -> dict[int, int]:

@@ -495,7 +495,7 @@ class LoadGen:
         args = self.args
         pids = args.server_pid
         cpu0 = [server_cpu(pid) for pid in pids]
-        redis0 = server_cpu(args.redis_pid) if args.redis_pid else 0.0
+        redis0 = server_cpu(args.redis_pid, children=True) if args.redis_pid else 0.0
         own0 = time.process_time()
         self._start_checking()
         self._set_lowat(args.rcvlowat)
@@ -514,7 +514,7 @@ class LoadGen:
             self._poll(0.05)
         end = time.monotonic()
         cpu1 = [server_cpu(pid) for pid in pids]
-        redis1 = server_cpu(args.redis_pid) if args.redis_pid else 0.0
+        redis1 = server_cpu(args.redis_pid, children=True) if args.redis_pid else 0.0
         own1 = time.process_time()
         elapsed = end - start
         # After the clock stopped: take any stragglers (the byte count that

@@ -593,7 +593,8 @@ def cluster_section(results: dict) -> list[str]:
         "clients over them (clients per node below), and one history file, which one of them writes; "
         "`pychat` is the single process without Redis. Each node has `pychat`'s flags. Redis is Debian's "
         f"`redis-server` with `appendonly yes`, `appendfsync {REDIS_FSYNC}` and no snapshots, its "
-        "files in the run's directory.",
+        "files in the run's directory; its CPU includes that of the children it forks to rewrite the AOF "
+        "(counted when one ends).",
         "",
         "How the 2 cores were shared: node 1 is pinned to core 0 and node 2 to core 1; Redis and the "
         "load generator are not pinned, so with two nodes four busy processes share the two cores "
