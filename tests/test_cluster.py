@@ -1244,8 +1244,8 @@ def test_a_node_carries_out_its_own_batch_read_back_only_if_the_stream_holds_it(
 def test_a_busy_pass_is_encoded_once_in_entries_within_bounds(tmp_path, monkeypatch):
     """A pass of thousands of events is cut into entries before it is encoded,
     so that each event is encoded once (not once per halving of a batch too
-    large); a pass of long events cut by a size guessed too small is halved
-    until it fits, and the next such pass is cut right at once."""
+    large); a part of long events too large for one entry is cut by the size
+    it came to, and its events encoded a second time, not more."""
     import marshal
     import selectors
 
@@ -1280,11 +1280,13 @@ def test_a_busy_pass_is_encoded_once_in_entries_within_bounds(tmp_path, monkeypa
 
         longs = [f"long {i} " + "x" * 4000 for i in range(100)]
         times, entries = one_pass(longs)
-        assert len(longs) < times <= 3 * len(longs)  # halved twice at most: the guess was 40 bytes an event
+        assert times == 2 * len(longs)
+        assert len(entries) >= 4 and max(map(len, entries)) <= cluster_module.ENTRY_BYTES
+        mixed = [f"short {i}" if i % 50 else f"long {i} " + "x" * 4000 for i in range(3000)]
+        times, entries = one_pass(mixed)
+        assert times <= 2 * len(mixed)
         assert max(map(len, entries)) <= cluster_module.ENTRY_BYTES
-        times, entries = one_pass(longs)
-        assert times == len(longs)
-        assert max(map(len, entries)) <= cluster_module.ENTRY_BYTES
+        assert all(len(marshal.loads(entry)) <= cluster_module.ENTRY_EVENTS for entry in entries)
 
 
 def test_a_busy_node_reads_the_stream_at_most_every_read_every(tmp_path, monkeypatch):
@@ -1305,10 +1307,18 @@ def test_a_busy_node_reads_the_stream_at_most_every_read_every(tmp_path, monkeyp
     with contextlib.closing(selectors.DefaultSelector()) as sel:
         cluster = cluster_module.Cluster(RedisAddress("redis://127.0.0.1:9"), "n1", hall, sel, timers, lambda: now[0])
         reads: list[tuple] = []
-        monkeypatch.setattr(cluster.feed, "call", lambda callback, *args: reads.append(args))
+
+        def call(callback, *args) -> None:  # the feed link, up: its XREAD waits for an answer
+            reads.append(args)
+            cluster.feed.waiting.append(callback)
+        monkeypatch.setattr(cluster.feed, "call", call)
         monkeypatch.setattr(cluster.feed, "flush", lambda mono: None)
         cluster.ready, cluster.last_id = True, "0-0"
         ids = itertools.count(1)
+
+        def answer(entries: list) -> None:
+            assert len(cluster.feed.waiting) == 1  # never two XREADs at once
+            cluster.feed.waiting.popleft()(entries)
 
         def reply(entries: int, size: int) -> list:
             text = "x" * (size // entries)  # broadcasts of a user nobody has: carried out as nothing
@@ -1316,17 +1326,18 @@ def test_a_busy_node_reads_the_stream_at_most_every_read_every(tmp_path, monkeyp
             return [[b"pychat:events", [[f"1-{next(ids)}".encode(), [b"n", b"n2", b"m", payload]]
                                         for _ in range(entries)]]]
 
-        cluster._entries(reply(1, 1000))
-        assert len(reads) == 1 and reads[-1][0] == "XREAD"  # small: at once
+        cluster._read()
+        answer(reply(1, 1000))
+        assert len(reads) == 2 and reads[-1][0] == "XREAD"  # small: at once
 
-        cluster._entries(reply(2, cluster_module.LARGE_READ))
-        assert len(reads) == 1 and len(timers) == 1  # large: later
+        answer(reply(2, cluster_module.LARGE_READ))
+        assert len(reads) == 2 and len(timers) == 1  # large: later
         now[0] += cluster_module.READ_EVERY / 2
         assert timers.pop_due(now[0]) == []
         now[0] += cluster_module.READ_EVERY / 2
         for callback in timers.pop_due(now[0]):
             callback()
-        assert len(reads) == 2 and reads[-1][-1] == cluster.last_id
+        assert len(reads) == 3 and reads[-1][-1] == cluster.last_id
 
         carried = cluster.hall.apply
 
@@ -1334,15 +1345,28 @@ def test_a_busy_node_reads_the_stream_at_most_every_read_every(tmp_path, monkeyp
             now[0] += cluster_module.READ_EVERY
             return carried(*args, **kwargs)
         monkeypatch.setattr(cluster.hall, "apply", slow_apply)
-        cluster._entries(reply(2, cluster_module.LARGE_READ))
-        assert len(reads) == 3 and len(timers) == 0
+        answer(reply(2, cluster_module.LARGE_READ))
+        assert len(reads) == 4 and len(timers) == 0
         monkeypatch.setattr(cluster.hall, "apply", carried)
 
-        cluster._entries(reply(cluster_module.READ_COUNT, 2 * cluster_module.LARGE_READ))
-        assert len(reads) == 4 and len(timers) == 0  # behind: at once
+        answer(reply(cluster_module.READ_COUNT, 2 * cluster_module.LARGE_READ))
+        assert len(reads) == 5 and len(timers) == 0  # behind: at once
 
-        cluster._entries(reply(2, cluster_module.LARGE_READ))
+        answer(reply(2, cluster_module.LARGE_READ))
         cluster.ready = False  # the link went down meanwhile: the pause asks for nothing
         for callback in timers.pop_due(now[0] + cluster_module.READ_EVERY):
             callback()
-        assert len(reads) == 4
+        assert len(reads) == 5 and not cluster.feed.waiting
+
+        answer_later = reply(2, cluster_module.LARGE_READ)
+        cluster.ready = True
+        cluster._read()
+        answer(answer_later)  # paused again; then the link goes down and up, and reads at once
+        cluster.ready = False
+        cluster.ready = True
+        cluster._read()
+        assert len(reads) == 7
+        now[0] += cluster_module.READ_EVERY
+        for callback in timers.pop_due(now[0]):
+            callback()  # the pause's end finds that read waiting: no second one
+        assert len(reads) == 7 and len(cluster.feed.waiting) == 1

@@ -77,7 +77,6 @@ STREAM_BYTES = 512 << 20    # about how much of the stream Redis keeps (see _kep
 KEPT_MIN, KEPT_MAX = 4_000, 1_000_000   # entries kept (MAXLEN ~): at least, at most
 ENTRY_BYTES = 128 << 10     # a pass's events go in entries of about this much at most,
 ENTRY_EVENTS = 1024         # and this many (the events an entry has ids for, replicated.first_event_id)
-EVENT_SIZE = 128            # what an event is expected to take in an entry, until this node has sent some
 ENTRY_OVERHEAD = 100        # bytes an entry takes in Redis besides its data (its id and fields)
 LEASE_MS = 10_000           # a node not heard from for this long is declared lost
 RENEW_EVERY = 2.0           # seconds between lease renewals (and sweeps)
@@ -258,7 +257,6 @@ class Cluster:
         # it has instead of decoding them again.
         self._sent = 0
         self._entry_size = float(ENTRY_OVERHEAD)  # this node's entries' average size in Redis (moving)
-        self._event_size = float(EVENT_SIZE)      # and an event's in them (moving)
         self._in_flight: dict[int, tuple[list[list[Any]], bytes]] = {}
         self._started_asking = 0.0
         hall.on_snapshot_request = self._snapshot_requested
@@ -286,35 +284,37 @@ class Cluster:
         if not self._batch:
             return
         batch, self._batch = self._batch, []
-        # A busy pass has thousands of events: it is cut by count and by the size
-        # its events are expected to take before it is encoded, so that each event
-        # is encoded once (halving an encoded batch until it fits encoded each of
-        # them once per halving). A part that still comes out too large is halved.
-        count = len(batch)
-        parts = max(-(-count // ENTRY_EVENTS), int(count * self._event_size / (ENTRY_BYTES * 7 / 8)) + 1)
-        if parts == 1:
-            size = self._append_batch(batch, encode_batch(batch))
-        else:
-            step = -(-count // parts)
-            size = sum(self._append_batch(batch[start:start + step], encode_batch(batch[start:start + step]))
-                       for start in range(0, count, step))
-        # The guess (used with an eighth to spare) follows the passes, a large one more than a small one.
-        self._event_size += (size / count - self._event_size) * count / (count + 16)
+        # A busy pass has thousands of events. It is cut by count, and a part whose
+        # encoding is too large is cut by the size it came to, each piece encoded
+        # again: an event is encoded once, or twice among long ones (halving an
+        # encoded pass until each half fitted encoded every event once per halving).
+        for start in range(0, len(batch), ENTRY_EVENTS):
+            part = batch[start:start + ENTRY_EVENTS] if len(batch) > ENTRY_EVENTS else batch
+            payload = encode_batch(part)
+            if len(payload) <= ENTRY_BYTES or len(part) == 1:
+                self._append_batch(part, payload)
+                continue
+            pieces = min(len(part), -(-len(payload) // (ENTRY_BYTES * 7 // 8)))
+            step = -(-len(part) // pieces)
+            for first in range(0, len(part), step):
+                piece = part[first:first + step]
+                self._append_batch(piece, encode_batch(piece))
 
-    def _append_batch(self, batch: list[list[Any]], payload: bytes) -> int:
+    def _append_batch(self, batch: list[list[Any]], payload: bytes) -> None:
         """BATCH (encoded as PAYLOAD) as one entry, or halves of it as entries of
-        their own while it is over ENTRY_BYTES or ENTRY_EVENTS. Returns the
-        bytes appended."""
+        their own while it is over ENTRY_BYTES or ENTRY_EVENTS (a piece of very
+        uneven events)."""
         if (len(payload) > ENTRY_BYTES or len(batch) > ENTRY_EVENTS) and len(batch) > 1:
             half = len(batch) // 2
-            return sum(self._append_batch(part, encode_batch(part)) for part in (batch[:half], batch[half:]))
+            for part in (batch[:half], batch[half:]):
+                self._append_batch(part, encode_batch(part))
+            return
         self._sent += 1
         seq = self._sent
         self._in_flight[seq] = (batch, payload)
         self._entry_size += (len(payload) + ENTRY_OVERHEAD - self._entry_size) / 64
         self.cmd.call(lambda reply: self._published(reply, seq), "EVAL", APPEND, 2, STREAM, APPENDED, self._kept(),
                       "n", self.node, "s", seq, "m", payload)
-        return len(payload)
 
     def _kept(self) -> int:
         """How many entries the stream keeps (MAXLEN ~ of this node's appends):
@@ -585,7 +585,7 @@ class Cluster:
 
     def _read_again(self) -> None:
         """The pause after a large read is over (see _entries)."""
-        if self.ready and self.last_id is not None and not self.feed.waiting:
+        if self.ready and not self._stopped and self.last_id is not None and not self.feed.waiting:
             self._read()
 
     def _read(self) -> None:
