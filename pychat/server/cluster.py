@@ -284,20 +284,22 @@ class Cluster:
         if not self._batch:
             return
         batch, self._batch = self._batch, []
-        # A busy pass has thousands of events. It is cut by count, and a part whose
-        # encoding is too large is cut by the size it came to, each piece encoded
-        # again: an event is encoded once, or twice among long ones (halving an
-        # encoded pass until each half fitted encoded every event once per halving).
-        for start in range(0, len(batch), ENTRY_EVENTS):
-            part = batch[start:start + ENTRY_EVENTS] if len(batch) > ENTRY_EVENTS else batch
+        # A busy pass has thousands of events. It is cut by count; a part whose
+        # encoding is too large is cut by the size it came to, and so is the rest
+        # of the pass: each event is encoded once, but those of such a part
+        # twice (halving an encoded pass until each half fitted encoded every
+        # event once per halving).
+        count, start = ENTRY_EVENTS, 0
+        while start < len(batch):
+            part = batch[start:start + count] if start or len(batch) > count else batch
+            start += len(part)
             payload = encode_batch(part)
             if len(payload) <= ENTRY_BYTES or len(part) == 1:
                 self._append_batch(part, payload)
                 continue
-            pieces = min(len(part), -(-len(payload) // (ENTRY_BYTES * 7 // 8)))
-            step = -(-len(part) // pieces)
-            for first in range(0, len(part), step):
-                piece = part[first:first + step]
+            count = max(1, len(part) * (ENTRY_BYTES * 7 // 8) // len(payload))
+            for first in range(0, len(part), count):
+                piece = part[first:first + count]
                 self._append_batch(piece, encode_batch(piece))
 
     def _append_batch(self, batch: list[list[Any]], payload: bytes) -> None:
