@@ -84,7 +84,7 @@ TIMEOUT = 5.0               # seconds without an expected reply before a link is
 READ_BLOCK_MS = 1000        # the longest one XREAD waits
 READ_COUNT = 1000           # entries per XREAD
 LARGE_READ = 64 << 10       # a read of this many bytes of events or more: the node is busy, and
-READ_EVERY = 0.05           # then reads the stream at most this often (seconds), see _entries
+READ_EVERY = 0.05           # the next read waits until this long (seconds) after it arrived, see _entries
 BACKOFF_FIRST, BACKOFF_MAX = 0.2, 5.0
 SNAPSHOT_WAIT = 5.0         # seconds a joining node waits for another node's world
 
@@ -284,33 +284,23 @@ class Cluster:
         if not self._batch:
             return
         batch, self._batch = self._batch, []
-        # A busy pass has thousands of events. It is cut by count; a part whose
-        # encoding is too large is cut by the size it came to, and so is the rest
-        # of the pass: each event is encoded once, but those of such a part
-        # twice (halving an encoded pass until each half fitted encoded every
-        # event once per halving).
+        # A busy pass has thousands of events. It is cut by count, and a part whose
+        # encoding is too large sets a smaller count, by the size it came to, for
+        # itself and the rest of the pass: an event is encoded once, or again for
+        # each time its part was too large (halving an encoded pass until each
+        # half fitted encoded every event once per halving).
         count, start = ENTRY_EVENTS, 0
         while start < len(batch):
             part = batch[start:start + count] if start or len(batch) > count else batch
-            start += len(part)
             payload = encode_batch(part)
-            if len(payload) <= ENTRY_BYTES or len(part) == 1:
-                self._append_batch(part, payload)
+            if len(payload) > ENTRY_BYTES and len(part) > 1:
+                count = max(1, len(part) * (ENTRY_BYTES * 7 // 8) // len(payload))  # under len(part)
                 continue
-            count = max(1, len(part) * (ENTRY_BYTES * 7 // 8) // len(payload))
-            for first in range(0, len(part), count):
-                piece = part[first:first + count]
-                self._append_batch(piece, encode_batch(piece))
+            start += len(part)
+            self._append_batch(part, payload)
 
     def _append_batch(self, batch: list[list[Any]], payload: bytes) -> None:
-        """BATCH (encoded as PAYLOAD) as one entry, or halves of it as entries of
-        their own while it is over ENTRY_BYTES or ENTRY_EVENTS (a piece of very
-        uneven events)."""
-        if (len(payload) > ENTRY_BYTES or len(batch) > ENTRY_EVENTS) and len(batch) > 1:
-            half = len(batch) // 2
-            for part in (batch[:half], batch[half:]):
-                self._append_batch(part, encode_batch(part))
-            return
+        """BATCH, encoded as PAYLOAD, as one entry of the stream."""
         self._sent += 1
         seq = self._sent
         self._in_flight[seq] = (batch, payload)
