@@ -1370,3 +1370,45 @@ def test_a_busy_node_reads_the_stream_at_most_every_read_every(tmp_path, monkeyp
         for callback in timers.pop_due(now[0]):
             callback()  # the pause's end finds that read waiting: no second one
         assert len(reads) == 7 and len(cluster.feed.waiting) == 1
+
+
+def test_a_read_asked_before_the_node_started_over_is_not_carried_out(tmp_path, monkeypatch):
+    """Redis lost its data while the link stayed up (the lease was found gone):
+    the node starts over, and the answer to the XREAD it had asked before moves
+    neither its place in the stream nor its world. Once it is ready again, that
+    late answer leads to a read from its new place."""
+    import selectors
+
+    from pychat.core.replicated import ReplicatedHall, encode_batch
+    from pychat.core.timers import Timers
+    from pychat.server import cluster as cluster_module
+    from pychat.server.redis import RedisAddress
+
+    carried: list[str] = []
+
+    class Recording(ReplicatedHall):
+        def apply(self, node, fence, data, batch=False, entry_id="", events=None):
+            carried.append(entry_id)
+
+    hall = Recording(HistoryStore(str(tmp_path / "n1.db")), node="n1")
+    with contextlib.closing(selectors.DefaultSelector()) as sel:
+        cluster = cluster_module.Cluster(RedisAddress("redis://127.0.0.1:9"), "n1", hall, sel, Timers(),
+                                         time.monotonic)
+        reads: list[tuple] = []
+
+        def call(callback, *args) -> None:
+            reads.append(args)
+            cluster.feed.waiting.append(callback)
+        monkeypatch.setattr(cluster.feed, "call", call)
+        monkeypatch.setattr(cluster.feed, "flush", lambda mono: None)
+        cluster.ready, cluster.last_id = True, "5-0"
+        cluster._read()
+        cluster.ready = False
+        cluster._start_over("Redis lost its data (new epoch)")
+        cluster.last_id, cluster.ready = "9-0", True  # its new place, as _leased or a snapshot sets it
+        entry = [b"1-1", [b"n", b"n2", b"m", encode_batch([["bc", "nobody", 1, "from the old world", 1.0]])]]
+        cluster.feed.waiting.popleft()([[b"pychat:events", [entry]]])
+        assert carried == [] and cluster.last_id == "9-0"
+        assert len(reads) == 2 and reads[-1][-1] == "9-0" and len(cluster.feed.waiting) == 1
+        cluster.feed.waiting.popleft()([[b"pychat:events", [[b"9-1", entry[1]]]]])
+        assert carried == ["9-1"]

@@ -261,6 +261,7 @@ class Cluster:
         self._started_asking = 0.0
         hall.on_snapshot_request = self._snapshot_requested
         self._stopped = False
+        self._world = 0  # how many times this node started over: what a read asked before brings is dropped
         hall.bus = self
         # The history file is written by one node of those sharing it: until this
         # one holds its lock, it keeps what it would write (HistoryStore.follow).
@@ -582,7 +583,14 @@ class Cluster:
 
     def _read(self) -> None:
         assert self.last_id is not None
-        self.feed.call(self._entries, "XREAD", "COUNT", READ_COUNT, "BLOCK", READ_BLOCK_MS, "STREAMS", STREAM,
+        world = self._world
+
+        def answer(reply: Reply) -> None:
+            if world == self._world:
+                self._entries(reply)
+            else:  # asked before this node started over: not its world's entries
+                self._read_again()
+        self.feed.call(answer, "XREAD", "COUNT", READ_COUNT, "BLOCK", READ_BLOCK_MS, "STREAMS", STREAM,
                        self.last_id)
         self.feed.flush(self._mono())
 
@@ -593,6 +601,7 @@ class Cluster:
         log.error("cluster: %s; this node starts over", why)
         self.hall.lose_local_users(f"the cluster lost recent events{cause}; please reconnect", time.time())
         self.last_id, self.last_number = None, 0
+        self._world += 1
 
     def _trimmed(self, missed: int) -> None:
         """Entries were trimmed from the stream before this node read them: its
