@@ -1290,10 +1290,11 @@ def test_a_busy_pass_is_encoded_once_in_entries_within_bounds(tmp_path, monkeypa
 
 
 def test_a_busy_node_reads_the_stream_at_most_every_read_every(tmp_path, monkeypatch):
-    """After a read of LARGE_READ bytes or more, the next XREAD waits until
-    READ_EVERY after that read arrived (a busy node carries out the stream in a
-    few large passes); after a small read, a read that took longer than that to
-    carry out, or a full one (the node is behind), it is asked for at once."""
+    """After two reads in a row of LARGE_READ bytes or more, the node rests (its
+    server's loop, rest_until) and the next XREAD waits until READ_EVERY after
+    the second arrived: a busy node works in a few large passes. After a small
+    read, one large read alone, a read that took longer than that to carry
+    out, or a full one (the node is behind), it is asked for at once."""
     import selectors
 
     from pychat.core.replicated import ReplicatedHall, encode_batch
@@ -1331,13 +1332,18 @@ def test_a_busy_node_reads_the_stream_at_most_every_read_every(tmp_path, monkeyp
         assert len(reads) == 2 and reads[-1][0] == "XREAD"  # small: at once
 
         answer(reply(2, cluster_module.LARGE_READ))
-        assert len(reads) == 2 and len(timers) == 1  # large: later
+        assert len(reads) == 3 and len(timers) == 0  # one large read alone: at once
+        assert cluster.rest_until == 0.0
+
+        answer(reply(2, cluster_module.LARGE_READ))
+        assert len(reads) == 3 and len(timers) == 1  # the second in a row: later, and the node rests
+        assert cluster.rest_until == now[0] + cluster_module.READ_EVERY
         now[0] += cluster_module.READ_EVERY / 2
         assert timers.pop_due(now[0]) == []
         now[0] += cluster_module.READ_EVERY / 2
         for callback in timers.pop_due(now[0]):
             callback()
-        assert len(reads) == 3 and reads[-1][-1] == cluster.last_id
+        assert len(reads) == 4 and reads[-1][-1] == cluster.last_id
 
         carried = cluster.hall.apply
 
@@ -1346,30 +1352,30 @@ def test_a_busy_node_reads_the_stream_at_most_every_read_every(tmp_path, monkeyp
             return carried(*args, **kwargs)
         monkeypatch.setattr(cluster.hall, "apply", slow_apply)
         answer(reply(2, cluster_module.LARGE_READ))
-        assert len(reads) == 4 and len(timers) == 0
+        assert len(reads) == 5 and len(timers) == 0 and cluster.rest_until < now[0]
         monkeypatch.setattr(cluster.hall, "apply", carried)
 
         answer(reply(cluster_module.READ_COUNT, 2 * cluster_module.LARGE_READ))
-        assert len(reads) == 5 and len(timers) == 0  # behind: at once
+        assert len(reads) == 6 and len(timers) == 0  # behind: at once
 
         answer(reply(2, cluster_module.LARGE_READ))
-        cluster.ready = False  # the link went down meanwhile: the pause asks for nothing
+        cluster.ready = False  # the link went down meanwhile: the rest's end asks for nothing
         for callback in timers.pop_due(now[0] + cluster_module.READ_EVERY):
             callback()
-        assert len(reads) == 5 and not cluster.feed.waiting
+        assert len(reads) == 6 and not cluster.feed.waiting
 
         answer_later = reply(2, cluster_module.LARGE_READ)
         cluster.ready = True
         cluster._read()
-        answer(answer_later)  # paused again; then the link goes down and up, and reads at once
+        answer(answer_later)  # busy again; then the link goes down and up, and reads at once
         cluster.ready = False
         cluster.ready = True
         cluster._read()
-        assert len(reads) == 7
+        assert len(reads) == 8
         now[0] += cluster_module.READ_EVERY
         for callback in timers.pop_due(now[0]):
-            callback()  # the pause's end finds that read waiting: no second one
-        assert len(reads) == 7 and len(cluster.feed.waiting) == 1
+            callback()  # the rest's end finds that read waiting: no second one
+        assert len(reads) == 8 and len(cluster.feed.waiting) == 1
 
 
 def test_a_read_asked_before_the_node_started_over_is_not_carried_out(tmp_path, monkeypatch):
@@ -1412,3 +1418,45 @@ def test_a_read_asked_before_the_node_started_over_is_not_carried_out(tmp_path, 
         assert len(reads) == 2 and reads[-1][-1] == "9-0" and len(cluster.feed.waiting) == 1
         cluster.feed.waiting.popleft()([[b"pychat:events", [[b"9-1", entry[1]]]]])
         assert carried == ["9-1"]
+
+
+def test_a_busy_node_rests_between_passes_and_a_signal_ends_the_rest(tmp_path, redis):
+    """While the cluster's rest_until is ahead (a busy node, see the test above),
+    a step of the server's loop handles nothing: a line a client sent waits
+    until the rest is over (or a timer due sooner). A signal ends a rest at once."""
+    from pychat.server.config import ServerSettings
+    from pychat.server.loop import Server
+
+    server = Server(ServerSettings(host="127.0.0.1", port=0, flood_rate=0, cluster=redis.url, node_name="n1",
+                                   db=str(tmp_path / "n1.db")))
+    port = server.listen()[0][1]
+    try:
+        cluster = server.cluster
+        assert cluster is not None
+        wait_for(lambda: (server.step(0.05), cluster.ready)[1], what="the node to join the cluster")
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as client:
+            wait_for(lambda: (server.step(0.05), len(server.conns) == 1)[1], what="the connection")
+            client.sendall(b"alice\n")
+            start = time.monotonic()
+            cluster.rest_until = start + 0.5
+            rest_end = min(cluster.rest_until, start + server.timers.timeout(start, 0.5))
+            client.setblocking(False)
+            seen, handled_at = b"", None
+            while handled_at is None and time.monotonic() < start + 10:
+                server.step(0.05)
+                with contextlib.suppress(BlockingIOError):
+                    seen += client.recv(65536)
+                if b"hello alice!" in seen:
+                    handled_at = time.monotonic()
+            assert handled_at is not None, "the name was never taken"
+            assert handled_at >= rest_end  # not read before the rest was over
+
+            cluster.rest_until = time.monotonic() + 60
+            assert server.step(0.0) is None and not server.stopping  # resting: nothing done
+            server.request_stop()  # what a signal does: a byte on the wakeup socket
+            start = time.monotonic()
+            server.step()
+            assert time.monotonic() - start < 1.0  # the rest ended at once
+            assert server.stopping
+    finally:
+        server.close()

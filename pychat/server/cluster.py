@@ -83,8 +83,8 @@ RENEW_EVERY = 2.0           # seconds between lease renewals (and sweeps)
 TIMEOUT = 5.0               # seconds without an expected reply before a link is closed
 READ_BLOCK_MS = 1000        # the longest one XREAD waits
 READ_COUNT = 1000           # entries per XREAD
-LARGE_READ = 64 << 10       # a read of this many bytes of events or more: the node is busy, and
-READ_EVERY = 0.05           # the next read waits until this long (seconds) after it arrived, see _entries
+LARGE_READ = 64 << 10       # a read of this many bytes of events or more, after another: the node is busy,
+READ_EVERY = 0.1            # and rests until this long (seconds) after it arrived, then reads, see _entries
 BACKOFF_FIRST, BACKOFF_MAX = 0.2, 5.0
 SNAPSHOT_WAIT = 5.0         # seconds a joining node waits for another node's world
 
@@ -262,6 +262,10 @@ class Cluster:
         hall.on_snapshot_request = self._snapshot_requested
         self._stopped = False
         self._world = 0  # how many times this node started over: what a read asked before brings is dropped
+        self._last_read_large = False  # the last read brought LARGE_READ bytes or more
+        # Until when (monotonic) the server's loop rests between passes: the
+        # node is busy (see _entries). 0.0: it has not been.
+        self.rest_until = 0.0
         hall.bus = self
         # The history file is written by one node of those sharing it: until this
         # one holds its lock, it keeps what it would write (HistoryStore.follow).
@@ -577,7 +581,7 @@ class Cluster:
     # -- reading the stream ---------------------------------------------------------------
 
     def _read_again(self) -> None:
-        """The pause after a large read is over (see _entries)."""
+        """The rest after a busy read is over (see _entries)."""
         if self.ready and not self._stopped and self.last_id is not None and not self.feed.waiting:
             self._read()
 
@@ -663,12 +667,19 @@ class Cluster:
                     log.exception("cluster: internal error carrying out event %s; skipped", self.last_id)
         if not self.ready:
             return
-        # A large read means that the nodes are busy: the next one waits until
-        # READ_EVERY after this one arrived, so that this node carries out the
-        # stream, and writes to its clients, in a few large passes rather than
-        # many small ones (each pass costs a send() per client). A node that is
-        # slower than that, or behind (a full read), reads again at once.
-        if size >= LARGE_READ and len(entries) < READ_COUNT and self._mono() < arrived + READ_EVERY:
-            self.timers.call_at(arrived + READ_EVERY, self._read_again)
+        # Two large reads in a row mean that the nodes are busy: the server's
+        # loop rests until READ_EVERY after this one arrived (Server._rest), and
+        # the next read goes out then. What arrives meanwhile waits in the
+        # kernel and in Redis, so that the node reads its clients, appends to
+        # the stream, carries it out and writes to each client in a few large
+        # passes a second rather than many small ones: each costs a recv(), an
+        # append and a send() per client. A node that is slower than that, or
+        # behind (a full read), reads again at once; one large read alone (a
+        # node that stalled for a moment) changes nothing.
+        large = size >= LARGE_READ
+        busy, self._last_read_large = large and self._last_read_large, large
+        if busy and len(entries) < READ_COUNT and self._mono() < arrived + READ_EVERY:
+            self.rest_until = arrived + READ_EVERY
+            self.timers.call_at(self.rest_until, self._read_again)
         else:
             self._read()
