@@ -968,8 +968,9 @@ def test_stream_numbering_grows_and_is_the_same_on_every_node(entries, start, da
     """Entries in stream order (ms steps, sequence, events per entry): every event's
     id grows; a node that started with other ids (its own file's) gives the same;
     and so does a node that joins at any entry with the counter of the snapshot
-    it takes, however the entries before overran their bounds."""
-    def numbered(first_id: int, skip: int = 0) -> tuple[list[int], list[int]]:
+    it takes, however the entries before overran their bounds. Numbering in the
+    append itself (its AT_LEAST, as a node carries out a message) gives the same."""
+    def numbered(first_id: int, skip: int = 0, in_append: bool = False) -> tuple[list[int], list[int]]:
         """The events' ids, and the counter before each entry, numbering from entry SKIP on."""
         store = HistoryStore()
         room = store.add_room("general", "general", None, 0.0)
@@ -982,13 +983,17 @@ def test_stream_numbering_grows_and_is_the_same_on_every_node(entries, start, da
             counters.append(store.next_event_id)
             first = first_event_id(f"{ms}-{seq}")
             for _ in range(events):
-                store.number_from(first)
-                ids.append(store.append(room, 0.0, 0, "alice", "hi"))
+                if in_append:
+                    ids.append(store.append(room, 0.0, 0, "alice", "hi", first))
+                else:
+                    store.number_from(first)
+                    ids.append(store.append(room, 0.0, 0, "alice", "hi"))
                 first += IDS_PER_EVENT
         return ids, counters
 
     ids, counters = numbered(1)
     assert all(a < b for a, b in zip(ids, ids[1:])) and ids == numbered(start)[0] and ids[-1] <= MAX_ID
+    assert numbered(1, in_append=True) == (ids, counters) and numbered(start, in_append=True)[0] == ids
     joins_at = data.draw(st.integers(0, len(entries) - 1))
     before = sum(events for _, _, events in entries[:joins_at])
     assert numbered(counters[joins_at], skip=joins_at)[0] == ids[before:]

@@ -485,9 +485,10 @@ class HistoryStore:
         self._committed_last.pop(room_id, None)
         self._moved.discard(room_id)
 
-    def append(self, room_id: int, ts: float, kind: int, sender: str, text: str) -> int:
-        """Queue one event; it reaches the database at the next commit. Returns its id."""
-        event_id = self._next_id
+    def append(self, room_id: int, ts: float, kind: int, sender: str, text: str, at_least: int = 0) -> int:
+        """Queue one event; it reaches the database at the next commit. Returns its
+        id: the next one, or AT_LEAST if that is past it (number_from, in one call)."""
+        event_id = self._next_id if self._next_id >= at_least else at_least
         self._next_id = event_id + 1
         prev = None
         if kind != NOTICE:  # notices are stored, not replayed: not in the chain

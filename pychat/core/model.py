@@ -671,15 +671,18 @@ class Hall(AccountsMixin, ModerationMixin):
 
     # -- talking ----------------------------------------------------------
 
-    def say(self, user: User, room: Room, text: str, now: float, kind: int = MESSAGE, tags: str = "") -> None:
+    def say(self, user: User, room: Room, text: str, now: float, kind: int = MESSAGE, tags: str = "",
+            id_at_least: int = 0) -> None:
         """A message, action or notice in ROOM: every other member receives it
         (the sender too, if its renderer echoes). TAGS: the sender's
-        client-only tags, for the renderers that carry them (not stored)."""
+        client-only tags, for the renderers that carry them (not stored).
+        ID_AT_LEAST: see HistoryStore.append (a cluster node's numbering)."""
         if room.gated or user not in room.members:  # one test for the common case
             self._check_may_speak(user, room, now)
         # MESSAGE and ACTION are the store's codes too; a NOTICE is kept as a message.
         # Its id in the store is its message id (IRC's msgid, which CHATHISTORY takes).
-        msgid = self.history.append(room.id, now, kind if kind != NOTICE else STORED_MESSAGE, user.name, text)
+        msgid = self.history.append(room.id, now, kind if kind != NOTICE else STORED_MESSAGE, user.name, text,
+                                    id_at_least)
         event: SaidFields = (now, room.name, user.name, user.prefix, text, kind, msgid, tags)
         uncommitted = self.uncommitted
         self.touched.add(room)

@@ -242,9 +242,10 @@ class ReplicatedHall(RoomRequests, AccountRequests):
         bus.publish(["part", user.key, user.fence, room.key, reason, now])
         raise pending
 
-    def say(self, user: User, room: Room, text: str, now: float, kind: int = MESSAGE, tags: str = "") -> None:
+    def say(self, user: User, room: Room, text: str, now: float, kind: int = MESSAGE, tags: str = "",
+            id_at_least: int = 0) -> None:
         if self._applying:
-            super().say(user, room, text, now, kind, tags)
+            super().say(user, room, text, now, kind, tags, id_at_least)
             return
         if room.gated or user not in room.members:
             self._check_may_speak(user, room, now)
@@ -284,20 +285,18 @@ class ReplicatedHall(RoomRequests, AccountRequests):
         # A room message is most of what crosses the stream, and always in a
         # batch: it is carried out here, and only here, straight to the base
         # Hall (it needs no ``_applying``), with no call per message but
-        # Hall.say's. It numbers only what it stores.
-        store_from = self.history.number_from
+        # Hall.say's, which numbers what it stores (ID_AT_LEAST).
         users, rooms, chatted, say = self.users, self.rooms, self._chatted, Hall.say
         for event in value if isinstance(value, list) else ():
             try:
                 if event[0] == "say":
                     _, key, user_fence, room_id, text, kind, now, tags = event
-                    store_from(first)
                     user = users.get(key)
                     room = rooms.get(room_id)
                     # No user of that claim: it ended (its node was declared lost).
                     if user is not None and room is not None and user.fence == user_fence:
                         try:
-                            say(self, user, room, text, now, kind, tags)
+                            say(self, user, room, text, now, kind, tags, first)
                         except ChatError as exc:
                             self._tell(user, exc)
                         else:
