@@ -1297,9 +1297,11 @@ def test_a_busy_pass_is_encoded_once_in_entries_within_bounds(tmp_path, monkeypa
 def test_a_busy_node_reads_the_stream_at_most_every_read_every(tmp_path, monkeypatch):
     """After two reads in a row of LARGE_READ bytes or more, the node rests (its
     server's loop, rest_until) and the next XREAD waits until READ_EVERY after
-    the second arrived: a busy node works in a few large passes. After a small
-    read, one large read alone, a read that took longer than that to carry
-    out, or a full one (the node is behind), it is asked for at once."""
+    the second arrived, then for the end of that pass (flush), after the pass's
+    own appends: a busy node works in a few large passes. After a small read,
+    one large read alone, a read that took longer than that to carry out, or a
+    full one (the node is behind), it is asked for at once. A node that stops
+    reading (its link down) is not busy any more."""
     import selectors
 
     from pychat.core.replicated import ReplicatedHall, encode_batch
@@ -1348,7 +1350,12 @@ def test_a_busy_node_reads_the_stream_at_most_every_read_every(tmp_path, monkeyp
         now[0] += cluster_module.READ_EVERY / 2
         for callback in timers.pop_due(now[0]):
             callback()
-        assert len(reads) == 4 and reads[-1][-1] == cluster.last_id
+        cluster.publish(["bc", "nobody", 1, "sent during the rest", 1.0])
+        sent: list[str] = []
+        monkeypatch.setattr(cluster.cmd, "call", lambda callback, *args: sent.append(args[0]))
+        assert len(reads) == 3  # not before the end of the pass
+        cluster.flush()
+        assert sent == ["EVAL"] and len(reads) == 4 and reads[-1][-1] == cluster.last_id  # appended, then read
 
         carried = cluster.hall.apply
 
@@ -1367,6 +1374,7 @@ def test_a_busy_node_reads_the_stream_at_most_every_read_every(tmp_path, monkeyp
         cluster.ready = False  # the link went down meanwhile: the rest's end asks for nothing
         for callback in timers.pop_due(now[0] + cluster_module.READ_EVERY):
             callback()
+        cluster.flush()
         assert len(reads) == 6 and not cluster.feed.waiting
 
         answer_later = reply(2, cluster_module.LARGE_READ)
@@ -1380,7 +1388,19 @@ def test_a_busy_node_reads_the_stream_at_most_every_read_every(tmp_path, monkeyp
         now[0] += cluster_module.READ_EVERY
         for callback in timers.pop_due(now[0]):
             callback()  # the rest's end finds that read waiting: no second one
+        cluster.flush()
         assert len(reads) == 8 and len(cluster.feed.waiting) == 1
+
+        answer(reply(2, cluster_module.LARGE_READ))  # busy again, and then the link is lost
+        assert cluster.rest_until > now[0]
+        monkeypatch.setattr(cluster.cmd, "close", lambda reason: None)
+        monkeypatch.setattr(cluster.feed, "close", lambda reason: None)
+        cluster._link_down("test")
+        assert cluster.rest_until == 0.0 and not cluster.ready
+        cluster.ready = True
+        cluster._read()
+        answer(reply(2, cluster_module.LARGE_READ))  # the first large read after it: at once
+        assert len(reads) == 10 and cluster.rest_until == 0.0
 
 
 def test_a_read_asked_before_the_node_started_over_is_not_carried_out(tmp_path, monkeypatch):
@@ -1428,7 +1448,9 @@ def test_a_read_asked_before_the_node_started_over_is_not_carried_out(tmp_path, 
 def test_a_busy_node_rests_between_passes_and_a_signal_ends_the_rest(tmp_path, redis):
     """While the cluster's rest_until is ahead (a busy node, see the test above),
     a step of the server's loop handles nothing: a line a client sent waits
-    until the rest is over (or a timer due sooner). A signal ends a rest at once."""
+    until the rest is over. A signal ends a rest at once."""
+    import selectors
+
     from pychat.server.config import ServerSettings
     from pychat.server.loop import Server
 
@@ -1443,8 +1465,7 @@ def test_a_busy_node_rests_between_passes_and_a_signal_ends_the_rest(tmp_path, r
             wait_for(lambda: (server.step(0.05), len(server.conns) == 1)[1], what="the connection")
             client.sendall(b"alice\n")
             start = time.monotonic()
-            cluster.rest_until = start + 0.5
-            rest_end = min(cluster.rest_until, start + server.timers.timeout(start, 0.5))
+            cluster.rest_until = rest_end = start + 0.5
             client.setblocking(False)
             seen, handled_at = b"", None
             while handled_at is None and time.monotonic() < start + 10:
@@ -1455,9 +1476,22 @@ def test_a_busy_node_rests_between_passes_and_a_signal_ends_the_rest(tmp_path, r
                     handled_at = time.monotonic()
             assert handled_at is not None, "the name was never taken"
             assert handled_at >= rest_end  # not read before the rest was over
+            while b"no messages in #general yet" not in seen and time.monotonic() < start + 10:
+                server.step(0.05)  # the rest of the greeting, so that nothing more is on its way
+                with contextlib.suppress(BlockingIOError):
+                    seen += client.recv(65536)
+            assert seen.endswith(b"no messages in #general yet\r\n"), seen
 
             cluster.rest_until = time.monotonic() + 60
-            assert server.step(0.0) is None and not server.stopping  # resting: nothing done
+            client.sendall(b"/list\n")
+            conn = next(iter(server.conns.values()))
+            with selectors.DefaultSelector() as waiting:
+                waiting.register(conn.sock, selectors.EVENT_READ)
+                assert waiting.select(5), "the line never reached the server's socket"
+            for _ in range(3):
+                assert server.step(0.0) is None
+            with pytest.raises(BlockingIOError):
+                client.recv(65536)  # resting: the line was not read, so not answered
             server.request_stop()  # what a signal does: a byte on the wakeup socket
             start = time.monotonic()
             server.step()

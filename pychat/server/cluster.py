@@ -264,8 +264,9 @@ class Cluster:
         self._world = 0  # how many times this node started over: what a read asked before brings is dropped
         self._last_read_large = False  # the last read brought LARGE_READ bytes or more
         # Until when (monotonic) the server's loop rests between passes: the
-        # node is busy (see _entries). 0.0: it has not been.
+        # node is busy (see _entries). 0.0: it is not.
         self.rest_until = 0.0
+        self._read_due = False  # a rest is over: read at the end of this pass (flush)
         hall.bus = self
         # The history file is written by one node of those sharing it: until this
         # one holds its lock, it keeps what it would write (HistoryStore.follow).
@@ -380,11 +381,15 @@ class Cluster:
                 self.cmd.call(lambda reply: None, "EVAL", LET_GO, 1, self.archive_key, self.token)
 
     def flush(self) -> None:
-        """The end of a loop pass: this pass's events and commands leave for Redis."""
+        """The end of a loop pass: this pass's events and commands leave for Redis,
+        then the read a rest put off, so that it finds them (see _entries)."""
         self._append_pending()
         mono = self._mono()
         if self.cmd.out:
             self.cmd.flush(mono)
+        if self._read_due:
+            self._read_due = False
+            self._read_again()
         if self.feed.out:
             self.feed.flush(mono)
 
@@ -394,6 +399,7 @@ class Cluster:
 
     def _link_down(self, reason: str) -> None:
         was_ready, self.ready = self.ready, False
+        self._not_busy()
         if was_ready:
             log.warning("cluster: Redis at %s unreachable (%s); requests are refused until it is back",
                         self.address, reason)
@@ -437,6 +443,7 @@ class Cluster:
             # user keeps its connection and claims its name again once this node is back.
             log.error("cluster: this node's lease expired and it was declared lost; taking it again")
             self.ready = False
+            self._not_busy()
             self._take_lease()
 
     def _hold_archive(self) -> None:
@@ -580,10 +587,22 @@ class Cluster:
 
     # -- reading the stream ---------------------------------------------------------------
 
+    def _rest_over(self) -> None:
+        """The rest after a busy read is over: the pass under way reads its
+        clients first, and the stream once their events are appended (flush)."""
+        self._read_due = True
+
     def _read_again(self) -> None:
-        """The rest after a busy read is over (see _entries)."""
+        """Read the stream, unless the node cannot or a read is under way."""
         if self.ready and not self._stopped and self.last_id is not None and not self.feed.waiting:
             self._read()
+
+    def _not_busy(self) -> None:
+        """No rest from now on, and the next large read is the first of its run:
+        the node stopped reading (Redis lost, its lease or its world)."""
+        self.rest_until = 0.0
+        self._last_read_large = False
+        self._read_due = False
 
     def _read(self) -> None:
         assert self.last_id is not None
@@ -606,6 +625,7 @@ class Cluster:
         self.hall.lose_local_users(f"the cluster lost recent events{cause}; please reconnect", time.time())
         self.last_id, self.last_number = None, 0
         self._world += 1
+        self._not_busy()
 
     def _trimmed(self, missed: int) -> None:
         """Entries were trimmed from the stream before this node read them: its
@@ -668,18 +688,20 @@ class Cluster:
         if not self.ready:
             return
         # Two large reads in a row mean that the nodes are busy: the server's
-        # loop rests until READ_EVERY after this one arrived (Server._rest), and
-        # the next read goes out then. What arrives meanwhile waits in the
-        # kernel and in Redis, so that the node reads its clients, appends to
-        # the stream, carries it out and writes to each client in a few large
-        # passes a second rather than many small ones: each costs a recv(), an
-        # append and a send() per client. A node that is slower than that, or
-        # behind (a full read), reads again at once; one large read alone (a
-        # node that stalled for a moment) changes nothing.
+        # loop rests until READ_EVERY after this one arrived (Server._rest).
+        # What arrives meanwhile waits in the kernel and in Redis. The pass
+        # after the rest reads the node's clients, appends what they sent, and
+        # only then reads the stream (_rest_over, flush), so that the read
+        # finds them; the next pass carries it out and writes to the clients.
+        # A busy node so works in a few large passes a second rather than many
+        # small ones, each of which costs a recv(), an append and a send() per
+        # client. A node that is slower than that, or behind (a full read),
+        # reads again at once; one large read alone (a node that stalled for a
+        # moment) changes nothing.
         large = size >= LARGE_READ
         busy, self._last_read_large = large and self._last_read_large, large
         if busy and len(entries) < READ_COUNT and self._mono() < arrived + READ_EVERY:
             self.rest_until = arrived + READ_EVERY
-            self.timers.call_at(self.rest_until, self._read_again)
+            self.timers.call_at(self.rest_until, self._rest_over)
         else:
             self._read()
